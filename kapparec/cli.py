@@ -1,0 +1,93 @@
+"""The ``kapparec`` console script: one verb per area, each registered by that area's ``cli`` module.
+
+Areas register light argparse definitions only; handlers import their heavy dependencies
+(Beam, TensorFlow) when they run, so ``kapparec --help`` and ``infra status`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kapparec.errors import KapparecError, UsageError
+
+# Each module exposes ``register(subparsers)``, adding verbs whose handler is ``args.run(args)``.
+COMMAND_MODULES = (
+    "infra.cli",
+    "streams.cli",
+    "transforms.cli",
+    "featurestore.cli",
+    "training.cli",
+    "training.models_cli",
+    "serving.cli",
+    "kapparec.bench",
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage gets one line on stderr and exit 2, never a usage dump or traceback."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="kapparec", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineParser)
+    verbs.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside the module, not a missing area
+                raise
+            continue
+        module.register(verbs)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def translate(exc: BaseException) -> KapparecError | None:
+    """Known failures of the services we talk to, as user-facing errors."""
+    try:
+        import kafka.errors as kafka_errors
+        import redis.exceptions as redis_errors
+    except ImportError:  # pragma: no cover - both are hard dependencies
+        return None
+    if isinstance(exc, kafka_errors.NoBrokersAvailable):
+        return KapparecError("no Kafka broker reachable at the bootstrap address (is `kapparec infra up` running? see --bootstrap)")
+    if isinstance(exc, kafka_errors.KafkaError):
+        return KapparecError(f"Kafka: {_one_line(exc)}")
+    if isinstance(exc, redis_errors.ConnectionError):
+        return KapparecError(f"Redis unreachable: {_one_line(exc)} (is `kapparec infra up` running? see --redis)")
+    if isinstance(exc, redis_errors.RedisError):
+        return KapparecError(f"Redis: {_one_line(exc)}")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result = args.run(args)
+        return int(result or 0)
+    except KeyboardInterrupt:
+        print("kapparec: interrupted", file=sys.stderr)
+        return 130
+    except KapparecError as exc:
+        print(f"kapparec: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last line of defence for the one-line contract
+        known = translate(exc)
+        if known is None:
+            raise
+        print(f"kapparec: error: {_one_line(known)}", file=sys.stderr)
+        return known.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

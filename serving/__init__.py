@@ -1,0 +1,1 @@
+"""The gRPC serving process (personalised, similar, trending) over the ScaNN index and feature store."""

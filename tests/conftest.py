@@ -1,0 +1,74 @@
+"""Test session stack: a real Tansu broker and a real Redis on free ports, never mocks.
+
+``stack`` gives each test an empty log and an empty Redis: Tansu keeps its log in memory,
+so restarting it is the cheapest way to empty every topic.
+"""
+
+from __future__ import annotations
+
+import os
+
+# TFRS needs the legacy Keras, and TF must see that before it is first imported anywhere.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from infra.services import ManagedService, broker_spec, redis_spec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    redis_url: str
+    broker: ManagedService
+    redis_service: ManagedService
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+
+@pytest.fixture(scope="session")
+def session_stack(tmp_path_factory) -> Stack:
+    run_dir: Path = tmp_path_factory.mktemp("stack")
+    broker = ManagedService(broker_spec(free_port()), run_dir)
+    redis_service = ManagedService(redis_spec(free_port(), run_dir), run_dir)
+    broker.start()
+    redis_service.start()
+    stack = Stack(
+        bootstrap=f"127.0.0.1:{broker.spec.port}",
+        redis_url=f"redis://127.0.0.1:{redis_service.spec.port}/0",
+        broker=broker,
+        redis_service=redis_service,
+    )
+    saved = {k: os.environ.get(k) for k in ("KAPPAREC_BOOTSTRAP", "KAPPAREC_REDIS_URL")}
+    os.environ["KAPPAREC_BOOTSTRAP"] = stack.bootstrap
+    os.environ["KAPPAREC_REDIS_URL"] = stack.redis_url
+    yield stack
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    broker.stop()
+    redis_service.stop()
+
+
+@pytest.fixture
+def stack(session_stack: Stack) -> Stack:
+    """An empty log and an empty Redis for this test."""
+    session_stack.broker.stop()
+    session_stack.broker.start()
+    session_stack.redis().flushall()
+    return session_stack
