@@ -45,7 +45,9 @@ class Feature:
     SEEN = "seen"  # ADD: item ids the user interacted with (impressions excluded)
     DISLIKED = "disliked"  # LATEST: field item, payload "1" disliked / "0" liked again
     PROGRESS = "progress"  # LATEST: field item, payload watch fraction ("1" when complete)
-    AFFINITY = "affinity"  # COUNT: field "category|bucket_start_ms", value integer weight
+    # COUNT: field "item|bucket_start_ms", value integer weight. Categories are joined with the
+    # catalog at read time: a join while processing would depend on how the log was split.
+    AFFINITY = "affinity"
 
     # item features, entity = item_id
     POPULARITY = "popularity"  # COUNT: field "event_type|bucket_start_ms"

@@ -29,7 +29,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Bad usage gets one line on stderr and exit 2, never a usage dump or traceback."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse; verbs that run Beam pipelines (``passthrough``) hand unknown --options to Beam."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown and not getattr(args, "passthrough", False):
+        raise UsageError(f"kapparec: unrecognized arguments: {' '.join(unknown)} (see --help)")
+    args.beam_args = unknown
+    return args
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -59,8 +68,8 @@ def translate(exc: BaseException) -> KapparecError | None:
         import redis.exceptions as redis_errors
     except ImportError:  # pragma: no cover - both are hard dependencies
         return None
-    if isinstance(exc, kafka_errors.NoBrokersAvailable):
-        return KapparecError("no Kafka broker reachable at the bootstrap address (is `kapparec infra up` running? see --bootstrap)")
+    if isinstance(exc, kafka_errors.KafkaTimeoutError) and "bootstrap" in str(exc):
+        return KapparecError(f"Kafka: {_one_line(exc)} (is `kapparec infra up` running? see --bootstrap)")
     if isinstance(exc, kafka_errors.KafkaError):
         return KapparecError(f"Kafka: {_one_line(exc)}")
     if isinstance(exc, redis_errors.ConnectionError):
@@ -72,7 +81,7 @@ def translate(exc: BaseException) -> KapparecError | None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         result = args.run(args)
         return int(result or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,56 @@
+"""``kapparec features``: inspect and manage feature-store versions."""
+
+from __future__ import annotations
+
+import sys
+
+from kapparec import cliargs
+
+
+def register(verbs) -> None:
+    features = verbs.add_parser("features", help="inspect the feature store (dump, versions, rollback)")
+    sub = features.add_subparsers(dest="features_verb", metavar="ACTION", required=True)
+
+    dump = sub.add_parser("dump", help="print the whole feature state as canonical, sorted JSON lines")
+    cliargs.add_redis(dump)
+    dump.add_argument("--version", help="a version id (default: the current one)")
+    dump.set_defaults(run=run_dump)
+
+    versions = sub.add_parser("versions", help="list versions, marking current and previous")
+    cliargs.add_redis(versions)
+    versions.set_defaults(run=run_versions)
+
+    rollback = sub.add_parser("rollback", help="switch readers back to the previous version")
+    cliargs.add_redis(rollback)
+    rollback.set_defaults(run=run_rollback)
+
+
+def _store(args):
+    from featurestore.redis_store import RedisFeatureStore
+
+    return RedisFeatureStore(cliargs.redis_url(args))
+
+
+def run_dump(args) -> int:
+    store = _store(args)
+    version = args.version or store.require_current_version()
+    cliargs.require(version in store.versions(), f"no feature version {version!r} (see `kapparec features versions`)")
+    out = sys.stdout
+    for line in store.dump(version):
+        out.write(line + "\n")
+    return 0
+
+
+def run_versions(args) -> int:
+    from featurestore import layout
+
+    store = _store(args)
+    marks = {store.client.get(layout.CURRENT): "current", store.client.get(layout.PREVIOUS): "previous"}
+    for version, meta in store.versions().items():
+        print(f"{version}\t{meta.get('state')}\t{meta.get('source')}\t{marks.get(version, '')}".rstrip())
+    return 0
+
+
+def run_rollback(args) -> int:
+    print(f"features: current version is now {_store(args).rollback()}")
+    return 0

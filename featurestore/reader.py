@@ -1,0 +1,163 @@
+"""The one reader API over the feature store, for training and serving alike.
+
+The store holds exact, mergeable aggregates; this is where they become features: time
+decay, top-N selection, normalisation and the join with the catalog happen here, at read
+time. Decay is relative to the log's event-time clock (the highest event time the
+pipelines have seen), not the wall clock, so a replayed store reads exactly the same.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from dataclasses import dataclass
+
+import redis
+
+from featurestore import layout
+from featurestore.definitions import Feature
+from kapparec.errors import KapparecError
+from streams import topics
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    item_id: str
+    event_type: str
+    event_time: int
+
+
+class FeatureReader:
+    def __init__(self, redis_url: str, version: str | None = None):
+        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.version = version or self.client.get(layout.CURRENT)
+        if self.version is None:
+            raise KapparecError("the feature store is empty: run `kapparec backfill` or `kapparec stream` first")
+
+    def _key(self, feature: str, entity: str) -> str:
+        return layout.feature_key(self.version, feature, entity)
+
+    # -- the clock ----------------------------------------------------------------------
+
+    def log_clock_ms(self) -> int:
+        """The highest event time seen in the log: the "now" that decay is measured from."""
+        marks = self.client.hvals(self._key(Feature.HIGH_WATER, topics.EVENTS))
+        return max((int(m) for m in marks), default=0)
+
+    # -- user features ------------------------------------------------------------------
+
+    def history(self, user_id: str, n: int = 50) -> list[HistoryEntry]:
+        """The user's last ``n`` interactions, newest first."""
+        members = self.client.zrevrange(self._key(Feature.HISTORY, user_id), 0, n - 1)
+        entries = []
+        for member in members:
+            item, event_type, event_time, *_ = member.split("|")
+            entries.append(HistoryEntry(item, event_type, int(event_time)))
+        return entries
+
+    def seen(self, user_id: str) -> set[str]:
+        return self.client.smembers(self._key(Feature.SEEN, user_id))
+
+    def disliked(self, user_id: str) -> set[str]:
+        states = self.client.hgetall(self._key(Feature.DISLIKED, user_id))
+        return {item for item, value in states.items() if _latest_payload(value) == "1"}
+
+    def continue_watching(self, user_id: str, low: float = 0.05, high: float = 0.95) -> list[tuple[str, float]]:
+        """Items started but not finished, most recently touched first."""
+        states = self.client.hgetall(self._key(Feature.PROGRESS, user_id))
+        started = []
+        for item, value in states.items():
+            order, fraction = value.split(layout.LATEST_SEPARATOR, 1)
+            if low < float(fraction) < high:
+                started.append((order, item, float(fraction)))
+        return [(item, fraction) for _, item, fraction in sorted(started, reverse=True)]
+
+    def category_affinity(self, user_id: str, half_life_days: float = 14.0, now_ms: int | None = None) -> dict[str, float]:
+        """Time-decayed interest per category, normalised to sum to 1."""
+        weights = self.client.hgetall(self._key(Feature.AFFINITY, user_id))
+        if not weights:
+            return {}
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        per_item: dict[str, float] = {}
+        for field, weight in weights.items():
+            item, bucket = field.rsplit("|", 1)
+            age_days = max(0, now_ms - int(bucket)) / DAY_MS
+            per_item[item] = per_item.get(item, 0.0) + int(weight) * 0.5 ** (age_days / half_life_days)
+        scores: dict[str, float] = {}
+        for item, entry in self.catalog(list(per_item)).items():
+            for category in entry.get("categories", ()):
+                scores[category] = scores.get(category, 0.0) + per_item[item]
+        total = sum(scores.values())
+        return {c: s / total for c, s in sorted(scores.items())} if total else {}
+
+    # -- item features ------------------------------------------------------------------
+
+    def catalog(self, item_ids: list[str]) -> dict[str, dict]:
+        """Latest catalog entry per item (items never seen in the catalog are left out)."""
+        if not item_ids:
+            return {}
+        values = self.client.hmget(self._key(Feature.CATALOG, ""), item_ids)
+        return {item: json.loads(_latest_payload(v)) for item, v in zip(item_ids, values) if v is not None}
+
+    def popularity(self, item_id: str, days: int = 7, now_ms: int | None = None) -> dict[str, int]:
+        """Event counts per type over the last ``days`` day buckets."""
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        since = now_ms - days * DAY_MS
+        counts: dict[str, int] = {}
+        for field, count in self.client.hgetall(self._key(Feature.POPULARITY, item_id)).items():
+            event_type, bucket = field.rsplit("|", 1)
+            if int(bucket) > since:
+                counts[event_type] = counts.get(event_type, 0) + int(count)
+        return counts
+
+    def trending(
+        self,
+        scope: str = "global",
+        n: int = 20,
+        half_life_hours: float = 6.0,
+        horizon_hours: int = 72,
+        now_ms: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """Top ``n`` items by exponentially decayed weighted counts over recent hourly windows.
+
+        ``scope`` is "global" or "region:<r>".
+        """
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        since = now_ms - horizon_hours * HOUR_MS
+        scores: dict[str, float] = {}
+        for field, weight in self.client.hscan_iter(self._key(Feature.TRENDING, scope), count=5000):
+            bucket, item = field.split("|", 1)
+            bucket_ms = int(bucket)
+            if bucket_ms <= since:
+                continue
+            age_hours = max(0, now_ms - bucket_ms) / HOUR_MS
+            scores[item] = scores.get(item, 0.0) + int(weight) * 0.5 ** (age_hours / half_life_hours)
+        return heapq.nlargest(n, scores.items(), key=lambda kv: (kv[1], kv[0]))
+
+    def similar(self, item_id: str, n: int = 20) -> list[tuple[str, float]]:
+        """Items co-occurring with ``item_id`` in user sessions, by cosine: c(a,b) / sqrt(n(a) n(b)).
+
+        Normalising by both occurrences keeps blockbusters from being "similar" to everything.
+        """
+        pairs = self.client.hgetall(self._key(Feature.COOCCURRENCE, item_id))
+        if not pairs:
+            return []
+        others = list(pairs)
+        occurrences = self.client.hmget(self._key(Feature.OCCURRENCE, ""), [item_id, *others])
+        own = int(occurrences[0] or 0)
+        scored = []
+        for other, together, theirs in zip(others, pairs.values(), occurrences[1:]):
+            if own and theirs:
+                scored.append((other, int(together) / math.sqrt(own * int(theirs))))
+        return heapq.nlargest(n, scored, key=lambda kv: (kv[1], kv[0]))
+
+    def late_records(self) -> int:
+        return sum(int(v) for v in self.client.hvals(self._key(Feature.LATE, topics.EVENTS)))
+
+
+def _latest_payload(value: str) -> str:
+    return value.split(layout.LATEST_SEPARATOR, 1)[1]

@@ -1,0 +1,213 @@
+"""The Redis backend of the feature store: versions, staged batches and their atomic merge.
+
+A batch of the feature pipeline writes its mutations into stage hashes (idempotently: one
+field per mutation key, so a retried bundle rewrites the same values). Merging stages into
+a version runs ``merge.lua``:
+
+- a continuous micro-batch merges all its stages *and* advances the offsets in one
+  MULTI/EXEC, so a crash leaves either the whole batch applied or none of it;
+- a backfill merges into a fresh version no reader uses yet, then ``publish`` switches
+  ``kr:current`` to it in one transaction, keeping the previous version for rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from importlib import resources
+
+import redis
+
+from featurestore import layout
+from featurestore.definitions import Feature, Mutation, Op
+from kapparec.errors import KapparecError
+
+STAGE_SHARDS = 16
+_MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
+
+
+def encode_staged(mutation: Mutation) -> tuple[str, str]:
+    """The (field, value) of a mutation in a stage hash (see merge.lua)."""
+    sep = layout.STAGE_SEPARATOR
+    field = sep.join((mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY, mutation.field))
+    if mutation.op == Op.TOP:
+        value = f"{mutation.value!r}{sep}{mutation.limit}"
+    elif mutation.op == Op.LATEST:
+        value = f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
+    elif mutation.op == Op.ADD:
+        value = ""
+    else:
+        value = str(int(mutation.value))
+    return field, value
+
+
+def stage_shard(field: str) -> int:
+    return zlib.crc32(field.encode()) % STAGE_SHARDS
+
+
+class RedisFeatureStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self._merge = self.client.register_script(_MERGE_LUA)
+
+    # -- versions -------------------------------------------------------------------
+
+    def current_version(self) -> str | None:
+        return self.client.get(layout.CURRENT)
+
+    def require_current_version(self) -> str:
+        version = self.current_version()
+        if version is None:
+            raise KapparecError("the feature store is empty: run `kapparec backfill` or `kapparec stream` first")
+        return version
+
+    def versions(self) -> dict[str, dict]:
+        return {v: json.loads(meta) for v, meta in sorted(self.client.hgetall(layout.VERSIONS).items())}
+
+    def create_version(self, source: str) -> str:
+        version = f"v{self.client.incr(layout.VERSION_SEQ)}"
+        self._set_meta(version, state="building", source=source, created_at=int(time.time() * 1000))
+        return version
+
+    def _set_meta(self, version: str, **fields) -> None:
+        meta = json.loads(self.client.hget(layout.VERSIONS, version) or "{}")
+        meta.update(fields)
+        self.client.hset(layout.VERSIONS, version, json.dumps(meta, sort_keys=True))
+
+    def publish(self, version: str) -> None:
+        """Make ``version`` current in one step; the old current becomes the rollback target."""
+        self._set_meta(version, state="ready")
+        with self.client.pipeline(transaction=True) as tx:
+            old = self.current_version()
+            if old and old != version:
+                tx.set(layout.PREVIOUS, old)
+            tx.set(layout.CURRENT, version)
+            tx.execute()
+        self.collect_garbage()
+
+    def rollback(self) -> str:
+        previous = self.client.get(layout.PREVIOUS)
+        if previous is None:
+            raise KapparecError("no previous feature version to roll back to")
+        current = self.require_current_version()
+        with self.client.pipeline(transaction=True) as tx:
+            tx.set(layout.CURRENT, previous)
+            tx.set(layout.PREVIOUS, current)
+            tx.execute()
+        return previous
+
+    def collect_garbage(self) -> list[str]:
+        """Delete every version but the current and the previous one (and builds in progress)."""
+        keep = {self.client.get(layout.CURRENT), self.client.get(layout.PREVIOUS)}
+        dropped = [
+            v for v, meta in self.versions().items() if v not in keep and meta.get("state") != "building"
+        ]
+        for version in dropped:
+            self.drop_version(version)
+        return dropped
+
+    def drop_version(self, version: str) -> None:
+        for chunk in _chunks(self.client.scan_iter(match=f"{layout.version_prefix(version)}*", count=1000), 500):
+            self.client.unlink(*chunk)
+        self.client.hdel(layout.VERSIONS, version)
+
+    # -- log positions ----------------------------------------------------------------
+
+    def offsets(self, version: str) -> dict[tuple[str, int], int]:
+        raw = self.client.hgetall(layout.offsets_key(version))
+        return {(f.rsplit("/", 1)[0], int(f.rsplit("/", 1)[1])): int(v) for f, v in raw.items()}
+
+    def high_water(self, version: str, topic: str) -> dict[int, int]:
+        raw = self.client.hgetall(layout.feature_key(version, Feature.HIGH_WATER, topic))
+        return {int(p): int(v) for p, v in raw.items()}
+
+    # -- batches ----------------------------------------------------------------------
+
+    def new_batch_id(self) -> str:
+        return f"b{int(time.time() * 1000)}-{self.client.incr(f'{layout.ROOT}:batch_seq')}"
+
+    def stage(self, version: str, batch: str, mutations: Iterable[Mutation], chunk: int = 5000) -> int:
+        """Write mutations into the batch's stage hashes; idempotent, so bundle retries are safe."""
+        prefix = layout.stage_prefix(version, batch)
+        shards: dict[int, dict[str, str]] = {}
+        written = 0
+        for mutation in mutations:
+            field, value = encode_staged(mutation)
+            shards.setdefault(stage_shard(field), {})[field] = value
+            written += 1
+            if written % chunk == 0:
+                self._write_shards(prefix, shards)
+        self._write_shards(prefix, shards)
+        return written
+
+    def _write_shards(self, prefix: str, shards: dict[int, dict[str, str]]) -> None:
+        # One HSET with many fields per shard: far fewer round trips than a command per field.
+        pipe = self.client.pipeline(transaction=False)
+        for shard, fields in shards.items():
+            pipe.hset(f"{prefix}{shard}", mapping=fields)
+        pipe.execute()
+        shards.clear()
+
+    def merge_batch(
+        self, version: str, batch: str, offsets: dict[tuple[str, int], int] | None = None, atomic: bool = True
+    ) -> int:
+        """Merge a staged batch into ``version``, with its end offsets.
+
+        ``atomic`` wraps every shard and the offsets in one MULTI/EXEC: the continuous job's
+        exactly-once step. A backfill merges shard by shard into a version nobody reads yet,
+        so Redis stays responsive to the serving reads of the current version meanwhile.
+        """
+        prefix = layout.version_prefix(version)
+        shards = [f"{layout.stage_prefix(version, batch)}{i}" for i in range(STAGE_SHARDS)]
+        offset_fields = {layout.offset_field(t, p): o for (t, p), o in (offsets or {}).items()}
+        if not atomic:
+            merged = sum(self._merge(keys=[shard], args=[prefix]) for shard in shards)
+            if offset_fields:
+                self.client.hset(layout.offsets_key(version), mapping=offset_fields)
+            return merged
+        with self.client.pipeline(transaction=True) as tx:
+            for shard in shards:
+                self._merge(keys=[shard], args=[prefix], client=tx)
+            if offset_fields:
+                tx.hset(layout.offsets_key(version), mapping=offset_fields)
+            return sum(tx.execute()[: len(shards)])
+
+    def discard_stages(self, version: str) -> int:
+        """Drop stage hashes of batches that died before merging (their offsets never advanced)."""
+        keys = list(self.client.scan_iter(match=f"{layout.version_prefix(version)}{layout.STAGE}:*", count=1000))
+        for chunk in _chunks(keys, 500):
+            self.client.unlink(*chunk)
+        return len(keys)
+
+    # -- dump -------------------------------------------------------------------------
+
+    def dump(self, version: str) -> Iterator[str]:
+        """Every key of a version as canonical, sorted JSON lines (stages excluded)."""
+        prefix = layout.version_prefix(version)
+        stage = f"{prefix}{layout.STAGE}:"
+        keys = sorted(k for k in self.client.scan_iter(match=f"{prefix}*", count=1000) if not k.startswith(stage))
+        for key in keys:
+            kind = self.client.type(key)
+            if kind == "hash":
+                value = dict(sorted(self.client.hgetall(key).items()))
+            elif kind == "set":
+                value = sorted(self.client.smembers(key))
+            elif kind == "zset":
+                value = [[m, s] for m, s in self.client.zrange(key, 0, -1, withscores=True)]
+            else:  # pragma: no cover - the layout writes no other type
+                raise KapparecError(f"unexpected Redis type {kind} at {key}")
+            yield json.dumps({"key": key[len(prefix):], "type": kind, "value": value}, sort_keys=True, separators=(",", ":"))
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
