@@ -1,0 +1,50 @@
+"""``kapparec bench``: the project's benchmarks, each printing its figures beside a same-run ceiling."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+from kapparec import cliargs
+
+# name -> (module, function, help); functions take keyword arguments and return a JSON-able dict.
+BENCHMARKS = {
+    "backfill": ("transforms.bench", "backfill_benchmark", "backfill events/s vs raw kafka-python consume rate"),
+    "freshness": ("transforms.bench", "freshness_benchmark", "produce-to-readable latency of the continuous job"),
+    "index": ("training.bench", "index_benchmark", "ScaNN vs brute force: build time, queries/s, recall@10"),
+}
+
+
+def register(verbs) -> None:
+    bench = verbs.add_parser("bench", help="run a benchmark on a private stack (prints figures beside a ceiling)")
+    sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (_, _, summary) in BENCHMARKS.items():
+        parser = sub.add_parser(name, help=summary)
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "backfill":
+            parser.add_argument("--events", type=cliargs.positive_int, default=1_000_000)
+        if name == "freshness":
+            parser.add_argument("--n", type=cliargs.positive_int, default=250, help="events to time (at least 200)")
+        if name == "index":
+            parser.add_argument("--sizes", default="100000,1000000", help="comma-separated catalog sizes")
+        parser.set_defaults(run=run_benchmark)
+
+
+def _kwargs(args) -> dict:
+    if args.benchmark == "backfill":
+        return {"events": args.events}
+    if args.benchmark == "freshness":
+        return {"n": args.n}
+    sizes = tuple(cliargs.positive_int(s) for s in args.sizes.split(","))
+    return {"sizes": sizes}
+
+
+def run_benchmark(args) -> int:
+    module, function, _ = BENCHMARKS[args.benchmark]
+    result = getattr(importlib.import_module(module), function)(**_kwargs(args))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0

@@ -1,0 +1,167 @@
+"""The Kappa properties, end to end on the real broker and Redis.
+
+A continuous run and a replay of the same log agree exactly; crashes of the continuous
+job at random points do not change its result; bad records are dead-lettered, never lost.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from featurestore.reader import FeatureReader
+from featurestore.redis_store import RedisFeatureStore
+from streams.dlq import read_dead_letters
+from streams.synthetic import SyntheticLog
+from tests.logs import produce_synthetic
+from transforms.jobs import backfill, stream
+
+KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
+
+
+def dump(redis_url: str, version: str | None = None) -> list[str]:
+    store = RedisFeatureStore(redis_url)
+    return list(store.dump(version or store.require_current_version()))
+
+
+def test_stream_then_backfill_agree_and_replays_are_identical(stack):
+    log = SyntheticLog(users=60, items=80, events=1500, seed=7)
+    produce_synthetic(stack.bootstrap, log)
+
+    # Small micro-batches so the continuous run really is many merges, not one.
+    batches = stream(stack.bootstrap, stack.redis_url, once=True, max_batch_records=120)
+    assert batches.batches > 3
+    streamed = dump(stack.redis_url)
+
+    first_version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    replayed = dump(stack.redis_url, first_version)
+    second_version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+
+    assert len(streamed) > 100
+    assert streamed == replayed
+    assert dump(stack.redis_url, second_version) == replayed
+
+
+def test_backfill_switches_atomically_and_keeps_previous_for_rollback(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=20, items=30, events=400, seed=1))
+    first, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    second, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    third, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    store = RedisFeatureStore(stack.redis_url)
+    assert store.current_version() == third
+    assert set(store.versions()) == {second, third}, "older versions are collected"
+    assert store.rollback() == second
+    assert FeatureReader(stack.redis_url).version == second
+
+
+def test_stream_picks_up_new_events_and_resumes_from_committed_offsets(stack):
+    log = SyntheticLog(users=30, items=40, events=1200, seed=3)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records[:700])
+    stream(stack.bootstrap, stack.redis_url, once=True)
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.require_current_version()
+    assert sum(o for (t, _), o in store.offsets(version).items() if t == "events") == 700
+
+    produce_synthetic(stack.bootstrap, log, records=records[700:], catalog=False)
+    stream(stack.bootstrap, stack.redis_url, once=True)
+    assert sum(o for (t, _), o in store.offsets(version).items() if t == "events") == 1200
+    continued = dump(stack.redis_url)
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert continued == dump(stack.redis_url)
+
+
+def test_bad_records_are_dead_lettered_with_reason_and_bytes(stack):
+    log = SyntheticLog(users=40, items=50, events=2000, seed=11, malformed_share=0.02)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records)
+    _, stats = backfill(stack.bootstrap, stack.redis_url, progress=False)
+
+    bad = [r for r in records if not r.valid]
+    assert len(bad) == log.malformed_count > 0
+    assert stats.metrics["valid"] + stats.metrics["dead_lettered"] == stats.metrics["records_read"]
+    letters = read_dead_letters(stack.bootstrap)
+    assert len(letters) == stats.metrics["dead_lettered"] == len(bad)
+    assert sorted(letter.raw for letter in letters) == sorted(r.value for r in bad)
+    assert all(letter.reason for letter in letters)
+    reasons = {letter.reason.split(":", 1)[0] for letter in letters}
+    assert {"bad_json", "missing", "oversized", "future_event_time"} <= reasons
+
+
+def test_late_records_are_counted_and_within_lateness_update_their_window(stack):
+    from kafka import KafkaProducer
+
+    from streams.schema import InteractionEvent, encode
+
+    hour = 3_600_000
+    base = 1_735_689_600_000  # 2025-01-01T00:00Z
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap)
+    from streams.topics import ensure_topics
+
+    ensure_topics(stack.bootstrap, partitions=1)
+
+    def send(item: str, at: int):
+        event = InteractionEvent(user_id="u1", item_id=item, event_type="play", event_time=at)
+        producer.send("events", key=b"u1", value=encode(event))
+
+    send("fresh", base + 10 * hour)  # high water: 10h
+    send("slightly_late", base + 7 * hour)  # 3h behind: within the default lateness
+    send("too_late", base + 1 * hour)  # 9h behind: beyond it
+    producer.flush()
+    producer.close()
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+
+    reader = FeatureReader(stack.redis_url)
+    assert reader.late_records() == 1
+    trending = dict(reader.trending(n=10, half_life_hours=1e9))
+    assert "slightly_late" in trending and "fresh" in trending
+    assert "too_late" not in trending
+    # Late for windows, but the user still did it: history keeps it.
+    assert {e.item_id for e in reader.history("u1")} == {"fresh", "slightly_late", "too_late"}
+
+
+@pytest.mark.slow
+def test_killing_the_continuous_job_does_not_change_its_result(stack, tmp_path):
+    log = SyntheticLog(users=80, items=100, events=6000, seed=5)
+    produce_synthetic(stack.bootstrap, log)
+    env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
+    command = [KAPPAREC, "stream", "--max-batch-records", "120", "--poll-interval", "0.1"]
+    rng = random.Random(42)
+    kills = 0
+    store = RedisFeatureStore(stack.redis_url)
+    while kills < 4:
+        job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 8.0))
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        kills += 1
+    subprocess.run([KAPPAREC, "stream", "--once"], env=env, check=True, capture_output=True)
+    version = store.require_current_version()
+    assert sum(o for (t, _), o in store.offsets(version).items() if t == "events") == 6000
+    crashed = dump(stack.redis_url)
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert crashed == dump(stack.redis_url)
+
+
+def test_stream_stops_on_request(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=10, items=10, events=200, seed=2))
+    stop = threading.Event()
+    seen = []
+
+    def on_batch(version, plan, stats):
+        seen.append(stats.records)
+        stop.set()
+
+    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url), kwargs={"stop": stop, "on_batch": on_batch})
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert seen and seen[0] > 0
