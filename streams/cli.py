@@ -1,0 +1,91 @@
+"""``kapparec produce synthetic`` and ``kapparec import movielens``: filling the log."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from kapparec import settings
+
+
+def register(subparsers) -> None:
+    produce = subparsers.add_parser("produce", help="write generated events to the log")
+    sources = produce.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(produce))
+    sources.required = True
+    synthetic = sources.add_parser("synthetic", help="a deterministic synthetic log with planted structure")
+    synthetic.add_argument("--users", type=_positive, default=1000)
+    synthetic.add_argument("--items", type=_positive, default=500)
+    synthetic.add_argument("--events", type=_non_negative, default=100_000)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--malformed-share", type=float, default=0.0, help="share of invalid records (0..1)")
+    synthetic.add_argument("--partitions", type=_positive, default=None, help="partitions of newly created topics")
+    synthetic.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: settings)")
+    synthetic.set_defaults(run=produce_synthetic)
+
+    importer = subparsers.add_parser("import", help="import a public data set into the log")
+    datasets = importer.add_subparsers(dest="dataset", metavar="DATASET", parser_class=type(importer))
+    datasets.required = True
+    movielens = datasets.add_parser("movielens", help="an ml-latest-small or ml-100k folder")
+    movielens.add_argument("path")
+    movielens.add_argument("--partitions", type=_positive, default=None, help="partitions of newly created topics")
+    movielens.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: settings)")
+    movielens.set_defaults(run=import_movielens)
+
+
+def produce_synthetic(args: argparse.Namespace) -> None:
+    from streams.producer import LogProducer
+    from streams.synthetic import SyntheticLog
+    from streams.topics import EVENTS, ITEMS, ensure_topics
+
+    log = SyntheticLog(users=args.users, items=args.items, events=args.events, seed=args.seed,
+                       malformed_share=args.malformed_share)
+    bootstrap = settings.bootstrap(args.bootstrap)
+    ensure_topics(bootstrap, args.partitions)
+    started = time.perf_counter()
+    with LogProducer(bootstrap, progress=True, total=args.items + args.events, description="producing") as producer:
+        for record in log.catalog_records():
+            producer.send_raw(ITEMS, record.key, record.value, record.timestamp_ms)
+        for record in log.records():
+            producer.send_raw(EVENTS, record.key, record.value, record.timestamp_ms)
+    _summary(f"{args.items} catalog + {args.events} interaction records ({log.malformed_count} malformed)",
+             args.items + args.events, started)
+
+
+def import_movielens(args: argparse.Namespace) -> None:
+    from streams.movielens import read_movielens, send_movielens
+    from streams.producer import LogProducer
+    from streams.topics import ensure_topics
+
+    started = time.perf_counter()
+    catalog, ratings = read_movielens(args.path)  # a bad folder fails before touching the log
+    bootstrap = settings.bootstrap(args.bootstrap)
+    ensure_topics(bootstrap, args.partitions)
+    with LogProducer(bootstrap, progress=True, description="importing") as producer:
+        sent_catalog, sent_ratings = send_movielens(catalog, ratings, producer)
+    _summary(f"{sent_catalog} catalog + {sent_ratings} rating records", sent_catalog + sent_ratings, started)
+
+
+def _summary(what: str, records: int, started: float) -> None:
+    seconds = time.perf_counter() - started
+    print(f"produced {what} in {seconds:.1f} s ({records / max(seconds, 1e-9):,.0f} records/s)")
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
