@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kapparec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): not an error of ours.
+        sys.stderr.close()
+        return 0
     except KapparecError as exc:
         print(f"kapparec: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code

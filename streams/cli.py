@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from kapparec import settings
+from kapparec import cliargs, settings
 
 
 def register(subparsers) -> None:
@@ -13,13 +13,13 @@ def register(subparsers) -> None:
     sources = produce.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(produce))
     sources.required = True
     synthetic = sources.add_parser("synthetic", help="a deterministic synthetic log with planted structure")
-    synthetic.add_argument("--users", type=_positive, default=1000)
-    synthetic.add_argument("--items", type=_positive, default=500)
-    synthetic.add_argument("--events", type=_non_negative, default=100_000)
+    synthetic.add_argument("--users", type=cliargs.positive_int, default=1000)
+    synthetic.add_argument("--items", type=cliargs.positive_int, default=500)
+    synthetic.add_argument("--events", type=cliargs.non_negative_int, default=100_000)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--malformed-share", type=float, default=0.0, help="share of invalid records (0..1)")
-    synthetic.add_argument("--partitions", type=_positive, default=None, help="partitions of newly created topics")
-    synthetic.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: settings)")
+    synthetic.add_argument("--partitions", type=cliargs.positive_int, default=None, help="partitions of newly created topics")
+    cliargs.add_bootstrap(synthetic)
     synthetic.set_defaults(run=produce_synthetic)
 
     importer = subparsers.add_parser("import", help="import a public data set into the log")
@@ -27,15 +27,15 @@ def register(subparsers) -> None:
     datasets.required = True
     movielens = datasets.add_parser("movielens", help="an ml-latest-small or ml-100k folder")
     movielens.add_argument("path")
-    movielens.add_argument("--partitions", type=_positive, default=None, help="partitions of newly created topics")
-    movielens.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: settings)")
+    movielens.add_argument("--partitions", type=cliargs.positive_int, default=None, help="partitions of newly created topics")
+    cliargs.add_bootstrap(movielens)
     movielens.set_defaults(run=import_movielens)
 
 
 def produce_synthetic(args: argparse.Namespace) -> None:
     from streams.producer import LogProducer
-    from streams.synthetic import SyntheticLog
-    from streams.topics import EVENTS, ITEMS, ensure_topics
+    from streams.synthetic import SyntheticLog, send_synthetic
+    from streams.topics import ensure_topics
 
     log = SyntheticLog(users=args.users, items=args.items, events=args.events, seed=args.seed,
                        malformed_share=args.malformed_share)
@@ -43,10 +43,7 @@ def produce_synthetic(args: argparse.Namespace) -> None:
     ensure_topics(bootstrap, args.partitions)
     started = time.perf_counter()
     with LogProducer(bootstrap, progress=True, total=args.items + args.events, description="producing") as producer:
-        for record in log.catalog_records():
-            producer.send_raw(ITEMS, record.key, record.value, record.timestamp_ms)
-        for record in log.records():
-            producer.send_raw(EVENTS, record.key, record.value, record.timestamp_ms)
+        send_synthetic(log, producer)
     _summary(f"{args.items} catalog + {args.events} interaction records ({log.malformed_count} malformed)",
              args.items + args.events, started)
 
@@ -68,24 +65,3 @@ def import_movielens(args: argparse.Namespace) -> None:
 def _summary(what: str, records: int, started: float) -> None:
     seconds = time.perf_counter() - started
     print(f"produced {what} in {seconds:.1f} s ({records / max(seconds, 1e-9):,.0f} records/s)")
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None

@@ -23,11 +23,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from kapparec.errors import KapparecError
+if TYPE_CHECKING:
+    from streams.producer import LogProducer
+
 from streams.schema import MAX_FUTURE_SKEW_MS, MAX_RECORD_BYTES, CatalogEvent, Context, EventType, InteractionEvent, encode
 
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: fixed so a seed always gives the same log
@@ -521,3 +524,18 @@ def _trim_to(engagements: dict[str, np.ndarray], events: int) -> dict[str, np.nd
 
 def _next_session(parts: list[dict[str, np.ndarray]]) -> int:
     return max(int(part["session"].max(initial=-1)) for part in parts) + 1
+
+
+def send_synthetic(log: SyntheticLog, producer: "LogProducer", records: Iterable[LogRecord] | None = None,
+                   catalog: bool = True) -> int:
+    """The catalog to ``items`` first (items exist before anyone uses them), then ``records``
+    (default: all of the log's interaction records) to ``events``; returns records sent."""
+    from streams.topics import EVENTS, ITEMS
+
+    sent = 0
+    for topic, stream in ((ITEMS, log.catalog_records() if catalog else ()),
+                          (EVENTS, log.records() if records is None else records)):
+        for record in stream:
+            producer.send_raw(topic, record.key, record.value, record.timestamp_ms)
+            sent += 1
+    return sent

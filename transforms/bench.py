@@ -26,7 +26,7 @@ from infra.services import ManagedService, broker_spec, redis_spec
 from streams import offsets, topics
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
-from streams.synthetic import SyntheticLog
+from streams.synthetic import SyntheticLog, send_synthetic
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,7 @@ def private_stack() -> Iterator[PrivateStack]:
 def produce_log(stack: PrivateStack, log: SyntheticLog, partitions: int) -> None:
     topics.ensure_topics(stack.bootstrap, partitions=partitions)
     with LogProducer(stack.bootstrap) as producer:
-        for record in log.catalog_records():
-            producer.send_raw(topics.ITEMS, record.key, record.value, timestamp_ms=record.timestamp_ms)
-        for record in log.records():
-            producer.send_raw(topics.EVENTS, record.key, record.value, timestamp_ms=record.timestamp_ms)
+        send_synthetic(log, producer)
 
 
 def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
