@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from kapparec.errors import KapparecError
 
@@ -45,6 +46,13 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A port free right now (the OS picks it), for services that must not clash with a running stack."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -58,6 +66,30 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
+
+
+def live_pids(matches: Callable[[int, str, list[str]], bool]) -> list[int]:
+    """Pids of running (non-zombie) processes for which ``matches(pid, stat_tail, argv)`` holds.
+
+    ``stat_tail`` is ``/proc/<pid>/stat`` after the command name: state, ppid, pgid, ...
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_tail = (entry / "stat").read_text().rsplit(") ", 1)[1]
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, IndexError):
+            continue  # it exited while we looked
+        if stat_tail[0] != "Z" and matches(int(entry.name), stat_tail, argv):
+            found.append(int(entry.name))
+    return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live members of a process group: what ``down`` must leave empty."""
+    return live_pids(lambda _pid, stat_tail, _argv: int(stat_tail.split()[2]) == pgid)
 
 
 @dataclass(frozen=True)
@@ -157,7 +189,10 @@ class ManagedService:
         raise KapparecError(f"{self.spec.name} did not open port {self.spec.port} within {timeout:.0f}s; see {self.log_file}")
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop the recorded process (TERM, then KILL); True when something was running."""
+        """Stop the recorded process and its whole group (TERM, then KILL); True when something was running.
+
+        Raises ``KapparecError`` if any member of the group survives SIGKILL.
+        """
         pid = self.recorded_pid()
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
@@ -169,7 +204,7 @@ class ManagedService:
                 return True
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not pid_alive(pid):
+                if not pid_alive(pid) and not group_pids(pid):
                     return True
                 time.sleep(0.05)
-        return True
+        raise KapparecError(f"{self.spec.name} (process group {pid}) survived SIGKILL: {group_pids(pid)}")

@@ -73,8 +73,8 @@ def test_import_movielens(stack, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["produce", "synthetic", "--users", "-3"], "--users: expected a positive integer"),
-        (["produce", "synthetic", "--events", "many"], "--events: expected an integer"),
+        (["produce", "synthetic", "--users", "-3"], "--users: expected a number above 0"),
+        (["produce", "synthetic", "--events", "many"], "--events: expected a whole number"),
         (["produce", "synthetic", "--malformed-share", "2"], "malformed share must be between 0 and 1"),
         (["import", "movielens", "/no/such/folder"], "MovieLens folder not found"),
         (["produce", "synthetic", "--events", "5", "--bootstrap", "127.0.0.1:1"], "no Kafka broker reachable"),
