@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kapparec import cliargs
 
@@ -13,6 +14,10 @@ def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
     cliargs.add_redis(parser)
     parser.add_argument("--runner", choices=("DirectRunner", "FlinkRunner", "PortableRunner"), default="DirectRunner")
     parser.add_argument("--flink-master", metavar="HOST:PORT", help="Flink REST endpoint, e.g. localhost:8081")
+    parser.add_argument(
+        "--flink-job-server-jar", metavar="PATH",
+        help="Beam's Flink job-server jar (otherwise Beam downloads it from Maven Central)",
+    )
     parser.add_argument(
         "--allowed-lateness-hours", type=float, metavar="H",
         help="records later than this behind their partition's event-time high water are counted as late",
@@ -55,7 +60,9 @@ def _job_settings(args):
     if args.allowed_lateness_hours is not None:
         overrides["allowed_lateness_ms"] = int(args.allowed_lateness_hours * 3_600_000)
     config = FeatureConfig(**overrides)
-    runner = RunnerSettings(args.runner, args.flink_master, tuple(args.beam_args))
+    jar = args.flink_job_server_jar
+    cliargs.require(jar is None or Path(jar).is_file(), f"--flink-job-server-jar: no file at {jar}")
+    runner = RunnerSettings(args.runner, args.flink_master, tuple(args.beam_args), jar)
     return config, runner
 
 

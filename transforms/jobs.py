@@ -35,11 +35,14 @@ class RunnerSettings:
     runner: str = "DirectRunner"
     flink_master: str | None = None
     pipeline_args: tuple[str, ...] = ()
+    flink_job_server_jar: str | None = None
 
     def options(self) -> PipelineOptions:
         args = ["--runner", self.runner, *self.pipeline_args]
         if self.flink_master:
             args += ["--flink_master", self.flink_master]
+        if self.flink_job_server_jar:
+            args += ["--flink_job_server_jar", self.flink_job_server_jar]
         if self.runner == "DirectRunner" and not any(a.startswith("--direct_num_workers") for a in args):
             args += ["--direct_num_workers", "1"]
         return PipelineOptions(args)
