@@ -1,0 +1,44 @@
+"""Offset snapshots against the real test broker."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from kapparec.errors import KapparecError
+from streams import offsets
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def test_snapshot_of_an_empty_topic(stack):
+    create_topic(stack.bootstrap, "t", 3)
+    assert offsets.partitions_for(stack.bootstrap, "t") == [0, 1, 2]
+    assert offsets.offset_ranges(stack.bootstrap, "t") == {0: (0, 0), 1: (0, 0), 2: (0, 0)}
+
+
+def test_end_offsets_count_every_record_of_a_multi_record_batch(stack):
+    create_topic(stack.bootstrap, "t", 2)
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=50)
+    producer.send("t", b"alone", partition=0)
+    producer.flush()
+    for i in range(5):  # one batch of five: brokers that list the batch base offset would say 2
+        producer.send("t", b"batched %d" % i, partition=0)
+    producer.send("t", b"other", partition=1)
+    producer.flush()
+    producer.close()
+    assert offsets.end_offsets(stack.bootstrap, "t") == {0: 6, 1: 1}
+    assert offsets.beginning_offsets(stack.bootstrap, "t") == {0: 0, 1: 0}
+
+
+def test_missing_topic_fails_fast(stack):
+    for lookup in (offsets.partitions_for, offsets.end_offsets, offsets.beginning_offsets, offsets.offset_ranges):
+        with pytest.raises(KapparecError, match="'ghost' does not exist"):
+            lookup(stack.bootstrap, "ghost")

@@ -1,0 +1,137 @@
+"""``kapparec eval`` on a MovieLens-format folder and ``kapparec train`` on the real broker (stack fixture)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import training  # noqa: F401 - legacy Keras before TensorFlow loads
+from kapparec.cli import main
+from streams.producer import LogProducer
+from streams.synthetic import SyntheticLog
+from streams.topics import ensure_topics
+from training.cli import MODEL_NAMES, parse_offsets, parse_time
+from training.registry import ModelRegistry
+
+GENRES = ("Action", "Comedy", "Drama")
+TINY_TRAINING = ["--epochs", "3", "--seed", "1"]
+
+
+def write_movielens(folder: Path, users: int = 40, movies: int = 60, ratings_per_user: int = 25) -> Path:
+    """A ml-latest-small style folder with planted taste: each user rates mostly films of one genre."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    genre_of = [GENRES[m % len(GENRES)] for m in range(movies)]
+    with open(folder / "movies.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["movieId", "title", "genres"])
+        writer.writerows([m + 1, f"Film {m + 1} (2000)", genre_of[m]] for m in range(movies))
+    with open(folder / "ratings.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["userId", "movieId", "rating", "timestamp"])
+        for user in range(users):
+            liked = [m for m in range(movies) if genre_of[m] == GENRES[user % len(GENRES)]]
+            others = [m for m in range(movies) if m not in liked]
+            picks = rng.permutation(liked)[:20].tolist() + rng.permutation(others)[: ratings_per_user - 20].tolist()
+            for step, movie in enumerate(rng.permutation(picks).tolist()):
+                writer.writerow([user + 1, movie + 1, 4.0, 1_000_000_000 + user * 10_000 + step * 60])
+    return folder
+
+
+def test_offsets_and_times_parse():
+    assert parse_offsets("0:120,3:7") == {0: 120, 3: 7}
+    assert parse_time("2025-01-01T00:00:00Z") == 1_735_689_600_000
+    assert parse_time("2025-01-01T01:00:00+01:00") == 1_735_689_600_000
+    for bad in ("0-120", "a:1", "0:-1", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_offsets(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_time("yesterday")
+
+
+def test_eval_json_prints_every_model_on_one_split(tmp_path, capsys):
+    folder = write_movielens(tmp_path / "ml")
+    assert main(["eval", "--json", "--movielens", str(folder), *TINY_TRAINING]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["models"]) == set(MODEL_NAMES)
+    assert report["protocol"]["test_users"] == 40
+    for name, metrics in report["models"].items():
+        for key in ("recall@10", "ndcg@10", "recall@50", "coverage"):
+            assert 0.0 <= metrics[key] <= 1.0, (name, key, metrics)
+    # The planted genres are easy: every model but popularity finds them.
+    assert report["models"]["ease"]["recall@10"] > report["models"]["popularity"]["recall@10"]
+
+
+def test_eval_table_for_chosen_models(tmp_path, capsys):
+    folder = write_movielens(tmp_path / "ml")
+    assert main(["eval", "--movielens", str(folder), "--models", "popularity,item_knn"]) == 0
+    out = capsys.readouterr().out
+    assert "| popularity |" in out and "| item_knn |" in out and "two_tower" not in out
+
+
+def test_eval_unknown_model_is_a_usage_error(tmp_path, capsys):
+    folder = write_movielens(tmp_path / "ml")
+    assert main(["eval", "--movielens", str(folder), "--models", "popularity,magic"]) == 2
+    assert "magic" in capsys.readouterr().err
+
+
+def test_eval_unknown_path_is_one_line_and_nonzero(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "kapparec.cli", "eval", "--json", "--movielens", str(tmp_path / "nope")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_cutoff_is_a_usage_error(capsys):
+    assert main(["train", "--until-offsets", "zero:1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_train_on_an_empty_log_is_one_line(stack, tmp_path, capsys):
+    ensure_topics(stack.bootstrap)
+    assert main(["train", "--bootstrap", stack.bootstrap, "--models-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty" in err
+    assert ModelRegistry(tmp_path).versions() == []
+
+
+def produce_synthetic(bootstrap: str) -> None:
+    log = SyntheticLog(users=60, items=120, events=15_000, seed=5)
+    ensure_topics(bootstrap)
+    with LogProducer(bootstrap) as producer:
+        for item in log.catalog():
+            producer.send_catalog(item)
+        for event in log.interactions():
+            producer.send_interaction(event)
+
+
+def test_train_registers_promotes_then_gates_a_worse_model(stack, tmp_path, capsys):
+    produce_synthetic(stack.bootstrap)
+    registry = ModelRegistry(tmp_path)
+    base = ["train", "--bootstrap", stack.bootstrap, "--models-dir", str(tmp_path)]
+
+    assert main([*base, "--epochs", "8", "--seed", "1"]) == 0
+    first = registry.production()
+    assert first is not None and "promoted" in capsys.readouterr().out
+    for artifact in ("user_tower", "item_embeddings.npy", "item_ids.npy", "index", "evaluation.json",
+                     "evaluation.md", "training_curve.png"):
+        assert (first.path / artifact).exists(), artifact
+    meta = first.metadata
+    assert meta["metrics"]["recall@10"] > 0 and meta["data"]["offsets"] and meta["params"]["epochs"] == 8
+    assert 0.0 <= meta["index"]["scann_recall@10_vs_exact"] <= 1.0 and meta["code_version"]
+
+    # An untrained model (zero epochs) must not replace the trained one.
+    assert main([*base, "--epochs", "0", "--seed", "1"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert registry.production().id == first.id
+    assert len(registry.versions()) == 2

@@ -1,0 +1,129 @@
+"""The towers and the retrieval task (TFRS), as Keras models over raw string features.
+
+The item-id embedding table is shared: the item tower embeds the candidate with it and the
+user tower mean-pools the user's recent history with it, so "watched X" and "is X" live in one
+space and a history of rarely-seen items still moves the query. Ids never seen in training
+hash into out-of-vocabulary buckets, so new users and items still get an embedding (a new
+item's comes mostly from its categories).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from training.two_tower.features import (
+    CATEGORIES,
+    DEVICE,
+    HISTORY,
+    HOUR,
+    HOURS_PER_DAY,
+    ITEM_ID,
+    ITEM_PROBABILITY,
+    PAD,
+    REGION,
+    USER_ID,
+    Vocabularies,
+)
+
+
+UNSEEN = "\x00unseen"
+
+
+@dataclass(frozen=True)
+class TowerShape:
+    embedding_dim: int = 64  # width of the id/category embeddings
+    output_dim: int = 64  # the retrieval space both towers project into
+    hidden_dim: int = 128
+    oov_buckets: int = 8
+    context_dim: int = 8  # region, device, hour: few values, little to say
+    use_user_id: bool = True
+
+
+class StringEmbedding(tf.keras.layers.Layer):
+    """String -> vector with OOV buckets; ``pooled`` averages over the last axis skipping padding."""
+
+    def __init__(self, vocabulary, dim: int, oov_buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        # Keras refuses an empty vocabulary (e.g. a log without device context): one placeholder
+        # token that no real value equals keeps every value in the OOV buckets instead.
+        known = list(vocabulary) or [UNSEEN]
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=known, mask_token=PAD, num_oov_indices=oov_buckets)
+        self.embedding = tf.keras.layers.Embedding(self.lookup.vocabulary_size(), dim)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        return self.embedding(self.lookup(values))
+
+    def pooled(self, values: tf.Tensor) -> tf.Tensor:
+        vectors = self.embedding(self.lookup(values))
+        mask = tf.cast(tf.not_equal(values, PAD), vectors.dtype)[..., tf.newaxis]
+        # An all-padding row (no history yet) pools to zeros rather than NaN.
+        return tf.reduce_sum(vectors * mask, axis=-2) / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
+
+
+def projection(shape: TowerShape, name: str) -> tf.keras.Sequential:
+    return tf.keras.Sequential(
+        [tf.keras.layers.Dense(shape.hidden_dim, activation="relu"), tf.keras.layers.Dense(shape.output_dim)], name=name
+    )
+
+
+class UserTower(tf.keras.Model):
+    """User id + pooled recent history + context (region, device, hour) -> L2-normalised query."""
+
+    def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape):
+        super().__init__()
+        self.use_user_id = shape.use_user_id
+        self.items = items
+        self.user = StringEmbedding(vocab.users, shape.embedding_dim, shape.oov_buckets)
+        self.region = StringEmbedding(vocab.regions, shape.context_dim, 1)
+        self.device = StringEmbedding(vocab.devices, shape.context_dim, 1)
+        self.hour = tf.keras.layers.Embedding(HOURS_PER_DAY, shape.context_dim)
+        self.mlp = projection(shape, "user_mlp")
+
+    def call(self, features: dict) -> tf.Tensor:
+        parts = [
+            self.items.pooled(features[HISTORY]),
+            self.region(features[REGION]),
+            self.device(features[DEVICE]),
+            self.hour(features[HOUR]),
+        ]
+        if self.use_user_id:
+            parts.append(self.user(features[USER_ID]))
+        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+
+
+class ItemTower(tf.keras.Model):
+    """Item id + pooled categories -> L2-normalised candidate."""
+
+    def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape):
+        super().__init__()
+        self.items = items
+        self.categories = StringEmbedding(vocab.categories, shape.embedding_dim, 1)
+        self.mlp = projection(shape, "item_mlp")
+
+    def call(self, features: dict) -> tf.Tensor:
+        parts = [self.items(features[ITEM_ID]), self.categories.pooled(features[CATEGORIES])]
+        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+
+
+class TwoTowerModel(tfrs.Model):
+    """In-batch softmax retrieval with logQ popularity correction and accidental-hit removal."""
+
+    def __init__(self, vocab: Vocabularies, shape: TowerShape, temperature: float):
+        super().__init__()
+        items = StringEmbedding(vocab.items, shape.embedding_dim, shape.oov_buckets)
+        self.user_tower = UserTower(vocab, items, shape)
+        self.item_tower = ItemTower(vocab, items, shape)
+        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
+
+    def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
+        return self.task(
+            self.user_tower(features),
+            self.item_tower(features),
+            candidate_sampling_probability=features[ITEM_PROBABILITY],
+            candidate_ids=features[ITEM_ID],
+            compute_metrics=False,
+        )

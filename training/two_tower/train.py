@@ -1,0 +1,195 @@
+"""Fit the two-tower on training interactions: the ``Recommender`` that ``evaluate`` runs like a baseline.
+
+Each training example is one positive interaction with the user's history strictly before it
+(point in time, so the model never learns from the future it is asked to predict); at scoring
+time the query is the user's state at the cutoff: the latest history and last seen context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
+import tensorflow as tf
+
+from training.data import Catalog, Interactions, history_before, latest_history
+from training.two_tower.features import (
+    ITEM_PROBABILITY,
+    Vocabularies,
+    hour_of_day,
+    item_features,
+    item_sampling_probability,
+    pad_rows,
+    query_features,
+)
+from training.two_tower.model import TowerShape, TwoTowerModel
+
+SCORE_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class TwoTowerParams:
+    epochs: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 3e-3
+    temperature: float = 0.05
+    history_len: int = 50
+    max_categories: int = 4
+    seed: int = 0
+    shape: TowerShape = TowerShape()
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Each training user's query features at the cutoff."""
+
+    histories: dict[str, list[str]]
+    regions: dict[str, str]
+    devices: dict[str, str]
+    hours: dict[str, int]
+
+    @classmethod
+    def at_cutoff(cls, train: Interactions, history_len: int) -> "UserState":
+        # Interactions are time-sorted, so the last assignment per user is the latest context.
+        users = train.user_ids.tolist()
+        hours = hour_of_day(train.event_times).tolist()
+        return cls(
+            histories=latest_history(train, history_len),
+            regions=dict(zip(users, train.regions.tolist())),
+            devices=dict(zip(users, train.devices.tolist())),
+            hours=dict(zip(users, hours)),
+        )
+
+    def features(self, users: Sequence[str], history_len: int) -> dict[str, np.ndarray]:
+        """Unknown users get what a brand-new user has: no history, no context."""
+        return query_features(
+            np.asarray(users, dtype=object),
+            pad_rows([self.histories.get(u, ()) for u in users], history_len),
+            [self.regions.get(u, "") for u in users],
+            [self.devices.get(u, "") for u in users],
+            [self.hours.get(u, 0) for u in users],
+        )
+
+
+class EpochProgress(tf.keras.callbacks.Callback):
+    """One tqdm bar over epochs on stderr: Keras' own progress prints to stdout, where JSON output goes."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc="fit two_tower", unit="epoch")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.1f}")
+        self.bar.update()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+class TwoTowerRecommender:
+    """The two-tower behind the ``Recommender`` protocol (fit/score)."""
+
+    name = "two_tower"
+
+    def __init__(self, params: TwoTowerParams = TwoTowerParams(), progress: bool = False):
+        self.params = params
+        self.progress = progress
+        self.model: TwoTowerModel | None = None
+        self.loss_curve: list[float] = []
+        self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.users: UserState | None = None
+        self._item_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def fit(self, train: Interactions, catalog: Catalog | None) -> None:
+        p = self.params
+        # Seeds alone are not enough: some CPU kernels reduce in thread order; op determinism
+        # makes the same seed and data give bit-identical weights (the reload/audit story).
+        tf.keras.utils.set_random_seed(p.seed)
+        tf.config.experimental.enable_op_determinism()
+        self.item_categories = dict(catalog.categories) if catalog else {}
+        vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_categories)
+        self.model = TwoTowerModel(vocab, p.shape, p.temperature)
+        self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate))
+        self.users = UserState.at_cutoff(train, p.history_len)
+        self._item_cache = None
+        self.loss_curve = []
+        if p.epochs > 0:
+            callbacks = [EpochProgress(p.epochs)] if self.progress else []
+            history = self.model.fit(self._dataset(train), epochs=p.epochs, verbose=0, callbacks=callbacks)
+            self.loss_curve = [float(v) for v in history.history["loss"]]
+        else:  # an untrained model still needs its weights built to score and export
+            self.embed_queries(self.users.features(train.user_ids[:1].tolist(), p.history_len))
+            self.embed_items(train.item_ids[:1].tolist())
+
+    def _dataset(self, train: Interactions) -> tf.data.Dataset:
+        p = self.params
+        probability = item_sampling_probability(train.item_ids)
+        histories = history_before(train, p.history_len)
+        features = query_features(train.user_ids, histories, train.regions, train.devices, hour_of_day(train.event_times))
+        features |= item_features(train.item_ids.tolist(), self.item_categories, p.max_categories)
+        features[ITEM_PROBABILITY] = np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32)
+        return (
+            tf.data.Dataset.from_tensor_slices(features)
+            .shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
+            .batch(p.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self._batched(self._fitted().user_tower, features)
+
+    def embed_items(self, items: Sequence[str]) -> np.ndarray:
+        key = tuple(items)
+        if self._item_cache is None or self._item_cache[0] != key:
+            features = item_features(items, self.item_categories, self.params.max_categories)
+            self._item_cache = (key, self._batched(self._fitted().item_tower, features))
+        return self._item_cache[1]
+
+    def user_features(self, users: Sequence[str]) -> dict[str, np.ndarray]:
+        if self.users is None:
+            raise RuntimeError("fit the two-tower before scoring")
+        return self.users.features(users, self.params.history_len)
+
+    def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        queries = self.embed_queries(self.user_features(users))
+        return (queries @ self.embed_items(items).T).astype(np.float32)
+
+    def _fitted(self) -> TwoTowerModel:
+        if self.model is None:
+            raise RuntimeError("fit the two-tower before scoring")
+        return self.model
+
+    @staticmethod
+    def _batched(tower: tf.keras.Model, features: dict[str, np.ndarray]) -> np.ndarray:
+        rows = len(next(iter(features.values())))
+        chunks = [
+            tower({name: values[start : start + SCORE_BATCH] for name, values in features.items()}).numpy()
+            for start in range(0, rows, SCORE_BATCH)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def save_training_curve(loss_curve: Sequence[float], path: Path) -> Path:
+    """Loss per epoch as a PNG next to the model."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(loss_curve) + 1), loss_curve, marker="o")
+    ax.set(xlabel="epoch", ylabel="training loss (in-batch softmax, logQ-corrected)", title="two-tower training curve")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

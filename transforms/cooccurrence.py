@@ -1,0 +1,105 @@
+"""Item-item co-occurrence: how many user windows (fixed event-time windows per user) hold
+both items, and how many hold each item.
+
+A window's items can arrive over several micro-batches, so the transform must know what
+earlier batches already stored for it: ``prior_session_items`` looks up the SESSION_ITEMS of
+the batch's windows (the feature store in a stream job, nothing in a fresh backfill). Each
+batch then adds only its new items and the pairs they make, so the counts of any split of
+the log equal those of one pass. This relies on one user's events sitting in one partition
+(the events topic is keyed by user id), so per-partition offset prefixes are also per-user
+prefixes in log order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import apache_beam as beam
+from apache_beam.transforms.window import FixedWindows, GlobalWindows
+
+from featurestore.definitions import Feature, Mutation, Op
+from streams.schema import Interaction
+from transforms.config import FeatureConfig
+from transforms.lateness import OnTime
+from transforms.mutations import CombineMutations
+
+# Windows whose prior items are fetched in one lookup call.
+LOOKUP_BATCH_SIZE = 256
+
+
+class SessionItemsLookup(Protocol):
+    """The SESSION_ITEMS already stored for some "user|window_start_ms" entities. Picklable."""
+
+    def lookup(self, entities: list[str]) -> dict[str, set[str]]: ...
+
+
+def session_entity(user_id: str, window_start_ms: int) -> str:
+    return f"{user_id}|{window_start_ms}"
+
+
+class _KeyByWindowFn(beam.DoFn):
+    """Positive records as ("user|window_start", (partition, offset, item))."""
+
+    def __init__(self, config: FeatureConfig):
+        self._config = config
+
+    def process(self, event: Interaction, window=beam.DoFn.WindowParam) -> Iterator[tuple[str, tuple[int, int, str]]]:
+        if self._config.is_positive(event):
+            yield session_entity(event.user_id, window.start.micros // 1000), (event.partition, event.offset, event.item_id)
+
+
+def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[str, list[str]]:
+    """(entity, the window's distinct items in log order)."""
+    entity, records = keyed
+    return entity, list(dict.fromkeys(item for _, _, item in sorted(records)))
+
+
+class _PairsFn(beam.DoFn):
+    def __init__(self, prior_session_items: SessionItemsLookup | None, max_items: int):
+        self._prior_session_items = prior_session_items
+        self._max_items = max_items
+
+    def process(self, windows: list[tuple[str, list[str]]]) -> Iterator[Mutation]:
+        prior = self._prior_session_items.lookup([entity for entity, _ in windows]) if self._prior_session_items else {}
+        for entity, items in windows:
+            yield from self._window_mutations(entity, items, prior.get(entity, set()))
+
+    def _window_mutations(self, entity: str, items: list[str], stored: set[str]) -> Iterator[Mutation]:
+        # Items earlier batches stored count toward the cap, so the window keeps the same
+        # first ``max_items`` items in log order however the log was split.
+        room = max(self._max_items - len(stored), 0)
+        new = [item for item in items if item not in stored][:room]
+        for index, item in enumerate(new):
+            yield Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item)
+            yield Mutation(Op.COUNT, Feature.OCCURRENCE, "", item, 1)
+            for other in (*stored, *new[:index]):
+                yield Mutation(Op.COUNT, Feature.COOCCURRENCE, item, other, 1)
+                yield Mutation(Op.COUNT, Feature.COOCCURRENCE, other, item, 1)
+
+
+class Cooccurrence(beam.PTransform):
+    """SESSION_ITEMS ADD, COOCCURRENCE COUNT (both directions) and OCCURRENCE COUNT over the
+    positive, on-time records of each (user, session window), capped at
+    ``max_items_per_session_window`` items per window in log order."""
+
+    def __init__(self, config: FeatureConfig, prior_session_items: SessionItemsLookup | None = None):
+        super().__init__()
+        self._config = config
+        self._prior_session_items = prior_session_items
+
+    def expand(self, events):
+        return (
+            events
+            | "OnTime" >> OnTime(self._config)
+            | "SessionWindows" >> beam.WindowInto(FixedWindows(self._config.session_window_ms / 1000))
+            | "KeyByWindow" >> beam.ParDo(_KeyByWindowFn(self._config))
+            # Grouped in the global window: the window is in the key already, and a
+            # GroupByKey in non-global windows costs a trigger state machine per key.
+            | "Unwindow" >> beam.WindowInto(GlobalWindows())
+            | "GroupWindow" >> beam.GroupByKey()
+            | "WindowItems" >> beam.Map(_window_items)
+            | "BatchLookups" >> beam.BatchElements(max_batch_size=LOOKUP_BATCH_SIZE)
+            | "Pairs" >> beam.ParDo(_PairsFn(self._prior_session_items, self._config.max_items_per_session_window))
+            | "Combine" >> CombineMutations()
+        )

@@ -1,0 +1,43 @@
+"""Every feature of one batch of the log: what the backfill and the stream job both run."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from transforms.affinity import CategoryAffinity
+from transforms.catalog import CatalogState
+from transforms.config import FeatureConfig
+from transforms.cooccurrence import Cooccurrence, SessionItemsLookup
+from transforms.history import UserHistory
+from transforms.lateness import Lateness
+from transforms.popularity import ItemPopularity
+from transforms.trending import Trending
+
+
+class ComputeFeatures(beam.PTransform):
+    """``{"events": PCollection[Interaction], "catalog": PCollection[CatalogEntry]}`` (one batch
+    of each topic; the windowed features window by ``event_time`` themselves, so upstream
+    timestamps do not matter) -> ``PCollection[Mutation]``, each mutation key at most once.
+    Merging the outputs of consecutive batches gives the output of one pass over them all."""
+
+    def __init__(self, config: FeatureConfig | None = None, prior_session_items: SessionItemsLookup | None = None):
+        super().__init__()
+        self._config = config or FeatureConfig()
+        self._prior_session_items = prior_session_items
+
+    def expand(self, topics):
+        events, catalog = topics["events"], topics["catalog"]
+        config = self._config
+        features = (
+            events | "UserHistory" >> UserHistory(config),
+            events | "CategoryAffinity" >> CategoryAffinity(config),
+            events | "ItemPopularity" >> ItemPopularity(config),
+            events | "Trending" >> Trending(config),
+            events | "Cooccurrence" >> Cooccurrence(config, self._prior_session_items),
+            events | "Lateness" >> Lateness(config),
+            catalog | "CatalogState" >> CatalogState(),
+        )
+        # Each transform has merged its own mutations, and no two transforms emit the same
+        # feature, so the union already holds each key once: a final combine would only
+        # re-key and re-shuffle every mutation of the batch.
+        return features | "Flatten" >> beam.Flatten()

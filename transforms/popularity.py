@@ -1,0 +1,28 @@
+"""Item popularity: how many interactions of each type every item got per event-time day."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+
+from featurestore.definitions import Feature, Mutation, Op
+from streams.schema import Interaction
+from transforms.config import FeatureConfig
+from transforms.lateness import OnTimeBuckets
+
+
+def popularity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
+    # Raw counts per type (impressions too: the reader derives click-through from them).
+    yield Mutation(Op.COUNT, Feature.POPULARITY, event.item_id, f"{event.event_type}|{bucket_start_ms}", 1)
+
+
+class ItemPopularity(beam.PTransform):
+    """POPULARITY COUNT per (item, event type, popularity bucket) of the on-time records."""
+
+    def __init__(self, config: FeatureConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, events):
+        return events | "Buckets" >> OnTimeBuckets(self._config, self._config.popularity_bucket_ms, popularity_mutations)
