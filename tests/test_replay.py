@@ -89,8 +89,10 @@ def test_an_empty_log_is_a_clear_error(stack):
         replay_log(stack.bootstrap)  # topics, but nothing in them
 
 
-def test_offsets_outside_the_log_are_refused(stack):
+def test_offsets_outside_the_log_and_an_empty_cut_are_refused(stack):
     publish(stack.bootstrap)
+    with pytest.raises(KapparecError, match=f"no interactions in the replayed offset ranges before event time {BASE_MS}"):
+        replay_log(stack.bootstrap, until_event_time_ms=BASE_MS)
     with pytest.raises(KapparecError, match="no partition"):
         replay_log(stack.bootstrap, until_offsets={9: 1})
     with pytest.raises(KapparecError, match="beyond the log end"):

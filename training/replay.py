@@ -52,30 +52,14 @@ def replay_log(
     event_ranges = _event_ranges(bootstrap, until_offsets)
     item_ranges = _snapshot(bootstrap, topics.ITEMS)
     with tempfile.TemporaryDirectory(prefix="kapparec-replay-") as out:
-        options = PipelineOptions(pipeline_args or [], runner=runner)
-        with beam.Pipeline(options=options) as pipeline:
-            events = pipeline | "ReadEvents" >> ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, ranges=event_ranges)
-            _ = (
-                events[RECORDS]
-                | "BeforeCutoff" >> beam.Filter(_before, until_event_time_ms)
-                | "ExportInteractions" >> ExportJsonLines(os.path.join(out, INTERACTIONS_FILE))
-            )
-            dead = (events[DEAD_LETTER],)
-            if item_ranges:
-                items = pipeline | "ReadItems" >> ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, ranges=item_ranges)
-                _ = items[RECORDS] | "ExportCatalog" >> ExportJsonLines(os.path.join(out, CATALOG_FILE))
-                dead += (items[DEAD_LETTER],)
-            _ = (
-                dead
-                | "AllDeadLetters" >> beam.Flatten()
-                | "CountDeadLetters" >> beam.combiners.Count.Globally()
-                | "ExportCount" >> ExportJsonLines(os.path.join(out, DEAD_LETTERS_FILE))
-            )
+        with beam.Pipeline(options=PipelineOptions(pipeline_args or [], runner=runner)) as pipeline:
+            _export_log(pipeline, bootstrap, event_ranges, item_ranges, until_event_time_ms, out)
         interactions = Interactions.from_events(Interaction(*row) for row in _load(out, INTERACTIONS_FILE))
         catalog = Catalog.from_entries(_catalog_entry(row) for row in _load(out, CATALOG_FILE))
         dead_letters = sum(_load(out, DEAD_LETTERS_FILE))
     if len(interactions) == 0:
-        raise KapparecError(f"no interactions in the replayed log before event time {until_event_time_ms}")
+        before = "" if until_event_time_ms is None else f" before event time {until_event_time_ms}"
+        raise KapparecError(f"no interactions in the replayed offset ranges{before}")
     metadata = {
         "offsets": {topics.EVENTS: _listed(event_ranges), topics.ITEMS: _listed(item_ranges)},
         "cutoff_ms": until_event_time_ms if until_event_time_ms is not None else int(interactions.event_times.max()) + 1,
@@ -85,6 +69,29 @@ def replay_log(
         "dead_letters": dead_letters,
     }
     return interactions, catalog, metadata
+
+
+def _export_log(
+    pipeline: beam.Pipeline, bootstrap: str, event_ranges: Ranges, item_ranges: Ranges, until_event_time_ms: int | None, out: str
+) -> None:
+    """Interactions before the cutoff, catalog versions and the dead-letter count, as files under ``out``."""
+    events = pipeline | "ReadEvents" >> ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, ranges=event_ranges)
+    _ = (
+        events[RECORDS]
+        | "BeforeCutoff" >> beam.Filter(_before, until_event_time_ms)
+        | "ExportInteractions" >> ExportJsonLines(os.path.join(out, INTERACTIONS_FILE))
+    )
+    dead = (events[DEAD_LETTER],)
+    if item_ranges:  # a log without a catalog still trains (items are known from interactions)
+        items = pipeline | "ReadItems" >> ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, ranges=item_ranges)
+        _ = items[RECORDS] | "ExportCatalog" >> ExportJsonLines(os.path.join(out, CATALOG_FILE))
+        dead += (items[DEAD_LETTER],)
+    _ = (
+        dead
+        | "AllDeadLetters" >> beam.Flatten()
+        | "CountDeadLetters" >> beam.combiners.Count.Globally()
+        | "ExportCount" >> ExportJsonLines(os.path.join(out, DEAD_LETTERS_FILE))
+    )
 
 
 class ExportJsonLines(beam.PTransform):

@@ -26,6 +26,7 @@ from infra.services import ManagedService, broker_spec, redis_spec
 from streams import offsets, topics
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
+from streams.source import DEFAULT_CONSUMER_CONFIG
 from streams.synthetic import SyntheticLog, send_synthetic
 
 
@@ -66,17 +67,20 @@ def produce_log(stack: PrivateStack, log: SyntheticLog, partitions: int) -> None
 
 
 def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
-    """Records/s of kafka-python alone reading the whole topic: no parsing, no Beam."""
+    """Records/s of kafka-python alone reading the whole topic: no parsing, no Beam.
+
+    With the source's own consumer settings (CRC checks off, large fetches), so the ceiling
+    is the best this client does here, not a slower default.
+    """
     ends = offsets.end_offsets(bootstrap, topic)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **DEFAULT_CONSUMER_CONFIG)
     partitions = [TopicPartition(topic, p) for p in ends]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
     total, target = 0, sum(ends.values())
     started = time.perf_counter()
     while total < target:
-        for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+        for records in consumer.poll(timeout_ms=1000).values():
             total += len(records)
     seconds = time.perf_counter() - started
     consumer.close()
