@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import apache_beam as beam
-
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.lateness import OnTimeBuckets
+from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
 
 
 def affinity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
@@ -23,12 +21,9 @@ def affinity_mutations(config: FeatureConfig, event: Interaction, bucket_start_m
         yield Mutation(Op.COUNT, Feature.AFFINITY, event.user_id, f"{event.item_id}|{bucket_start_ms}", weight)
 
 
-class CategoryAffinity(beam.PTransform):
+class CategoryAffinity(ExtractedFeature):
     """AFFINITY COUNT of integer weights per (user, item, affinity bucket) of the on-time records."""
 
-    def __init__(self, config: FeatureConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, events):
-        return events | "Buckets" >> OnTimeBuckets(self._config, self._config.affinity_bucket_ms, affinity_mutations)
+    @staticmethod
+    def extractor(config: FeatureConfig) -> Extractor:
+        return on_time_in_buckets(config, config.affinity_bucket_ms, affinity_mutations)

@@ -12,16 +12,16 @@ prefixes in log order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import apache_beam as beam
-from apache_beam.transforms.window import FixedWindows, GlobalWindows
 
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.lateness import OnTime
+from transforms.extract import bucket_start, is_late
 from transforms.mutations import CombineMutations
 
 # Windows whose prior items are fetched in one lookup call.
@@ -38,15 +38,11 @@ def session_entity(user_id: str, window_start_ms: int) -> str:
     return f"{user_id}|{window_start_ms}"
 
 
-class _KeyByWindowFn(beam.DoFn):
-    """Positive records as ("user|window_start", (partition, offset, item))."""
-
-    def __init__(self, config: FeatureConfig):
-        self._config = config
-
-    def process(self, event: Interaction, window=beam.DoFn.WindowParam) -> Iterator[tuple[str, tuple[int, int, str]]]:
-        if self._config.is_positive(event):
-            yield session_entity(event.user_id, window.start.micros // 1000), (event.partition, event.offset, event.item_id)
+def session_record(config: FeatureConfig, event: Interaction) -> Iterator[tuple[str, tuple[int, int, str]]]:
+    """A positive, on-time record as ("user|window_start", (partition, offset, item))."""
+    if config.is_positive(event) and not is_late(event, config.allowed_lateness_ms):
+        window = bucket_start(event.event_time, config.session_window_ms)
+        yield session_entity(event.user_id, window), (event.partition, event.offset, event.item_id)
 
 
 def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[str, list[str]]:
@@ -78,6 +74,25 @@ class _PairsFn(beam.DoFn):
                 yield Mutation(Op.COUNT, Feature.COOCCURRENCE, other, item, 1)
 
 
+class SessionPairs(beam.PTransform):
+    """("user|window_start", (partition, offset, item)) records -> SESSION_ITEMS, COOCCURRENCE, OCCURRENCE."""
+
+    def __init__(self, config: FeatureConfig, prior_session_items: SessionItemsLookup | None = None):
+        super().__init__()
+        self._config = config
+        self._prior_session_items = prior_session_items
+
+    def expand(self, records):
+        return (
+            records
+            | "GroupWindow" >> beam.GroupByKey()
+            | "WindowItems" >> beam.Map(_window_items)
+            | "BatchLookups" >> beam.BatchElements(max_batch_size=LOOKUP_BATCH_SIZE)
+            | "Pairs" >> beam.ParDo(_PairsFn(self._prior_session_items, self._config.max_items_per_session_window))
+            | "Combine" >> CombineMutations()
+        )
+
+
 class Cooccurrence(beam.PTransform):
     """SESSION_ITEMS ADD, COOCCURRENCE COUNT (both directions) and OCCURRENCE COUNT over the
     positive, on-time records of each (user, session window), capped at
@@ -91,15 +106,6 @@ class Cooccurrence(beam.PTransform):
     def expand(self, events):
         return (
             events
-            | "OnTime" >> OnTime(self._config)
-            | "SessionWindows" >> beam.WindowInto(FixedWindows(self._config.session_window_ms / 1000))
-            | "KeyByWindow" >> beam.ParDo(_KeyByWindowFn(self._config))
-            # Grouped in the global window: the window is in the key already, and a
-            # GroupByKey in non-global windows costs a trigger state machine per key.
-            | "Unwindow" >> beam.WindowInto(GlobalWindows())
-            | "GroupWindow" >> beam.GroupByKey()
-            | "WindowItems" >> beam.Map(_window_items)
-            | "BatchLookups" >> beam.BatchElements(max_batch_size=LOOKUP_BATCH_SIZE)
-            | "Pairs" >> beam.ParDo(_PairsFn(self._prior_session_items, self._config.max_items_per_session_window))
-            | "Combine" >> CombineMutations()
+            | "KeyBySession" >> beam.FlatMap(functools.partial(session_record, self._config))
+            | "Pairs" >> SessionPairs(self._config, self._prior_session_items)
         )

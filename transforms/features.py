@@ -8,10 +8,14 @@ from transforms.affinity import CategoryAffinity
 from transforms.catalog import CatalogState
 from transforms.config import FeatureConfig
 from transforms.cooccurrence import Cooccurrence, SessionItemsLookup
+from transforms.extract import ExtractMutations
 from transforms.history import UserHistory
 from transforms.lateness import Lateness
 from transforms.popularity import ItemPopularity
 from transforms.trending import Trending
+
+
+PER_EVENT_FEATURES = (UserHistory, CategoryAffinity, ItemPopularity, Trending, Lateness)
 
 
 class ComputeFeatures(beam.PTransform):
@@ -28,13 +32,11 @@ class ComputeFeatures(beam.PTransform):
     def expand(self, topics):
         events, catalog = topics["events"], topics["catalog"]
         config = self._config
+        # One pass for every per-event feature (see transforms/extract.py for why).
+        per_event = [feature.extractor(config) for feature in PER_EVENT_FEATURES]
         features = (
-            events | "UserHistory" >> UserHistory(config),
-            events | "CategoryAffinity" >> CategoryAffinity(config),
-            events | "ItemPopularity" >> ItemPopularity(config),
-            events | "Trending" >> Trending(config),
+            events | "PerEventFeatures" >> ExtractMutations(per_event),
             events | "Cooccurrence" >> Cooccurrence(config, self._prior_session_items),
-            events | "Lateness" >> Lateness(config),
             catalog | "CatalogState" >> CatalogState(),
         )
         # Each transform has merged its own mutations, and no two transforms emit the same

@@ -6,14 +6,14 @@ the LATEST order (event time, then log position) puts it in its place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-
-import apache_beam as beam
 
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.mutations import CombineMutations, log_order
+from transforms.extract import ExtractedFeature, Extractor
+from transforms.mutations import log_order
 
 # A rating at least this high takes an earlier dislike back, like a "like" does.
 LIKING_RATING = 4.0
@@ -46,36 +46,25 @@ def _progress_state(event: Interaction) -> str | None:
     return None
 
 
-class _UserStateFn(beam.DoFn):
-    def __init__(self, history_length: int):
-        self._history_length = history_length
-
-    def process(self, event: Interaction) -> Iterator[Mutation]:
-        if event.event_type == "impression":
-            return
-        user, item = event.user_id, event.item_id
-        yield Mutation(Op.TOP, Feature.HISTORY, user, history_member(event), float(event.event_time), limit=self._history_length)
-        yield Mutation(Op.ADD, Feature.SEEN, user, item)
-        disliked = _disliked_state(event)
-        if disliked is not None:
-            yield Mutation(Op.LATEST, Feature.DISLIKED, user, item, disliked, order=log_order(event))
-        progress = _progress_state(event)
-        if progress is not None:
-            yield Mutation(Op.LATEST, Feature.PROGRESS, user, item, progress, order=log_order(event))
+def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:
+    if event.event_type == "impression":
+        return
+    user, item = event.user_id, event.item_id
+    yield Mutation(Op.TOP, Feature.HISTORY, user, history_member(event), float(event.event_time), limit=config.history_length)
+    yield Mutation(Op.ADD, Feature.SEEN, user, item)
+    disliked = _disliked_state(event)
+    if disliked is not None:
+        yield Mutation(Op.LATEST, Feature.DISLIKED, user, item, disliked, order=log_order(event))
+    progress = _progress_state(event)
+    if progress is not None:
+        yield Mutation(Op.LATEST, Feature.PROGRESS, user, item, progress, order=log_order(event))
 
 
-class UserHistory(beam.PTransform):
+class UserHistory(ExtractedFeature):
     """HISTORY TOP (the ``history_length`` latest interactions), SEEN ADD (items interacted
     with), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
     non-impression record."""
 
-    def __init__(self, config: FeatureConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, events):
-        return (
-            events
-            | "UserState" >> beam.ParDo(_UserStateFn(self._config.history_length))
-            | "Combine" >> CombineMutations()
-        )
+    @staticmethod
+    def extractor(config: FeatureConfig) -> Extractor:
+        return functools.partial(user_state_mutations, config)

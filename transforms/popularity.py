@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import apache_beam as beam
-
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.lateness import OnTimeBuckets
+from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
 
 
 def popularity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
@@ -17,12 +15,9 @@ def popularity_mutations(config: FeatureConfig, event: Interaction, bucket_start
     yield Mutation(Op.COUNT, Feature.POPULARITY, event.item_id, f"{event.event_type}|{bucket_start_ms}", 1)
 
 
-class ItemPopularity(beam.PTransform):
+class ItemPopularity(ExtractedFeature):
     """POPULARITY COUNT per (item, event type, popularity bucket) of the on-time records."""
 
-    def __init__(self, config: FeatureConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, events):
-        return events | "Buckets" >> OnTimeBuckets(self._config, self._config.popularity_bucket_ms, popularity_mutations)
+    @staticmethod
+    def extractor(config: FeatureConfig) -> Extractor:
+        return on_time_in_buckets(config, config.popularity_bucket_ms, popularity_mutations)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import apache_beam as beam
-
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.lateness import OnTimeBuckets
+from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
 
 GLOBAL_SCOPE = "global"
 
@@ -28,13 +26,10 @@ def trending_mutations(config: FeatureConfig, event: Interaction, bucket_start_m
         yield Mutation(Op.COUNT, Feature.TRENDING, region_scope(event.region), field, weight)
 
 
-class Trending(beam.PTransform):
+class Trending(ExtractedFeature):
     """TRENDING COUNT of integer weights per (scope, trending bucket, item) of the on-time records;
     scope "global" and, for records with a region, "region:<region>"."""
 
-    def __init__(self, config: FeatureConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, events):
-        return events | "Buckets" >> OnTimeBuckets(self._config, self._config.trending_bucket_ms, trending_mutations)
+    @staticmethod
+    def extractor(config: FeatureConfig) -> Extractor:
+        return on_time_in_buckets(config, config.trending_bucket_ms, trending_mutations)
