@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "training.models_cli",
     "serving.cli",
     "kapparec.bench",
+    "kapparec.demo",
 )
 
 

@@ -38,7 +38,7 @@ class TwoTowerParams:
     epochs: int = 10
     batch_size: int = 1024
     learning_rate: float = 3e-3
-    temperature: float = 0.05
+    temperature: float = 0.1
     history_len: int = 50
     max_categories: int = 4
     seed: int = 0

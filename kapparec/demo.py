@@ -1,0 +1,68 @@
+"""``kapparec demo``: the main job end to end on the local stack, as a new user first runs it.
+
+It is the same verbs a user types, run in order: stack up, a synthetic log (once: a second
+demo reuses the log already there), a backfill of every feature, a look at the features,
+then a two-tower retrained from a replay of the log and registered.
+"""
+
+from __future__ import annotations
+
+from kapparec import settings
+
+SYNTHETIC_LOG = ["--users", "2000", "--items", "600", "--events", "60000", "--seed", "0", "--malformed-share", "0.005"]
+
+
+def register(verbs) -> None:
+    demo = verbs.add_parser("demo", help="run the main job end to end on the local stack")
+    demo.add_argument("--epochs", default="3", help="two-tower epochs for the demo model")
+    demo.add_argument("--skip-training", action="store_true", help="stop after the features")
+    demo.set_defaults(run=run_demo)
+
+
+def _step(title: str, argv: list[str]) -> None:
+    from kapparec.cli import main
+    from kapparec.errors import KapparecError
+
+    print(f"\n== {title}: kapparec {' '.join(argv)}", flush=True)
+    code = main(argv)
+    if code:
+        raise KapparecError(f"demo stopped: `kapparec {' '.join(argv)}` exited with {code}")
+
+
+def _log_is_empty() -> bool:
+    from streams import offsets, topics
+
+    return sum(offsets.end_offsets(settings.bootstrap(), topics.EVENTS).values()) == 0
+
+
+def _show_features() -> None:
+    from featurestore.reader import FeatureReader
+
+    reader = FeatureReader(settings.redis_url())
+    print("\n== what the feature store now knows")
+    trending = reader.trending(n=5)
+    print("trending (global):", ", ".join(f"{item} {score:.1f}" for item, score in trending))
+    user = "u1"
+    print(f"{user} recently:", ", ".join(f"{e.event_type} {e.item_id}" for e in reader.history(user, 5)))
+    affinity = sorted(reader.category_affinity(user).items(), key=lambda kv: -kv[1])[:3]
+    print(f"{user} likes:", ", ".join(f"{category} {share:.0%}" for category, share in affinity))
+    if trending:
+        item = trending[0][0]
+        print(f"similar to {item}:", ", ".join(f"{other} {score:.2f}" for other, score in reader.similar(item, 5)))
+    print(f"late records counted: {reader.late_records()}")
+
+
+def run_demo(args) -> int:
+    _step("bring the local stack up", ["infra", "up"])
+    if _log_is_empty():
+        _step("produce a synthetic log", ["produce", "synthetic", *SYNTHETIC_LOG])
+    else:
+        print("\n== the log already holds events: reusing it (`kapparec infra down` empties it)")
+    _step("compute every feature by replaying the log", ["backfill", "--no-progress"])
+    _show_features()
+    if not args.skip_training:
+        _step("retrain the two-tower from a replay of the log", ["train", "--epochs", args.epochs])
+        _step("the model registry", ["models", "list"])
+    print("\ndemo done. Try `kapparec stream` to follow new events, `kapparec features dump | head`, "
+          "`kapparec infra down` to stop.")
+    return 0
