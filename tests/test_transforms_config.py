@@ -15,7 +15,7 @@ from transforms.config import DAY_MS, HOUR_MS, FeatureConfig
 def test_defaults():
     config = FeatureConfig()
     assert (config.history_length, config.affinity_bucket_ms, config.trending_bucket_ms) == (50, DAY_MS, HOUR_MS)
-    assert config.max_items_per_session_window == 50
+    assert config.max_items_per_session_window == 20
     assert config.allowed_lateness_ms == 6 * HOUR_MS
 
 

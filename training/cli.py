@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from kapparec import settings
+from kapparec import cliargs, settings
 from kapparec.errors import UsageError
 
 if TYPE_CHECKING:
@@ -54,18 +54,8 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=non_negative_int, help="two-tower epochs (default: tuned value)")
+    parser.add_argument("--epochs", type=cliargs.non_negative_int, help="two-tower epochs (default: tuned value)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data -> same model)")
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
-    return value
 
 
 def parse_offsets(text: str) -> dict[int, int]:

@@ -56,8 +56,9 @@ class FeatureConfig:
     # Fixed event-time window per user within which items count as co-occurring.
     session_window_ms: int = DAY_MS
     # Items of one user window that take part in co-occurrence: caps the pairs a heavy user
-    # can emit (quadratic) and keeps bots from dominating item-item similarity.
-    max_items_per_session_window: int = 50
+    # can emit (n items make n(n-1) directed pairs: 380 at 20, 2,450 at 50) and keeps bots
+    # from dominating item-item similarity. At 50, pairs were ~80% of a backfill's mutations.
+    max_items_per_session_window: int = 20
     # A record whose event time is this far behind its partition's log watermark is too late
     # for the windowed features; it is counted (LATE) instead.
     allowed_lateness_ms: int = 6 * HOUR_MS

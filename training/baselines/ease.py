@@ -17,37 +17,32 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from training.data import Catalog, Interactions
-from training.evaluate import ScoreBatch, choose_on_validation
+from training.baselines.linear import ItemItemModel
+from training.evaluate import ScoreBatch
 from training.recommender import UserItemMatrix
 from training.split import Split
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 
-class EASE:
+class EASE(ItemItemModel):
     name = "ease"
 
     def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS, min_interactions: int = 20, holdout: int = 10):
-        self.candidates = tuple(lambdas)
-        self.min_interactions, self.holdout = min_interactions, holdout
-        self.l2: float | None = None
-        self.validation: dict = {}
+        super().__init__(lambdas, min_interactions, holdout)
 
-    def fit(self, train: Interactions, catalog: Catalog | None = None) -> None:
-        self.l2, self.validation = choose_on_validation(
-            train,
-            catalog,
-            self.candidates,
-            validation_scorers,
-            min_interactions=self.min_interactions,
-            holdout=self.holdout,
-        )
-        self._matrix = UserItemMatrix(train)
-        self._weights = ease_weights(self._matrix.gram(), self.l2).astype(np.float32)
+    @property
+    def l2(self) -> float | None:
+        """The chosen λ."""
+        return self.chosen
 
-    def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        return self._matrix.to_items(self._matrix.times(users, self._weights), items)
+    @staticmethod
+    def validation_scorers(split: Split) -> Callable[[float], ScoreBatch]:
+        return validation_scorers(split)
+
+    @staticmethod
+    def item_weights(matrix: UserItemMatrix, l2: float) -> np.ndarray:
+        return ease_weights(matrix.gram(), l2).astype(np.float32)
 
 
 def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:

@@ -12,39 +12,34 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from training.data import Catalog, Interactions
-from training.evaluate import ScoreBatch, choose_on_validation
+from training.baselines.linear import ItemItemModel
+from training.evaluate import ScoreBatch
 from training.recommender import UserItemMatrix
 from training.split import Split
 
 DEFAULT_NEIGHBOURS: tuple[int | None, ...] = (20, 50, 100, 200, 500, None)
 
 
-class ItemKNN:
+class ItemKNN(ItemItemModel):
     name = "item_knn"
 
     def __init__(
         self, neighbours: Sequence[int | None] = DEFAULT_NEIGHBOURS, min_interactions: int = 20, holdout: int = 10
     ):
-        self.candidates = tuple(neighbours)
-        self.min_interactions, self.holdout = min_interactions, holdout
-        self.neighbours: int | None = None
-        self.validation: dict = {}
+        super().__init__(neighbours, min_interactions, holdout)
 
-    def fit(self, train: Interactions, catalog: Catalog | None = None) -> None:
-        self.neighbours, self.validation = choose_on_validation(
-            train,
-            catalog,
-            self.candidates,
-            validation_scorers,
-            min_interactions=self.min_interactions,
-            holdout=self.holdout,
-        )
-        self._matrix = UserItemMatrix(train)
-        self._similarity = keep_top_neighbours(cosine_similarity(self._matrix), self.neighbours)
+    @property
+    def neighbours(self) -> int | None:
+        """The chosen neighbourhood size (None: every neighbour)."""
+        return self.chosen
 
-    def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        return self._matrix.to_items(self._matrix.times(users, self._similarity), items)
+    @staticmethod
+    def validation_scorers(split: Split) -> Callable[[int | None], ScoreBatch]:
+        return validation_scorers(split)
+
+    @staticmethod
+    def item_weights(matrix: UserItemMatrix, neighbours: int | None) -> np.ndarray:
+        return keep_top_neighbours(cosine_similarity(matrix), neighbours)
 
 
 def validation_scorers(split: Split) -> Callable[[int | None], ScoreBatch]:
