@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 
 from kapparec.errors import KapparecError
 from streams import offsets
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
+from tests.logs import create_topic
 
 
 def test_snapshot_of_an_empty_topic(stack):

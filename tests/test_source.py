@@ -15,8 +15,7 @@ from apache_beam.runners.sdf_utils import (
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 
 from kapparec.errors import KapparecError, UsageError
 from streams import dlq, source
@@ -42,16 +41,10 @@ from streams.source import (
     ReadFromKafka,
 )
 from streams.topics import EVENTS, EVENTS_DLQ, ITEMS
+from tests.logs import create_topic
 
 BASE_MS = 1_700_000_000_000
 
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> list:
