@@ -23,7 +23,7 @@ def test_two_tower_seconds_per_epoch_on_100k_interactions():
     from training.data import Interactions, retrieval_positives
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
 
-    log = SyntheticLog(users=20_000, items=8_000, events=500_000, seed=0)
+    log = SyntheticLog(users=30_000, items=8_000, events=700_000, seed=0)
     events = Interactions.from_events(parse_interaction(encode(e), offset=n) for n, e in enumerate(log.interactions()))
     positives = retrieval_positives(events)
     assert len(positives) >= 100_000, "the synthetic log must yield 100k distinct user-item interactions"
