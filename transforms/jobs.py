@@ -163,7 +163,10 @@ def stream(
     stop: threading.Event | None = None,
     on_batch=None,
 ) -> BatchStats:
-    """Follow the log in micro-batches until ``stop`` is set (or, with ``once``, the end seen at start)."""
+    """Follow the log in micro-batches until ``stop`` is set (or, with ``once``, the end seen at start).
+
+    One continuous job per store: two would both merge the same offset ranges (no lock yet).
+    """
     store = RedisFeatureStore(redis_url)
     config = config or FeatureConfig()
     stop = stop or threading.Event()
