@@ -12,20 +12,13 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
-from infra.services import ManagedService, broker_spec, redis_spec
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from infra.services import ManagedService, broker_spec, free_port, redis_spec
 
 
 @dataclass

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from featurestore import layout
 from featurestore.definitions import Feature
-from infra.services import ManagedService, broker_spec, redis_spec
+from infra.services import ManagedService, broker_spec, free_port, redis_spec
 from streams import offsets, topics
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
@@ -36,19 +35,13 @@ class PrivateStack:
     redis_url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def private_stack() -> Iterator[PrivateStack]:
     """A broker and Redis of the benchmark's own, so it never touches the user's log."""
     with tempfile.TemporaryDirectory(prefix="kapparec-bench-") as run_dir:
         services = [
-            ManagedService(broker_spec(_free_port()), Path(run_dir)),
-            ManagedService(redis_spec(_free_port(), Path(run_dir)), Path(run_dir)),
+            ManagedService(broker_spec(free_port()), Path(run_dir)),
+            ManagedService(redis_spec(free_port(), Path(run_dir)), Path(run_dir)),
         ]
         try:
             for service in services:

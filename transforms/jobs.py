@@ -10,6 +10,7 @@ point leaves the store at a batch boundary, and the restart resumes from there).
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def run_batch(
     pipeline = beam.Pipeline(options=runner.options())
     build_feature_pipeline(pipeline, bootstrap, plan, target, config, prior_session_items=prior)
     events_total = sum(stop - start for start, stop in plan.events.values())
-    with ProgressBar(store.url, target.progress_key or "", events_total, "backfill", enabled=progress):
+    with ProgressBar(store.url, target.progress_key, events_total, "backfill") if progress else nullcontext():
         result = pipeline.run()
         result.wait_until_finish()
     store.merge_batch(version, batch, plan.end_offsets(), atomic=atomic)

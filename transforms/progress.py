@@ -47,16 +47,15 @@ class ReportProgress(beam.PTransform):
 class ProgressBar:
     """A tqdm bar fed from the Redis counter by a background thread while the pipeline runs."""
 
-    def __init__(self, redis_url: str, key: str, total: int, description: str, enabled: bool = True):
+    def __init__(self, redis_url: str, key: str, total: int, description: str):
         self.client = redis.Redis.from_url(redis_url)
-        self.key, self.total, self.description, self.enabled = key, total, description, enabled
+        self.key, self.total, self.description = key, total, description
         self._stop = threading.Event()
 
     def __enter__(self):
         self.client.delete(self.key)
-        if self.enabled:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         return self
 
     def _run(self):
@@ -71,6 +70,5 @@ class ProgressBar:
 
     def __exit__(self, *exc):
         self._stop.set()
-        if self.enabled:
-            self._thread.join()
+        self._thread.join()
         self.client.delete(self.key)
