@@ -10,6 +10,7 @@ exact values (see ``featurestore.reader``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 
@@ -45,6 +46,8 @@ class Feature:
     SEEN = "seen"  # ADD: item ids the user interacted with (impressions excluded)
     DISLIKED = "disliked"  # LATEST: field item, payload "1" disliked / "0" liked again
     PROGRESS = "progress"  # LATEST: field item, payload watch fraction ("1" when complete)
+    # LATEST: field "region" / "device", payload the value of the user's latest event that had one
+    PROFILE = "profile"
     # COUNT: field "item|bucket_start_ms", value integer weight. Categories are joined with the
     # catalog at read time: a join while processing would depend on how the log was split.
     AFFINITY = "affinity"
@@ -64,3 +67,42 @@ class Feature:
     # log bookkeeping, entity = topic
     HIGH_WATER = "high_water"  # MAX: field partition, value max event_time seen in log order
     LATE = "late"  # COUNT: field partition, records too late for their event-time window
+
+
+# -- the user tower's inputs: one definition, used by the Beam transform that maintains them
+# (transforms/history.py), by FeatureReader (serving) and by the point-in-time training data
+# builder (training/), so the model is trained on exactly what serving will read.
+
+# HISTORY records every interaction but impressions (what we showed is not what the user did).
+HISTORY_EXCLUDED_TYPES = frozenset({"impression"})
+# Of the recorded interactions, these are no evidence the user wanted the item, so the tower's
+# history skips them: an impression is what we showed, a dislike is the opposite of engagement.
+NOT_ENGAGEMENT_TYPES = frozenset({"impression", "dislike"})
+PROFILE_FIELDS = ("region", "device")
+_MEMBER_SEPARATOR = "|"
+
+
+def history_member(item_id: str, event_type: str, event_time: int, partition: int, offset: int) -> str:
+    """A HISTORY zset member. Its score is ``event_time``; equal scores order by this string."""
+    return _MEMBER_SEPARATOR.join((item_id, event_type, str(event_time), str(partition), str(offset)))
+
+
+def parse_history_member(member: str) -> tuple[str, str, int]:
+    """(item_id, event_type, event_time) of a HISTORY member."""
+    item, event_type, event_time, _partition, _offset = member.rsplit(_MEMBER_SEPARATOR, 4)
+    return item, event_type, int(event_time)
+
+
+def tower_history(entries: Iterable[tuple[str, str]], length: int) -> list[str]:
+    """The user tower's history from HISTORY entries ``(item_id, event_type)``, newest first.
+
+    Engagements only, each item once at its most recent engagement (a re-watch moves an item
+    to the front instead of filling the history with it), at most ``length`` items, newest first.
+    """
+    items: dict[str, None] = {}
+    for item, event_type in entries:
+        if event_type not in NOT_ENGAGEMENT_TYPES and item not in items:
+            items[item] = None
+            if len(items) == length:
+                break
+    return list(items)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from featurestore import layout
-from featurestore.definitions import Feature
+from featurestore.definitions import PROFILE_FIELDS, Feature, parse_history_member, tower_history
 from kapparec.errors import KapparecError
 from streams import topics
 
@@ -53,11 +53,17 @@ class FeatureReader:
     def history(self, user_id: str, n: int = 50) -> list[HistoryEntry]:
         """The user's last ``n`` interactions, newest first."""
         members = self.client.zrevrange(self._key(Feature.HISTORY, user_id), 0, n - 1)
-        entries = []
-        for member in members:
-            item, event_type, event_time, *_ = member.split("|")
-            entries.append(HistoryEntry(item, event_type, int(event_time)))
-        return entries
+        return [_history_entry(member) for member in members]
+
+    def tower_history(self, user_id: str, length: int) -> list[str]:
+        """The user tower's history input (``featurestore.definitions.tower_history``), newest first."""
+        members = self.client.zrevrange(self._key(Feature.HISTORY, user_id), 0, -1)
+        return tower_history(((e.item_id, e.event_type) for e in map(_history_entry, members)), length)
+
+    def profile(self, user_id: str) -> dict[str, str]:
+        """The region and device of the user's latest event that had each ("" when none had)."""
+        values = self.client.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
+        return {name: _latest_payload(v) if v is not None else "" for name, v in zip(PROFILE_FIELDS, values)}
 
     def seen(self, user_id: str) -> set[str]:
         return self.client.smembers(self._key(Feature.SEEN, user_id))
@@ -157,6 +163,10 @@ class FeatureReader:
 
     def late_records(self) -> int:
         return sum(int(v) for v in self.client.hvals(self._key(Feature.LATE, topics.EVENTS)))
+
+
+def _history_entry(member: str) -> HistoryEntry:
+    return HistoryEntry(*parse_history_member(member))
 
 
 def _latest_payload(value: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featurestore.definitions import Feature, Mutation, Op
+from featurestore.definitions import Feature, Mutation, Op, history_member, parse_history_member, tower_history
 from tests.transforms_helpers import DAY0, assert_feature, interaction
 from transforms.config import FeatureConfig
 from transforms.history import UserHistory
@@ -54,3 +54,22 @@ def test_progress_is_the_latest_watch_state():
 def test_late_records_still_count_for_user_state():
     late = interaction("i1", "click", DAY0, offset=1, log_watermark=DAY0 + 10 * 24 * 3600 * 1000)
     check([late], Feature.SEEN, [Mutation(Op.ADD, Feature.SEEN, "u1", "i1")])
+
+
+def test_profile_is_the_latest_region_of_any_record_impressions_included():
+    older = interaction("i1", "play", DAY0, region="eu", offset=0)
+    newest = interaction("i2", "impression", DAY0 + 5, region="us", offset=1)
+    no_region = interaction("i3", "click", DAY0 + 9, offset=2)
+    expected = [Mutation(Op.LATEST, Feature.PROFILE, "u1", "region", "us", order=log_order(newest))]
+    check([older, newest, no_region], Feature.PROFILE, expected)
+
+
+def test_tower_history_is_distinct_engagements_newest_first():
+    entries = [("a", "play"), ("b", "dislike"), ("c", "click"), ("a", "complete"), ("d", "rate"), ("e", "view")]
+    assert tower_history(entries, length=3) == ["a", "c", "d"]
+    assert tower_history(entries, length=10) == ["a", "c", "d", "e"]
+
+
+def test_a_history_member_parses_back_even_with_a_separator_in_the_item_id():
+    member = history_member("odd|id", "play", 42, 1, 7)
+    assert parse_history_member(member) == ("odd|id", "play", 42)

@@ -17,14 +17,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from featurestore.definitions import NOT_ENGAGEMENT_TYPES
 from streams.schema import CatalogEntry, Interaction
 
 # What a history slot holds when the user has fewer earlier items than the history length.
 PADDING = ""
-
-# Event types that are not evidence the user wanted the item: an impression is what we showed,
-# a dislike is the opposite of engagement.
-NON_POSITIVE_EVENT_TYPES = frozenset({"impression", "dislike"})
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ def retrieval_positives(interactions: Interactions) -> Interactions:
     rating means the user chose to watch the film). Repeats of a (user, item) pair keep only
     the first, so a held-out item can never also sit in the same user's training history.
     """
-    engaged = ~np.isin(interactions.event_types, list(NON_POSITIVE_EVENT_TYPES))
+    engaged = ~np.isin(interactions.event_types, list(NOT_ENGAGEMENT_TYPES))
     kept = np.flatnonzero(engaged)
     users = np.unique(interactions.user_ids[kept], return_inverse=True)[1].astype(np.int64)
     items, item_codes = np.unique(interactions.item_ids[kept], return_inverse=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
-from featurestore.definitions import Feature, Mutation, Op
+from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation, Op
+from featurestore.definitions import history_member as _member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
 from transforms.extract import ExtractedFeature, Extractor
@@ -25,7 +26,7 @@ _PLAY_STATE = "0"
 
 
 def history_member(event: Interaction) -> str:
-    return f"{event.item_id}|{event.event_type}|{event.event_time}|{event.partition}|{event.offset}"
+    return _member(event.item_id, event.event_type, event.event_time, event.partition, event.offset)
 
 
 def _disliked_state(event: Interaction) -> str | None:
@@ -47,9 +48,14 @@ def _progress_state(event: Interaction) -> str | None:
 
 
 def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:
-    if event.event_type == "impression":
-        return
     user, item = event.user_id, event.item_id
+    # Impressions carry the request's context too, so they count for where the user comes from.
+    for name in PROFILE_FIELDS:
+        value = getattr(event, name)
+        if value:
+            yield Mutation(Op.LATEST, Feature.PROFILE, user, name, value, order=log_order(event))
+    if event.event_type in HISTORY_EXCLUDED_TYPES:
+        return
     yield Mutation(Op.TOP, Feature.HISTORY, user, history_member(event), float(event.event_time), limit=config.history_length)
     yield Mutation(Op.ADD, Feature.SEEN, user, item)
     disliked = _disliked_state(event)
@@ -63,7 +69,7 @@ def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[
 class UserHistory(ExtractedFeature):
     """HISTORY TOP (the ``history_length`` latest interactions), SEEN ADD (items interacted
     with), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
-    non-impression record."""
+    non-impression record; PROFILE LATEST (region, device) from every record that has them."""
 
     @staticmethod
     def extractor(config: FeatureConfig) -> Extractor:
