@@ -28,23 +28,31 @@ def redis_url(args: argparse.Namespace) -> str:
     return settings.redis_url(getattr(args, "redis", None))
 
 
-def positive_int(text: str) -> int:
+def _parsed(text: str, convert, noun: str):
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _parsed(text, int, "a whole number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _parsed(text, int, "a whole number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _parsed(text, float, "a number")
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
     return value
 
 

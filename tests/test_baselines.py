@@ -20,7 +20,7 @@ class RandomScores:
 
     name = "random"
 
-    def fit(self, train, catalog) -> None:
+    def fit(self, train, catalog, events=None) -> None:
         self._rng = np.random.default_rng(0)
 
     def score(self, users, items) -> np.ndarray:

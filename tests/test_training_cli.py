@@ -21,7 +21,7 @@ from training.cli import MODEL_NAMES, parse_offsets, parse_time
 from training.registry import ModelRegistry
 
 GENRES = ("Action", "Comedy", "Drama")
-TINY_TRAINING = ["--epochs", "3", "--seed", "1"]
+TINY_TRAINING = ["--epochs", "3", "--seed", "1", "--search-space", "small"]
 
 
 def write_movielens(folder: Path, users: int = 40, movies: int = 60, ratings_per_user: int = 25) -> Path:
@@ -65,6 +65,9 @@ def test_eval_json_prints_every_model_on_one_split(tmp_path, capsys):
     for name, metrics in report["models"].items():
         for key in ("recall@10", "ndcg@10", "recall@50", "coverage"):
             assert 0.0 <= metrics[key] <= 1.0, (name, key, metrics)
+    # The two-tower reports the configuration it was measured with and where that came from.
+    assert report["models"]["two_tower"]["params"]["epochs"] == 3
+    assert report["models"]["two_tower"]["selection"]["skipped"].startswith("no user has 20 training positives")
     # The planted genres are easy: every model but popularity finds them.
     assert report["models"]["ease"]["recall@10"] > report["models"]["popularity"]["recall@10"]
 
@@ -115,23 +118,32 @@ def produce_synthetic(bootstrap: str) -> None:
             producer.send_interaction(event)
 
 
-def test_train_registers_promotes_then_gates_a_worse_model(stack, tmp_path, capsys):
+def test_train_selects_on_validation_refits_on_all_data_and_gates_on_equal_terms(stack, tmp_path, capsys):
     produce_synthetic(stack.bootstrap)
     registry = ModelRegistry(tmp_path)
-    base = ["train", "--bootstrap", stack.bootstrap, "--models-dir", str(tmp_path)]
+    base = ["train", "--bootstrap", stack.bootstrap, "--models-dir", str(tmp_path), "--search-space", "small"]
 
-    assert main([*base, "--epochs", "8", "--seed", "1"]) == 0
+    assert main([*base, "--seed", "1"]) == 0
     first = registry.production()
     assert first is not None and "promoted" in capsys.readouterr().out
     for artifact in ("user_tower", "item_embeddings.npy", "item_ids.npy", "index", "evaluation.json",
                      "evaluation.md", "training_curve.png"):
         assert (first.path / artifact).exists(), artifact
     meta = first.metadata
-    assert meta["metrics"]["recall@10"] > 0 and meta["data"]["offsets"] and meta["params"]["epochs"] == 8
+    assert meta["metrics"]["recall@10"] > 0 and meta["data"]["offsets"]
     assert 0.0 <= meta["index"]["scann_recall@10_vs_exact"] <= 1.0 and meta["code_version"]
+    # Every hyperparameter was chosen on validation, and the registered model is the refit on all data.
+    chosen = meta["selection"]["chosen"]
+    assert meta["selection"]["trials_run"] == 2 and 1 <= chosen["epochs"] <= 3
+    assert meta["params"]["epochs"] == chosen["epochs"] and meta["params"]["temperature"] == chosen["temperature"]
+    assert meta["refit"]["on"].startswith("all data") and meta["refit"]["offsets"] == meta["data"]["offsets"]
+    assert meta["refit"]["positives"] > meta["protocol"]["train_interactions"]
+    assert "How two_tower was chosen" in (first.path / "evaluation.md").read_text()
 
-    # An untrained model (zero epochs) must not replace the trained one.
+    # An untrained model (zero epochs) must not replace the trained one, rescored on the same split.
     assert main([*base, "--epochs", "0", "--seed", "1"]) == 0
-    assert "kept" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept" in out and "both on today's split" in out
     assert registry.production().id == first.id
     assert len(registry.versions()) == 2
+    assert registry.get(registry.version_ids()[-1]).metadata["gate"]["production_rescored"]["recall@10"] > 0

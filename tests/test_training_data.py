@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streams.schema import CatalogEntry, Interaction
-from training.data import PADDING, Catalog, Interactions, history_before, latest_history, retrieval_positives
+from training.data import Catalog, Interactions, retrieval_positives
 
 
 def event(user, item, time, kind="view", value=None, partition=0, offset=0, region="", device=""):
@@ -88,40 +88,3 @@ def test_positives_drop_impressions_and_dislikes_keep_every_rating_and_dedupe_pa
         ("u", "film", 4),
         ("v", "film", 6),
     ]
-
-
-def test_history_before_excludes_the_event_itself_later_events_and_same_time_events():
-    rows = Interactions.from_columns(
-        ["u", "u", "v", "u", "u", "u"],
-        ["a", "b", "x", "c", "d", "e"],
-        [10, 20, 20, 30, 30, 40],
-    )
-    history = history_before(rows, max_len=3)
-    by_item = dict(zip(rows.item_ids, history.tolist()))
-    assert by_item["a"] == [PADDING] * 3
-    assert by_item["b"] == ["a", PADDING, PADDING]
-    assert by_item["x"] == [PADDING] * 3  # another user's items never leak in
-    assert by_item["c"] == by_item["d"] == ["b", "a", PADDING]  # c and d share a timestamp
-    assert by_item["e"] == ["d", "c", "b"]  # most recent first, truncated to max_len
-
-
-def test_history_before_matches_a_brute_force_scan_on_random_data():
-    rng = np.random.default_rng(7)
-    n = 400
-    rows = Interactions.from_columns(
-        rng.choice(["u1", "u2", "u3", "u4"], n).tolist(),
-        [f"i{k}" for k in range(n)],
-        rng.integers(0, 60, n).tolist(),  # many equal timestamps
-    )
-    history = history_before(rows, max_len=5)
-    for row in range(n):
-        earlier = [
-            j for j in range(n) if rows.user_ids[j] == rows.user_ids[row] and rows.event_times[j] < rows.event_times[row]
-        ]
-        expected = [rows.item_ids[j] for j in earlier[::-1][:5]]
-        assert history[row].tolist() == expected + [PADDING] * (5 - len(expected))
-
-
-def test_latest_history_is_each_users_last_items_most_recent_first():
-    rows = Interactions.from_columns(["u", "v", "u", "u"], ["a", "x", "b", "c"], [1, 2, 3, 4])
-    assert latest_history(rows, max_len=2) == {"u": ["c", "b"], "v": ["x"]}

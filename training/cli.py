@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from training.data import Catalog, Interactions
     from training.recommender import Recommender
     from training.split import Split
-    from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
+    from training.two_tower.search import SelectedTwoTower
+    from training.two_tower.train import TwoTowerRecommender
 
 TWO_TOWER = "two_tower"
 MODEL_NAMES = ("popularity", "item_knn", "ease", TWO_TOWER)
@@ -34,6 +35,8 @@ def register(subparsers) -> None:
     train.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                        help="promote unless recall@10 is worse than production's by more than this share (default 0.02)")
     train.add_argument("--models-dir", type=Path, help="model registry (default: KAPPAREC_MODELS_DIR or ./models)")
+    train.add_argument("--force", action="store_true",
+                       help="promote even if the gate refuses (a worse candidate, or a production model that cannot be rescored)")
     train.set_defaults(run=run_train)
 
     evaluate = subparsers.add_parser("eval", help="evaluate baselines and the two-tower on one split")
@@ -54,8 +57,16 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=cliargs.non_negative_int, help="two-tower epochs (default: tuned value)")
+    from training.two_tower.space import DEFAULT_BUDGET_MINUTES, DEFAULT_SPACE, SPACES
+
+    parser.add_argument("--epochs", type=cliargs.non_negative_int,
+                        help="two-tower epochs (default: chosen on validation; 0 = an untrained model)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data -> same model)")
+    parser.add_argument("--search-space", choices=sorted(SPACES), default=DEFAULT_SPACE,
+                        help=f"the two-tower's hyperparameter grid searched on validation (default {DEFAULT_SPACE}; "
+                        "small is a fixed two-point grid for CI)")
+    parser.add_argument("--search-budget-minutes", type=cliargs.positive_float, default=DEFAULT_BUDGET_MINUTES,
+                        metavar="M", help=f"stop starting search trials after M minutes (default {DEFAULT_BUDGET_MINUTES:g})")
 
 
 def parse_offsets(text: str) -> dict[int, int]:
@@ -115,25 +126,33 @@ def split_of(interactions: "Interactions", catalog: "Catalog") -> "Split":
     from training.data import retrieval_positives
     from training.split import chronological_split
 
-    return chronological_split(retrieval_positives(interactions), catalog=catalog)
+    return chronological_split(retrieval_positives(interactions), catalog=catalog, events=interactions)
 
 
 # -- models -----------------------------------------------------------------------------
 
 
-def two_tower_params(args: argparse.Namespace) -> "TwoTowerParams":
+def selected_two_tower(args: argparse.Namespace) -> "SelectedTwoTower":
+    from training.two_tower.search import SelectedTwoTower
+    from training.two_tower.space import SPACES
     from training.two_tower.train import TwoTowerParams
 
-    chosen = {"seed": args.seed} | ({} if args.epochs is None else {"epochs": args.epochs})
-    return TwoTowerParams(**chosen)
+    return SelectedTwoTower(TwoTowerParams(seed=args.seed), SPACES[args.search_space], args.search_budget_minutes,
+                            fixed_epochs=args.epochs)
 
 
 def build_models(names: Sequence[str], args: argparse.Namespace) -> list["Recommender"]:
     from training.baselines import BASELINES
-    from training.two_tower.train import TwoTowerRecommender
 
-    return [TwoTowerRecommender(two_tower_params(args), progress=True) if name == TWO_TOWER else BASELINES[name]()
-            for name in names]
+    return [selected_two_tower(args) if name == TWO_TOWER else BASELINES[name]() for name in names]
+
+
+def with_selection(report: dict, models: Sequence["Recommender"]) -> dict:
+    """The report, with each validation-selected model's search and chosen parameters."""
+    for model in models:
+        if hasattr(model, "selection"):
+            report["models"][model.name] |= {"selection": model.selection, "params": model.params.as_dict()}
+    return report
 
 
 # -- eval -------------------------------------------------------------------------------
@@ -141,7 +160,7 @@ def build_models(names: Sequence[str], args: argparse.Namespace) -> list["Recomm
 
 def run_eval(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
-    from training.two_tower.report import markdown_table, protocol_line
+    from training.two_tower.report import markdown_table, protocol_line, search_table
 
     names = parse_models(args.models)
     if args.movielens is not None:
@@ -151,13 +170,17 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         interactions, catalog, source = replayed_log(args)
     split = split_of(interactions, catalog)
-    report = evaluate(split, build_models(names, args))
+    models = build_models(names, args)
+    report = with_selection(evaluate(split, models), models)
     report["protocol"]["source"] = source
     if args.json:
         print(json.dumps(report, sort_keys=True, default=str))
     else:
         print(protocol_line(report))
         print(markdown_table(report))
+        for name, metrics in sorted(report["models"].items()):
+            if "selection" in metrics:
+                print(f"\n{name}: {search_table(metrics['selection'])}")
     return 0
 
 
@@ -165,40 +188,58 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Search on validation, measure the chosen configuration's held-out twin once, refit it on all
+    the replayed data, gate it against production rescored on the same split, register, promote."""
+    from training.data import retrieval_positives
     from training.evaluate import evaluate
-    from training.registry import ModelRegistry, passes_gate
+    from training.gate import decide
+    from training.registry import ModelRegistry
     from training.two_tower.train import TwoTowerRecommender
 
     if not 0 <= args.margin < 1:
         raise UsageError(f"--margin must be in [0, 1), got {args.margin}")
     interactions, catalog, log_metadata = replayed_log(args)
     split = split_of(interactions, catalog)
-    model = TwoTowerRecommender(two_tower_params(args), progress=True)
-    report = evaluate(split, [model])
-    metrics = report["models"][TWO_TOWER]
+    twin = selected_two_tower(args)
+    report = with_selection(evaluate(split, [twin]), [twin])
+    metrics = {k: v for k, v in report["models"][TWO_TOWER].items() if k not in ("selection", "params")}
+    deployed = TwoTowerRecommender(twin.params, progress=True)
+    positives = retrieval_positives(interactions)
+    deployed.fit(positives, catalog, events=interactions)
     registry = ModelRegistry(args.models_dir)
     production = registry.production()
+    decision = decide(metrics, production, split, args.margin, args.force)
     version = registry.register(
-        lambda directory: write_version(directory, model, split, report),
+        lambda directory: write_version(directory, deployed, positives, catalog, report),
         metadata={
             "model": TWO_TOWER,
             "data": {**log_metadata, "split_cutoff_ms": split.cutoff_ms},
+            "refit": {
+                "on": "all data: every replayed interaction up to the training cutoff",
+                "offsets": log_metadata["offsets"],
+                "positives": len(positives),
+                "metrics_from": "the held-out twin: the same configuration fitted on the split's training part",
+            },
             "metrics": metrics,
-            "params": model.params.as_dict(),
+            "params": twin.params.as_dict(),
+            "selection": twin.selection,
             "protocol": report["protocol"],
+            "gate": decision.record(),
         },
     )
-    print(f"registered {version.id}: recall@10={metrics['recall@10']:.4f} ndcg@10={metrics['ndcg@10']:.4f}")
-    passed, reason = passes_gate(metrics, production.metadata if production else None, args.margin)
-    if passed:
+    print(f"registered {version.id}: held-out twin recall@10={metrics['recall@10']:.4f} ndcg@10={metrics['ndcg@10']:.4f}")
+    if decision.promote:
         registry.promote(version.id)
-        print(f"promoted {version.id} to production: {reason}")
+        print(f"promoted {version.id} to production: {decision.reason}")
     else:
-        print(f"kept {production.id} in production, {version.id} stays a candidate: {reason}")
+        kept = f"kept {production.id} in production" if production else "nothing promoted"
+        print(f"{kept}, {version.id} stays a candidate: {decision.reason}")
     return 0
 
 
-def write_version(directory: Path, model: "TwoTowerRecommender", split: "Split", report: dict) -> dict:
+def write_version(
+    directory: Path, model: "TwoTowerRecommender", positives: "Interactions", catalog: "Catalog", report: dict
+) -> dict:
     """The version's artifacts: export, training curve, evaluation report; returns their metadata."""
     import numpy as np
 
@@ -206,9 +247,10 @@ def write_version(directory: Path, model: "TwoTowerRecommender", split: "Split",
     from training.two_tower.report import write_report
     from training.two_tower.train import save_training_curve
 
-    users = np.unique(split.train.user_ids)
+    items = sorted(set(positives.item_ids.tolist()) | set(catalog.item_ids))
+    users = np.unique(positives.user_ids)
     sample = np.random.default_rng(model.params.seed).choice(users, min(SCANN_QUERY_USERS, len(users)), replace=False)
-    exported = export_two_tower(model, directory, split.known_items, query_users=sorted(sample.tolist()))
+    exported = export_two_tower(model, directory, items, query_users=sorted(sample.tolist()))
     if model.loss_curve:
         save_training_curve(model.loss_curve, directory / "training_curve.png")
     write_report(report, directory)

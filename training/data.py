@@ -1,13 +1,9 @@
-"""Training data as columns: interactions sorted by event time, the latest catalog, and user histories.
+"""Training data as columns: interactions sorted by event time, and the latest catalog.
 
 A replay of the log yields ``streams.schema.Interaction`` / ``CatalogEntry`` tuples; models,
 baselines and the evaluation work on the columnar ``Interactions`` built from them, because
-every step after the replay (splitting, histories, matrices) is a vectorised numpy operation.
-
-Point-in-time rule for histories: the history of an interaction holds only items the user
-engaged with *strictly earlier in event time*. Interactions sharing a timestamp never see each
-other (MovieLens stamps whole batches of ratings with one second), so no feature can leak the
-label it is trained to predict.
+every step after the replay (splitting, matrices) is a vectorised numpy operation. The user
+tower's point-in-time inputs are built in ``training.tower_inputs``.
 """
 
 from __future__ import annotations
@@ -35,6 +31,9 @@ class Interactions:
     event_times: np.ndarray  # int64 ms
     regions: np.ndarray  # object (str, "" if none)
     devices: np.ndarray  # object (str, "" if none)
+    # Log position: the feature store orders equal event times by it (see featurestore.definitions).
+    partitions: np.ndarray  # int64
+    offsets: np.ndarray  # int64
 
     def __post_init__(self) -> None:
         lengths = {f.name: len(getattr(self, f.name)) for f in fields(self)}
@@ -61,13 +60,18 @@ class Interactions:
             event_times=times[order],
             regions=_strings(columns[column_of("region")])[order],
             devices=_strings(columns[column_of("device")])[order],
+            partitions=partitions[order],
+            offsets=offsets[order],
         )
 
     @classmethod
     def from_columns(
         cls, user_ids: Sequence[str], item_ids: Sequence[str], event_times: Sequence[int], event_type: str = "view"
     ) -> "Interactions":
-        """Interactions of one type without value or context, sorted by time (stable: input order breaks ties)."""
+        """Interactions of one type without value or context, sorted by time (stable: input order breaks ties).
+
+        They sit in one partition at their input positions as offsets.
+        """
         times = np.asarray(event_times, dtype=np.int64)
         order = np.argsort(times, kind="stable")
         blank = np.full(len(times), "", dtype=object)
@@ -79,12 +83,14 @@ class Interactions:
             event_times=times[order],
             regions=blank,
             devices=blank.copy(),
+            partitions=np.zeros(len(times), dtype=np.int64),
+            offsets=order.astype(np.int64),
         )
 
     @classmethod
     def empty(cls) -> "Interactions":
-        strings = np.empty(0, dtype=object)
-        return cls(strings, strings, strings, np.empty(0), np.empty(0, dtype=np.int64), strings, strings)
+        strings, ints = np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+        return cls(strings, strings, strings, np.empty(0), ints, strings, strings, ints, ints)
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -136,46 +142,6 @@ def retrieval_positives(interactions: Interactions) -> Interactions:
     items, item_codes = np.unique(interactions.item_ids[kept], return_inverse=True)
     _, first = np.unique(users * len(items) + item_codes, return_index=True)
     return interactions.take(kept[np.sort(first)])
-
-
-def history_before(interactions: Interactions, max_len: int) -> np.ndarray:
-    """For each row, the user's items strictly earlier in event time: object array [n, max_len].
-
-    Most recent first, padded with ``PADDING`` on the right (so ``[:, :m]`` is the length-m
-    history). One vectorised pass over the time-sorted rows: group rows by user (stable, so
-    time order holds within a user), find where each row's run of equal timestamps begins,
-    and gather the ``max_len`` rows before that point within the user's group.
-    """
-    n = len(interactions)
-    if n == 0:
-        return np.full((0, max_len), PADDING, dtype=object)
-    by_user = np.argsort(interactions.user_ids, kind="stable")
-    users = interactions.user_ids[by_user]
-    times = interactions.event_times[by_user]
-    new_user = np.r_[True, users[1:] != users[:-1]]
-    new_time = new_user | np.r_[True, times[1:] != times[:-1]]
-    positions = np.arange(n)
-    user_start = np.maximum.accumulate(np.where(new_user, positions, 0))
-    tie_start = np.maximum.accumulate(np.where(new_time, positions, 0))
-    gather = tie_start[:, None] - 1 - np.arange(max_len)[None, :]
-    valid = gather >= user_start[:, None]
-    items = np.append(interactions.item_ids[by_user], PADDING)  # index -1 (and invalid) → padding
-    history = items[np.where(valid, gather, n)]
-    result = np.empty_like(history)
-    result[by_user] = history
-    return result
-
-
-def latest_history(interactions: Interactions, max_len: int) -> dict[str, list[str]]:
-    """Each user's last ``max_len`` items (most recent first): the state at the end of the data."""
-    by_user = np.argsort(interactions.user_ids, kind="stable")
-    users = interactions.user_ids[by_user]
-    items = interactions.item_ids[by_user]
-    boundaries = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-    return {
-        users[start]: list(items[max(start, end - max_len) : end][::-1])
-        for start, end in zip(boundaries[:-1], boundaries[1:])
-    }
 
 
 def _strings(column: Iterable[str]) -> np.ndarray:

@@ -42,7 +42,7 @@ def evaluate(
         fit_s = None
         if fit:
             started = time.perf_counter()
-            model.fit(split.train, split.catalog)
+            model.fit(split.train, split.catalog, events=split.events)
             fit_s = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         metrics = measure(

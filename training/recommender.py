@@ -1,7 +1,9 @@
 """What every model and baseline implements, and the user–item matrix the matrix baselines share.
 
 The evaluation only ever calls ``fit`` then ``score``; a model ranks by its scores, higher is
-better, and any item it has never seen must still get a (finite) score.
+better, and any item it has never seen must still get a (finite) score. ``fit`` gets the
+positives to learn from and, as ``events``, the whole replayed log of the training part, for
+models whose inputs the feature store defines over raw records (the two-tower's history).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from training.data import Catalog, Interactions
 class Recommender(Protocol):
     name: str
 
-    def fit(self, train: Interactions, catalog: Catalog | None) -> None: ...
+    def fit(self, train: Interactions, catalog: Catalog | None, events: Interactions | None = None) -> None: ...
 
     def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         """[len(users), len(items)] float32, higher = better."""

@@ -23,15 +23,26 @@ class Split:
     test: dict[str, list[str]]  # user -> last ``holdout`` items, chronological, for eligible users
     known_items: list[str]  # the ranking universe: items in training plus the catalog, sorted
     cutoff_ms: int  # event time of the earliest held-out interaction (max event time + 1 if none)
+    # Every replayed interaction (impressions, dislikes and repeats too) of the training part: a
+    # test user's records from their first held-out event time on are not in it. Features that the
+    # store defines over the raw log (the user tower's history, the profile) are built from it.
+    events: Interactions | None = None
     catalog: Catalog | None = None
     min_interactions: int = 20
     holdout: int = 10
 
 
 def chronological_split(
-    positives: Interactions, min_interactions: int = 20, holdout: int = 10, catalog: Catalog | None = None
+    positives: Interactions,
+    min_interactions: int = 20,
+    holdout: int = 10,
+    catalog: Catalog | None = None,
+    events: Interactions | None = None,
 ) -> Split:
-    """Hold out each eligible user's last ``holdout`` positives (``positives`` must be time-sorted)."""
+    """Hold out each eligible user's last ``holdout`` positives (``positives`` must be time-sorted).
+
+    ``events`` is the whole replayed log the positives came from (default: the positives).
+    """
     if len(positives) == 0:
         raise KapparecError("no interactions to split: the replayed log holds no positive events")
     if not 0 < holdout < min_interactions:
@@ -49,10 +60,24 @@ def chronological_split(
         test=test,
         known_items=sorted(known),
         cutoff_ms=cutoff,
+        events=training_part(positives if events is None else events, test_rows),
         catalog=catalog,
         min_interactions=min_interactions,
         holdout=holdout,
     )
+
+
+def training_part(events: Interactions, held_out: Interactions) -> Interactions:
+    """``events`` without each held-out user's records from their first held-out event time on:
+    the log as it stood when the evaluated recommendation would have been made."""
+    first_held_out: dict[str, int] = {}
+    for user, time in zip(held_out.user_ids.tolist(), held_out.event_times.tolist()):
+        first_held_out.setdefault(user, time)  # held-out rows are time-sorted
+    if not first_held_out:
+        return events
+    never = np.iinfo(np.int64).max
+    limits = np.array([first_held_out.get(user, never) for user in events.user_ids.tolist()], dtype=np.int64)
+    return events.take(events.event_times < limits)
 
 
 def _held_out_mask(user_ids: np.ndarray, min_interactions: int, holdout: int) -> np.ndarray:

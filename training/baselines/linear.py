@@ -32,7 +32,7 @@ class ItemItemModel:
     def item_weights(matrix: UserItemMatrix, chosen) -> np.ndarray:
         raise NotImplementedError
 
-    def fit(self, train: Interactions, catalog: Catalog | None = None) -> None:
+    def fit(self, train: Interactions, catalog: Catalog | None = None, events: Interactions | None = None) -> None:
         self.chosen, self.validation = choose_on_validation(
             train, catalog, self.candidates, self.validation_scorers,
             min_interactions=self.min_interactions, holdout=self.holdout,

@@ -15,7 +15,7 @@ class Popularity:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
 
-    def fit(self, train: Interactions, catalog: Catalog | None = None) -> None:
+    def fit(self, train: Interactions, catalog: Catalog | None = None, events: Interactions | None = None) -> None:
         items, counts = np.unique(train.item_ids, return_counts=True)
         self._counts = dict(zip(items.tolist(), counts.tolist()))
 

@@ -28,6 +28,30 @@ def protocol_line(report: dict) -> str:
     )
 
 
+SEARCH_COLUMNS = ("temperature", "output_dim", "learning_rate", "history_len", "best_epochs", "seconds")
+
+
+def search_table(selection: dict) -> str:
+    """The validation search, one row per trial, and what it chose."""
+    if "skipped" in selection:
+        return f"No search: {selection['skipped']}."
+    metric = selection["metric"].replace(" ", "_")
+    lines = [
+        f"Search over the {selection['space']} grid on a validation split carved from the training part "
+        f"({selection['validation_users']} users): {selection['trials_run']} of {selection['grid_size']} trials "
+        f"in {selection['seconds']} s (budget {selection['budget_minutes']} min). Chosen: {selection['chosen']}.",
+        "",
+        "| " + " | ".join((*SEARCH_COLUMNS, metric)) + " |",
+        "|---" * (len(SEARCH_COLUMNS) + 1) + "|",
+    ]
+    lines += ["| " + " | ".join(str(trial[c]) for c in (*SEARCH_COLUMNS, metric)) + " |" for trial in selection["trials"]]
+    return "\n".join(lines)
+
+
 def write_report(report: dict, directory: Path) -> None:
     (directory / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (directory / REPORT_MD).write_text(f"# Evaluation\n\n{protocol_line(report)}\n\n{markdown_table(report)}\n")
+    sections = [f"# Evaluation\n\n{protocol_line(report)}\n\n{markdown_table(report)}\n"]
+    for name, metrics in sorted(report["models"].items()):
+        if "selection" in metrics:
+            sections.append(f"## How {name} was chosen\n\n{search_table(metrics['selection'])}\n")
+    (directory / REPORT_MD).write_text("\n".join(sections))

@@ -1,8 +1,10 @@
 """Fit the two-tower on training interactions: the ``Recommender`` that ``evaluate`` runs like a baseline.
 
-Each training example is one positive interaction with the user's history strictly before it
-(point in time, so the model never learns from the future it is asked to predict); at scoring
-time the query is the user's state at the cutoff: the latest history and last seen context.
+Each training example is one positive interaction with the user tower's inputs as the feature
+store held them just before it (point in time, through the store's own definitions: see
+``training.tower_inputs``), so the model never learns from the future it is asked to predict and
+is trained on exactly what serving reads. At scoring time the query is the user's state at the
+cutoff: the latest history and profile, and the hour of the last activity.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tqdm import tqdm
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from training.data import Catalog, Interactions, history_before, latest_history
+from training.data import Catalog, Interactions
 from training.two_tower.features import (
     ITEM_PROBABILITY,
     Vocabularies,
@@ -29,6 +31,7 @@ from training.two_tower.features import (
     query_features,
 )
 from training.two_tower.model import TowerShape, TwoTowerModel
+from training.tower_inputs import UserLog
 
 SCORE_BATCH = 4096
 
@@ -58,14 +61,16 @@ class UserState:
     hours: dict[str, int]
 
     @classmethod
-    def at_cutoff(cls, train: Interactions, history_len: int) -> "UserState":
-        # Interactions are time-sorted, so the last assignment per user is the latest context.
-        users = train.user_ids.tolist()
-        hours = hour_of_day(train.event_times).tolist()
+    def at_cutoff(cls, log: UserLog, history_len: int) -> "UserState":
+        """The state at the end of ``log``: what ``FeatureReader`` would serve for each user."""
+        last_times = log.last_event_times()
+        profiles = log.profiles()
+        users = list(last_times)
+        hours = hour_of_day(np.fromiter(last_times.values(), dtype=np.int64, count=len(users))).tolist()
         return cls(
-            histories=latest_history(train, history_len),
-            regions=dict(zip(users, train.regions.tolist())),
-            devices=dict(zip(users, train.devices.tolist())),
+            histories={user: log.tower_history(user, history_len) for user in users},
+            regions={user: profiles[user]["region"] for user in users},
+            devices={user: profiles[user]["device"] for user in users},
             hours=dict(zip(users, hours)),
         )
 
@@ -100,16 +105,18 @@ class TwoTowerRecommender:
 
     name = "two_tower"
 
-    def __init__(self, params: TwoTowerParams = TwoTowerParams(), progress: bool = False):
+    def __init__(self, params: TwoTowerParams = TwoTowerParams(), progress: bool = False, callbacks: Sequence = ()):
         self.params = params
         self.progress = progress
+        self.callbacks = tuple(callbacks)  # Keras callbacks, e.g. the search's per-epoch validation
         self.model: TwoTowerModel | None = None
         self.loss_curve: list[float] = []
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.users: UserState | None = None
         self._item_cache: tuple[tuple[str, ...], np.ndarray] | None = None
 
-    def fit(self, train: Interactions, catalog: Catalog | None) -> None:
+    def fit(self, train: Interactions, catalog: Catalog | None, events: Interactions | None = None) -> None:
+        """Fit on the positives ``train``; the tower's inputs come from ``events`` (default: ``train``)."""
         p = self.params
         # Seeds alone are not enough: some CPU kernels reduce in thread order; op determinism
         # makes the same seed and data give bit-identical weights (the reload/audit story).
@@ -119,21 +126,22 @@ class TwoTowerRecommender:
         vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_categories)
         self.model = TwoTowerModel(vocab, p.shape, p.temperature)
         self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate))
-        self.users = UserState.at_cutoff(train, p.history_len)
-        self._item_cache = None
+        log = UserLog(train if events is None else events)
+        self.users = UserState.at_cutoff(log, p.history_len)
+        self.forget_item_embeddings()
         self.loss_curve = []
         if p.epochs > 0:
-            callbacks = [EpochProgress(p.epochs)] if self.progress else []
-            history = self.model.fit(self._dataset(train), epochs=p.epochs, verbose=0, callbacks=callbacks)
+            callbacks = ([EpochProgress(p.epochs)] if self.progress else []) + list(self.callbacks)
+            history = self.model.fit(self._dataset(train, log), epochs=p.epochs, verbose=0, callbacks=callbacks)
             self.loss_curve = [float(v) for v in history.history["loss"]]
         else:  # an untrained model still needs its weights built to score and export
             self.embed_queries(self.users.features(train.user_ids[:1].tolist(), p.history_len))
             self.embed_items(train.item_ids[:1].tolist())
 
-    def _dataset(self, train: Interactions) -> tf.data.Dataset:
+    def _dataset(self, train: Interactions, log: UserLog) -> tf.data.Dataset:
         p = self.params
         probability = item_sampling_probability(train.item_ids)
-        histories = history_before(train, p.history_len)
+        histories = pad_rows(log.tower_histories(train.user_ids.tolist(), train.event_times.tolist(), p.history_len), p.history_len)
         features = query_features(train.user_ids, histories, train.regions, train.devices, hour_of_day(train.event_times))
         features |= item_features(train.item_ids.tolist(), self.item_categories, p.max_categories)
         features[ITEM_PROBABILITY] = np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32)
@@ -146,6 +154,10 @@ class TwoTowerRecommender:
 
     def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self._batched(self._fitted().user_tower, features)
+
+    def forget_item_embeddings(self) -> None:
+        """Drop the cached item embeddings: the weights moved (e.g. another epoch was trained)."""
+        self._item_cache = None
 
     def embed_items(self, items: Sequence[str]) -> np.ndarray:
         key = tuple(items)

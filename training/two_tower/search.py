@@ -1,0 +1,150 @@
+"""Choosing the two-tower's hyperparameters on validation data only.
+
+The validation split is carved from the training part exactly as the test split is carved
+from the log (each eligible user's last ``holdout`` training positives), so the test set is
+never looked at. The search is a seeded random walk over a small grid, bounded in time: the
+first trial is always the default configuration, so a search can only improve on validation.
+Every trial trains for up to ``max_epochs`` and is measured on validation after every epoch
+(training for e epochs of a longer run gives the same weights as an e-epoch run with the same
+seed), which chooses the epoch count for free; a trial stops early once validation stops
+improving for ``patience`` epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from tqdm import tqdm
+
+import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
+import tensorflow as tf
+
+from training.data import Catalog, Interactions
+from training.evaluate import measure
+from training.split import Split, chronological_split
+from training.two_tower.space import SearchSpace
+from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
+
+METRIC = "recall@10"
+
+
+class ValidationCurve(tf.keras.callbacks.Callback):
+    """Measures the model on the validation split after every epoch; stops once it stops improving."""
+
+    def __init__(self, model: TwoTowerRecommender, split: Split, patience: int):
+        super().__init__()
+        self.recommender, self.split, self.patience = model, split, patience
+        self.scores: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.recommender.forget_item_embeddings()
+        self.scores.append(measure(self.split, self._score, k_values=(10,))[METRIC])
+        best = max(range(len(self.scores)), key=self.scores.__getitem__)
+        if len(self.scores) - 1 - best >= self.patience:
+            self.model.stop_training = True
+
+    def _score(self, users: list[str]):
+        return self.recommender.score(users, self.split.known_items)
+
+
+def _trial_summary(params: TwoTowerParams, scores: list[float], seconds: float) -> dict:
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return {
+        "temperature": params.temperature,
+        "output_dim": params.shape.output_dim,
+        "learning_rate": params.learning_rate,
+        "history_len": params.history_len,
+        f"validation_{METRIC}_by_epoch": [round(s, 6) for s in scores],
+        "best_epochs": best + 1,
+        f"validation_{METRIC}": round(scores[best], 6),
+        "seconds": round(seconds, 1),
+    }
+
+
+def search(
+    train: Interactions,
+    catalog: Catalog | None,
+    events: Interactions | None,
+    space: SearchSpace,
+    budget_minutes: float,
+    base: TwoTowerParams,
+    min_interactions: int = 20,
+    holdout: int = 10,
+) -> tuple[TwoTowerParams, dict]:
+    """The configuration (epochs included) with the best validation ``METRIC``, and the search's record."""
+    validation = chronological_split(train, min_interactions, holdout, catalog, events=events)
+    if not validation.test:
+        reason = f"no user has {min_interactions} training positives to carve a validation split from: defaults kept"
+        return base, {"space": space.name, "skipped": reason}
+    started = time.perf_counter()
+    trials: list[tuple[TwoTowerParams, dict]] = []
+    configurations = space.configurations(dataclasses.replace(base, epochs=space.max_epochs), base.seed)
+    for params in tqdm(configurations, desc="search two_tower", unit="trial"):
+        elapsed = time.perf_counter() - started
+        mean_trial = elapsed / len(trials) if trials else 0.0
+        if trials and elapsed + mean_trial > budget_minutes * 60:
+            break
+        trial_started = time.perf_counter()
+        model = TwoTowerRecommender(params)
+        curve = ValidationCurve(model, validation, space.patience)
+        model.callbacks = (curve,)
+        model.fit(validation.train, catalog, events=validation.events)
+        trials.append((params, _trial_summary(params, curve.scores, time.perf_counter() - trial_started)))
+    best_params, best = max(trials, key=lambda trial: trial[1][f"validation_{METRIC}"])
+    chosen = dataclasses.replace(best_params, epochs=best["best_epochs"])
+    record = {
+        "space": space.name,
+        "metric": f"validation {METRIC}",
+        "validation_users": len(validation.test),
+        "budget_minutes": budget_minutes,
+        "seconds": round(time.perf_counter() - started, 1),
+        "trials_run": len(trials),
+        "grid_size": len(configurations),
+        "trials": [summary for _, summary in trials],
+        "chosen": {**{k: best[k] for k in ("temperature", "output_dim", "learning_rate", "history_len")},
+                   "epochs": chosen.epochs},
+    }
+    return chosen, record
+
+
+class SelectedTwoTower:
+    """The two-tower whose every hyperparameter is chosen on validation inside ``fit``.
+
+    ``fit`` searches on a validation split carved from the positives it is given, then fits the
+    chosen configuration on all of them, so ``evaluate`` measures the test split exactly once,
+    for the chosen configuration. With ``epochs`` fixed (e.g. 0 for an untrained model) the
+    search keeps that count instead of choosing it.
+    """
+
+    name = "two_tower"
+
+    def __init__(self, base: TwoTowerParams, space: SearchSpace, budget_minutes: float, fixed_epochs: int | None = None):
+        self.base, self.space, self.budget_minutes = base, space, budget_minutes
+        self.fixed_epochs = fixed_epochs
+        self.selection: dict = {}
+        self.model: TwoTowerRecommender | None = None
+
+    @property
+    def params(self) -> TwoTowerParams:
+        return self._fitted().params
+
+    def fit(self, train: Interactions, catalog: Catalog | None, events: Interactions | None = None) -> None:
+        if self.fixed_epochs == 0:
+            chosen, self.selection = dataclasses.replace(self.base, epochs=0), {"skipped": "an untrained model (epochs 0)"}
+        else:
+            space = self.space if self.fixed_epochs is None else dataclasses.replace(
+                self.space, max_epochs=self.fixed_epochs, patience=self.fixed_epochs)
+            chosen, self.selection = search(train, catalog, events, space, self.budget_minutes, self.base)
+            if self.fixed_epochs is not None:
+                chosen = dataclasses.replace(chosen, epochs=self.fixed_epochs)
+        self.model = TwoTowerRecommender(chosen, progress=True)
+        self.model.fit(train, catalog, events=events)
+
+    def score(self, users, items):
+        return self._fitted().score(users, items)
+
+    def _fitted(self) -> TwoTowerRecommender:
+        if self.model is None:
+            raise RuntimeError("fit the two-tower before scoring")
+        return self.model
