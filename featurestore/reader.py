@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from featurestore import layout
-from featurestore.definitions import PROFILE_FIELDS, Feature, parse_history_member, tower_history
+from featurestore.definitions import PROFILE_FIELDS, REGION_SCOPE_PREFIX, Feature, parse_history_member, tower_history
 from kapparec.errors import KapparecError
 from streams import topics
 
@@ -31,9 +31,30 @@ class HistoryEntry:
     event_time: int
 
 
+@dataclass(frozen=True)
+class UserFeatures:
+    """Everything the request path reads about one user, fetched in one round trip."""
+
+    history: list[HistoryEntry]  # newest first, the whole stored HISTORY
+    profile: dict[str, str]
+    seen: set[str]
+    disliked: set[str]
+    continue_watching: list[tuple[str, float]]
+
+    def tower_history(self, length: int) -> list[str]:
+        return tower_history(((e.item_id, e.event_type) for e in self.history), length)
+
+    @property
+    def is_new(self) -> bool:
+        return not self.history and not self.seen
+
+
 class FeatureReader:
-    def __init__(self, redis_url: str, version: str | None = None):
-        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+    def __init__(self, redis_url: str, version: str | None = None, timeout_s: float | None = None):
+        """``timeout_s`` bounds every Redis call (the request path fails fast rather than hang)."""
+        self.client = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self.version = version or self.client.get(layout.CURRENT)
         if self.version is None:
             raise KapparecError("the feature store is empty: run `kapparec backfill` or `kapparec stream` first")
@@ -62,25 +83,34 @@ class FeatureReader:
 
     def profile(self, user_id: str) -> dict[str, str]:
         """The region and device of the user's latest event that had each ("" when none had)."""
-        values = self.client.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
-        return {name: _latest_payload(v) if v is not None else "" for name, v in zip(PROFILE_FIELDS, values)}
+        return _profile(self.client.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS))
+
+    def user_features(self, user_id: str) -> UserFeatures:
+        """History, profile, seen, disliked and continue-watching of one user, in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(self._key(Feature.HISTORY, user_id), 0, -1)
+        pipe.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
+        pipe.smembers(self._key(Feature.SEEN, user_id))
+        pipe.hgetall(self._key(Feature.DISLIKED, user_id))
+        pipe.hgetall(self._key(Feature.PROGRESS, user_id))
+        members, profile, seen, disliked, progress = pipe.execute()
+        return UserFeatures(
+            history=[_history_entry(member) for member in members],
+            profile=_profile(profile),
+            seen=seen,
+            disliked=_disliked(disliked),
+            continue_watching=_started(progress),
+        )
 
     def seen(self, user_id: str) -> set[str]:
         return self.client.smembers(self._key(Feature.SEEN, user_id))
 
     def disliked(self, user_id: str) -> set[str]:
-        states = self.client.hgetall(self._key(Feature.DISLIKED, user_id))
-        return {item for item, value in states.items() if _latest_payload(value) == "1"}
+        return _disliked(self.client.hgetall(self._key(Feature.DISLIKED, user_id)))
 
     def continue_watching(self, user_id: str, low: float = 0.05, high: float = 0.95) -> list[tuple[str, float]]:
         """Items started but not finished, most recently touched first."""
-        states = self.client.hgetall(self._key(Feature.PROGRESS, user_id))
-        started = []
-        for item, value in states.items():
-            order, fraction = value.split(layout.LATEST_SEPARATOR, 1)
-            if low < float(fraction) < high:
-                started.append((order, item, float(fraction)))
-        return [(item, fraction) for _, item, fraction in sorted(started, reverse=True)]
+        return _started(self.client.hgetall(self._key(Feature.PROGRESS, user_id)), low, high)
 
     def category_affinity(self, user_id: str, half_life_days: float = 14.0, now_ms: int | None = None) -> dict[str, float]:
         """Time-decayed interest per category, normalised to sum to 1."""
@@ -101,6 +131,15 @@ class FeatureReader:
         return {c: s / total for c, s in sorted(scores.items())} if total else {}
 
     # -- item features ------------------------------------------------------------------
+
+    def whole_catalog(self) -> dict[str, dict]:
+        """Every item's latest catalog entry."""
+        return {item: json.loads(_latest_payload(v)) for item, v in self.client.hgetall(self._key(Feature.CATALOG, "")).items()}
+
+    def trending_regions(self) -> list[str]:
+        """The regions that have trending counts."""
+        prefix = self._key(Feature.TRENDING, REGION_SCOPE_PREFIX)
+        return sorted(key[len(prefix):] for key in self.client.scan_iter(match=f"{prefix}*", count=1000))
 
     def catalog(self, item_ids: list[str]) -> dict[str, dict]:
         """Latest catalog entry per item (items never seen in the catalog are left out)."""
@@ -163,6 +202,23 @@ class FeatureReader:
 
     def late_records(self) -> int:
         return sum(int(v) for v in self.client.hvals(self._key(Feature.LATE, topics.EVENTS)))
+
+
+def _profile(values: list[str | None]) -> dict[str, str]:
+    return {name: _latest_payload(v) if v is not None else "" for name, v in zip(PROFILE_FIELDS, values)}
+
+
+def _disliked(states: dict[str, str]) -> set[str]:
+    return {item for item, value in states.items() if _latest_payload(value) == "1"}
+
+
+def _started(states: dict[str, str], low: float = 0.05, high: float = 0.95) -> list[tuple[str, float]]:
+    started = []
+    for item, value in states.items():
+        order, fraction = value.split(layout.LATEST_SEPARATOR, 1)
+        if low < float(fraction) < high:
+            started.append((order, item, float(fraction)))
+    return [(item, fraction) for _, item, fraction in sorted(started, reverse=True)]
 
 
 def _history_entry(member: str) -> HistoryEntry:

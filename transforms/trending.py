@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from featurestore.definitions import Feature, Mutation, Op
+from featurestore.definitions import GLOBAL_SCOPE, Feature, Mutation, Op, region_scope
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
 from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
-
-GLOBAL_SCOPE = "global"
-
-
-def region_scope(region: str) -> str:
-    return f"region:{region}"
-
 
 def trending_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
     weight = config.weight(event)

@@ -1,0 +1,43 @@
+"""Candidate generators: each proposes items from one source, ranked within that source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from featurestore.reader import FeatureReader, UserFeatures
+from serving.config import FunnelConfig
+from serving.model import ServingModel
+from serving.snapshot import Ranked
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item_id: str
+    source: str
+    rank: int  # 0 = the source's best
+    because: str = ""  # the item that brought it (co-occurrence, two-tower), for the explanation
+
+
+def ranked(source: str, items: Ranked, n: int) -> list[Candidate]:
+    return [Candidate(item, source, rank) for rank, (item, _) in enumerate(items[:n])]
+
+
+def two_tower(model: ServingModel, user_id: str, history: list[str], region: str, device: str, hour: int,
+              n: int) -> list[Candidate]:
+    hits = model.search(model.embed_user(user_id, history, region, device, hour), n)
+    return [Candidate(item, "two_tower", rank) for rank, (item, _) in enumerate(hits)]
+
+
+def co_occurrence(reader: FeatureReader, recent: list[str], per_item: int) -> list[Candidate]:
+    """Neighbours of each recent item, interleaved so that every recent item gets its turn."""
+    neighbours = [reader.similar(item, per_item) for item in recent]
+    found = []
+    for rank in range(per_item):
+        for item, items in zip(recent, neighbours):
+            if rank < len(items):
+                found.append(Candidate(items[rank][0], "co_occurrence", len(found), because=item))
+    return found
+
+
+def continue_watching(user: UserFeatures) -> list[Candidate]:
+    return [Candidate(item, "continue_watching", rank) for rank, (item, _) in enumerate(user.continue_watching)]

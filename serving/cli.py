@@ -1,0 +1,96 @@
+"""``kapparec serve`` (the gRPC endpoint) and ``kapparec recommend`` (a client that prints a table)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from kapparec import cliargs, settings
+from kapparec.errors import KapparecError, UsageError
+
+DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9464
+
+
+def register(verbs) -> None:
+    serve = verbs.add_parser("serve", help="serve recommendations over gRPC (health, reflection, metrics)",
+                             description="Serve the production model and the current feature version.")
+    cliargs.add_bootstrap(serve)
+    cliargs.add_redis(serve)
+    serve.add_argument("--port", type=cliargs.positive_int, default=DEFAULT_PORT, help=f"gRPC port (default {DEFAULT_PORT})")
+    serve.add_argument("--metrics-port", type=cliargs.positive_int, default=DEFAULT_METRICS_PORT,
+                       help=f"Prometheus metrics port (default {DEFAULT_METRICS_PORT})")
+    serve.add_argument("--workers", type=cliargs.positive_int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT); one per core")
+    serve.add_argument("--models-dir", type=Path, metavar="DIR", help="the model registry (env KAPPAREC_MODELS_DIR; default ./models)")
+    serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on LogEvents (env KAPPAREC_TOKEN)")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
+    serve.set_defaults(run=run_serve)
+
+    recommend = verbs.add_parser("recommend", help="ask a running server for recommendations and print them")
+    recommend.add_argument("user", nargs="?", default="", help="the user to recommend for")
+    recommend.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", metavar="HOST:PORT")
+    recommend.add_argument("--k", type=cliargs.positive_int, default=10)
+    recommend.add_argument("--region", default="")
+    group = recommend.add_mutually_exclusive_group()
+    group.add_argument("--similar", metavar="ITEM", help="items similar to ITEM (for USER if given)")
+    group.add_argument("--trending", action="store_true", help="what is trending (in --region)")
+    recommend.set_defaults(run=run_recommend)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from serving.server import ServeSettings, serve
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for path in (args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise KapparecError(f"TLS file not found: {path}")
+    serve(ServeSettings(
+        port=args.port,
+        metrics_port=args.metrics_port,
+        workers=args.workers,
+        bootstrap=settings.bootstrap(args.bootstrap),
+        redis_url=cliargs.redis_url(args),
+        models_dir=args.models_dir,
+        token=args.token or os.environ.get("KAPPAREC_TOKEN") or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    ))
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    import grpc
+
+    from kapparec.v1 import recommender_pb2 as pb
+    from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+
+    if not (args.user or args.similar or args.trending):
+        raise UsageError("give a USER, --similar ITEM or --trending")
+    with grpc.insecure_channel(args.server) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        try:
+            if args.trending:
+                response = stub.Trending(pb.TrendingRequest(region=args.region, k=args.k), timeout=10)
+            elif args.similar:
+                response = stub.SimilarItems(pb.SimilarItemsRequest(item_id=args.similar, k=args.k, user_id=args.user), timeout=10)
+            else:
+                context = pb.Context(region=args.region)
+                response = stub.Recommend(pb.RecommendRequest(user_id=args.user, k=args.k, context=context), timeout=10)
+        except grpc.RpcError as exc:
+            raise KapparecError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
+    print(_table(response))
+    return 0
+
+
+def _table(response) -> str:
+    rows = [("rank", "item", "title", "source", "explanation")]
+    rows += [(str(i.rank), i.item_id, i.title, i.source, i.explanation) for i in response.items]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    footer = f"model {response.model_version or '(none)'}, served {response.served_from}"
+    return "\n".join([*lines, footer + (", widened to popular items" if response.widened else "")])

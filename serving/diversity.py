@@ -1,0 +1,23 @@
+"""Diversity: at most ``max_per_category`` items of one (first) category on a page, where the pool allows."""
+
+from __future__ import annotations
+
+from serving.ranking import Scored
+
+
+def diversify(ranked: list[Scored], catalog: dict[str, dict], max_per_category: int, k: int) -> list[Scored]:
+    """The first ``k`` of ``ranked`` under the per-category cap, topped up in rank order if the cap
+    leaves the page short (a page of fewer items would be worse than a less varied one)."""
+    if max_per_category <= 0:
+        return ranked[:k]
+    page, held_back, per_category = [], [], {}
+    for item in ranked:
+        category = (catalog.get(item.item_id, {}).get("categories") or [""])[0]
+        if per_category.get(category, 0) < max_per_category:
+            per_category[category] = per_category.get(category, 0) + 1
+            page.append(item)
+            if len(page) == k:
+                return page
+        else:
+            held_back.append(item)
+    return page + held_back[: k - len(page)]

@@ -1,0 +1,46 @@
+"""What a page may show: the request's filters, the user's seen and disliked items, and availability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Age ratings from most to least permissive audience; an item rated outside the scale passes
+# only when the request sets no limit.
+AGE_SCALE = ("G", "PG", "PG-13", "R", "NC-17")
+
+
+@dataclass(frozen=True)
+class Filters:
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    max_age_rating: str = ""  # "" = no limit
+    exclude_item_ids: tuple[str, ...] = ()
+
+
+class ItemFilter:
+    """``allows(item_id)``: active, available in the region, within the filters, not blocked."""
+
+    def __init__(self, catalog: dict[str, dict], filters: Filters, region: str, blocked: set[str]):
+        self._catalog = catalog
+        self._include = set(filters.include_categories)
+        self._exclude = set(filters.exclude_categories)
+        self._max_age = AGE_SCALE.index(filters.max_age_rating) if filters.max_age_rating else None
+        self._region = region
+        self._blocked = blocked | set(filters.exclude_item_ids)
+
+    def allows(self, item_id: str) -> bool:
+        entry = self._catalog.get(item_id)
+        # Without a catalog entry nothing about the item can be checked (or titled): not shown.
+        if entry is None or not entry.get("active", True) or item_id in self._blocked:
+            return False
+        regions = entry.get("regions") or ()
+        if regions and self._region and self._region not in regions:
+            return False
+        categories = set(entry.get("categories") or ())
+        if (self._include and not categories & self._include) or categories & self._exclude:
+            return False
+        return self._max_age is None or _age_rank(entry.get("age_rating")) <= self._max_age
+
+
+def _age_rank(rating: str | None) -> int:
+    return AGE_SCALE.index(rating) if rating in AGE_SCALE else len(AGE_SCALE)

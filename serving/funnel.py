@@ -1,0 +1,182 @@
+"""The recommendation funnel: candidates -> blend -> filters -> diversity -> exploration -> explanations.
+
+One ``Funnel`` serves a feature version with a model (or none: then trending and popular
+items). Every stage is a module of its own; this file only wires them in order and times them.
+A page is never empty: a user the store has never seen gets a cold-start page, and when the
+filters leave the page short, popular items that pass the filters fill it (``widened``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from featurestore.reader import FeatureReader, UserFeatures
+from serving import candidates as generate
+from serving.config import FunnelConfig
+from serving.diversity import diversify
+from serving.explain import explanation
+from serving.filters import Filters, ItemFilter
+from serving.model import ServingModel, hour_of
+from serving.ranking import Scored, blend
+from serving.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class Query:
+    user_id: str
+    k: int = 20
+    page: str = "home"
+    region: str = ""
+    device: str = ""
+    current_item_id: str = ""
+    filters: Filters = field(default_factory=Filters)
+    onboarding_categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    item_id: str
+    score: float
+    source: str
+    explanation: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[RankedItem]
+    served_from: str  # "full" | "degraded"
+    widened: bool = False
+
+
+StageTimer = Callable[[str, float], None]
+
+
+class Funnel:
+    def __init__(self, reader: FeatureReader | None, model: ServingModel | None, snapshot: Snapshot,
+                 config: FunnelConfig, on_stage: StageTimer | None = None):
+        self.reader, self.model, self.snapshot, self.config = reader, model, snapshot, config
+        self._on_stage = on_stage
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        if self._on_stage:
+            self._on_stage(name, time.perf_counter() - started)
+
+    # -- the three read RPCs -----------------------------------------------------------
+
+    def recommend(self, query: Query) -> Page:
+        """A personal page; ``reader`` None (Redis unreachable) serves the snapshot alone, degraded."""
+        with self._stage("features"):
+            user = self.reader.user_features(query.user_id) if self.reader else None
+        region = query.region or (user.profile["region"] if user else "")
+        with self._stage("candidates"):
+            pool = self._candidates(query, user, region)
+        boost = self._onboarding_boost(query) if user is None or user.is_new else None
+        with self._stage("rank"):
+            ranked = blend(pool, self.config, boost)
+        blocked = (user.seen | user.disliked) if user else set()
+        page = self._finish(ranked, query, region, blocked, user)
+        return Page(page.items, "full" if self.reader else "degraded", page.widened)
+
+    def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
+        blocked = {item_id}
+        if user_id and self.reader:
+            user = self.reader.user_features(user_id)
+            blocked |= user.seen | user.disliked
+        neighbours = self.reader.similar(item_id, k + len(blocked)) if self.reader else []
+        pool = [generate.Candidate(item, "co_occurrence", rank, because=item_id) for rank, (item, _) in enumerate(neighbours)]
+        return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None, explore=False).items
+
+    def trending(self, region: str, k: int) -> list[RankedItem]:
+        pool = generate.ranked("trending", self.snapshot.trending_in(region), k)
+        return self._finish(blend(pool, self.config), Query("", k, region=region), region, set(), None,
+                            explore=False, diverse=False).items
+
+    # -- stages --------------------------------------------------------------------------
+
+    def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
+        n = self.config.list_candidates
+        pool = [
+            *generate.ranked("trending", self.snapshot.trending_in(region), n),
+            *generate.ranked("popular", self.snapshot.popular_in(region), n),
+            *generate.ranked("new_item", self.snapshot.new_items, n),
+        ]
+        if user is None or user.is_new:
+            return pool
+        recent = [item for item in user.tower_history(self.config.recent_items)]
+        if query.current_item_id:
+            recent = [query.current_item_id, *recent]
+        pool += generate.co_occurrence(self.reader, recent, self.config.neighbours_per_item)
+        pool += generate.continue_watching(user)
+        if self.model is not None:
+            device = query.device or user.profile["device"]
+            history = user.tower_history(self.model.history_length)
+            pool += generate.two_tower(self.model, query.user_id, history, region, device,
+                                       hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
+        return pool
+
+    def _onboarding_boost(self, query: Query) -> dict[str, float]:
+        chosen = set(query.onboarding_categories)
+        return {
+            item: self.config.onboarding_boost
+            for item, entry in self.snapshot.catalog.items()
+            if chosen & set(entry.get("categories") or ())
+        }
+
+    def _finish(self, ranked: list[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
+                *, explore: bool = True, diverse: bool = True) -> Page:
+        catalog = self.snapshot.catalog
+        allowed = ItemFilter(catalog, query.filters, region, blocked)
+        with self._stage("filter"):
+            passing = [item for item in ranked if allowed.allows(item.item_id)]
+            widened = len(passing) < query.k
+            if widened:
+                passing += self._popular_fill(passing, allowed, region)
+        with self._stage("diversify"):
+            page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
+            if explore:
+                page = self._explore(page, passing, query.k)
+        with self._stage("explain"):
+            items = [self._explained(item, region, query, user) for item in page]
+        return Page(items, "full", widened)
+
+    def _popular_fill(self, passing: list[Scored], allowed: ItemFilter, region: str) -> list[Scored]:
+        """Popular items that pass the filters, then any catalog item that does: the page is never empty."""
+        taken = {item.item_id for item in passing}
+        ordered = [item for item, _ in self.snapshot.popular_in(region)] + sorted(self.snapshot.catalog)
+        fill = []
+        for item in dict.fromkeys(ordered):
+            if item not in taken and allowed.allows(item):
+                fill.append(Scored(item, 0.0, "popular", ""))
+        return fill
+
+    def _explore(self, page: list[Scored], passing: list[Scored], k: int) -> list[Scored]:
+        """Keep ``exploration_share`` of the page for new items: the best passing new items replace the
+        lowest-ranked others, so new items get exposure even before anyone engaged with them."""
+        fresh = {item for item, _ in self.snapshot.new_items}
+        wanted = round(k * self.config.exploration_share) if fresh else 0
+        shown = sum(1 for item in page if item.item_id in fresh)
+        on_page = {item.item_id for item in page}
+        extra = [item for item in passing if item.item_id in fresh and item.item_id not in on_page][: max(0, wanted - shown)]
+        if not extra:
+            return page
+        keep = [item for item in page if item.item_id in fresh]
+        others = [item for item in page if item.item_id not in fresh][: max(0, len(page) - len(keep) - len(extra))]
+        kept = set(i.item_id for i in (*keep, *others))
+        explored = [Scored(i.item_id, i.score, "new_item", "") for i in extra]
+        return [item for item in page if item.item_id in kept] + explored
+
+    def _explained(self, item: Scored, region: str, query: Query, user: UserFeatures | None) -> RankedItem:
+        entry = self.snapshot.catalog.get(item.item_id, {})
+        because = item.because
+        if item.source == "two_tower" and user is not None and self.model is not None:
+            because = self.model.closest(item.item_id, user.tower_history(10))
+        because_title = self.snapshot.catalog.get(because, {}).get("title", "") if because else ""
+        text = explanation(item.source, because_title, entry, region, set(query.onboarding_categories))
+        return RankedItem(item.item_id, round(item.score, 6), item.source, text, entry.get("title", ""))

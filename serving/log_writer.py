@@ -1,0 +1,53 @@
+"""LogEvents' way into the log: one ``LogProducer`` per serving process, bounded in how long it waits."""
+
+from __future__ import annotations
+
+import threading
+
+from kafka.errors import KafkaError
+
+from kapparec.errors import KapparecError
+from streams.producer import LogProducer
+from streams.schema import InteractionEvent
+
+# A call gives up on an unreachable broker after about this long (UNAVAILABLE), rather than hang.
+DELIVERY_TIMEOUT_MS = 5_000
+
+
+class LogUnavailable(KapparecError):
+    """The broker did not take the events: UNAVAILABLE."""
+
+
+class EventWriter:
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self._producer: LogProducer | None = None
+        # LogProducer's flush seals each partition's tail: one call's flush at a time.
+        self._lock = threading.Lock()
+
+    def append(self, events: list[InteractionEvent]) -> None:
+        """Append ``events`` and return once the broker acknowledged every one (acks=all)."""
+        with self._lock:
+            try:
+                producer = self._producer or self._connect()
+                for event in events:
+                    producer.send_interaction(event)
+                producer.flush()
+            except (KapparecError, KafkaError) as exc:
+                self.close()  # a fresh client next time: this one may hold failed state
+                raise LogUnavailable(f"the log did not take the events: {str(exc).splitlines()[0]}") from None
+
+    def _connect(self) -> LogProducer:
+        self._producer = LogProducer(
+            self.bootstrap, linger_ms=0, max_block_ms=DELIVERY_TIMEOUT_MS,
+            request_timeout_ms=DELIVERY_TIMEOUT_MS // 2, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+        )
+        return self._producer
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close()
+            except (KapparecError, KafkaError):
+                pass  # already failing; the caller reports the original error

@@ -1,0 +1,179 @@
+"""The ``kapparec.v1.Recommender`` servicer: validate, run the funnel, convert, map every error to a status.
+
+Every failure leaves with a precise status and a one-line message: INVALID_ARGUMENT for a
+request that breaks a limit or an event that breaks the log's schema, UNAUTHENTICATED for a
+LogEvents call without the token, UNAVAILABLE when the broker cannot take events. A Redis
+outage is not an error for the read RPCs: they answer from the last snapshot, degraded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+from pydantic import ValidationError
+
+from kapparec.v1 import recommender_pb2 as pb
+from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+from serving import limits, metrics
+from serving.config import FunnelConfig
+from serving.filters import Filters
+from serving.funnel import Funnel, Page, Query, RankedItem
+from serving.live import REDIS_ERRORS, LiveFeatures, ModelWatcher
+from serving.log_writer import EventWriter, LogUnavailable
+from streams.schema import InteractionEvent
+
+log = logging.getLogger("kapparec.serving")
+
+
+class RecommenderService(pb_grpc.RecommenderServicer):
+    def __init__(self, features: LiveFeatures, models: ModelWatcher, events: EventWriter, config: FunnelConfig,
+                 token: str | None = None):
+        self.features, self.models, self.events, self.config = features, models, events, config
+        self.token = token
+
+    # -- RPCs ------------------------------------------------------------------------------
+
+    def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext) -> pb.RecommendResponse:
+        return self._answer("Recommend", context, lambda: self._recommend(request))
+
+    def SimilarItems(self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext) -> pb.RecommendResponse:
+        def similar() -> pb.RecommendResponse:
+            item_id = limits.identifier("item_id", request.item_id)
+            user_id = limits.identifier("user_id", request.user_id, required=False)
+            k = limits.k_of(request.k)
+            return self._page(lambda funnel: Page(funnel.similar(item_id, k, user_id), "full"))
+
+        return self._answer("SimilarItems", context, similar)
+
+    def Trending(self, request: pb.TrendingRequest, context: grpc.ServicerContext) -> pb.RecommendResponse:
+        def trending() -> pb.RecommendResponse:
+            region, k = limits.text("region", request.region), limits.k_of(request.k)
+            return self._page(lambda funnel: Page(funnel.trending(region, k), "full"))
+
+        return self._answer("Trending", context, trending)
+
+    def LogEvents(self, request: pb.LogEventsRequest, context: grpc.ServicerContext) -> pb.LogEventsResponse:
+        def log_events() -> pb.LogEventsResponse:
+            self._authenticate(context)
+            if not request.events:
+                raise limits.InvalidRequest("events is empty")
+            if len(request.events) > limits.MAX_EVENTS_PER_CALL:
+                raise limits.InvalidRequest(f"at most {limits.MAX_EVENTS_PER_CALL} events per call, got {len(request.events)}")
+            events = [_validated_event(n, event) for n, event in enumerate(request.events)]
+            self.events.append(events)
+            metrics.EVENTS_LOGGED.inc(len(events))
+            return pb.LogEventsResponse(accepted=len(events))
+
+        return self._answer("LogEvents", context, log_events)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
+        query = _query(request)
+        return self._page(lambda funnel: funnel.recommend(query))
+
+    def _page(self, run: Callable[[Funnel], Page]) -> pb.RecommendResponse:
+        model = self.models.model
+        reader = self.features.reader if self.features.healthy else None
+        funnel = Funnel(reader, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage)
+        try:
+            page = run(funnel)
+        except REDIS_ERRORS as exc:
+            self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
+            page = run(Funnel(None, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+        metrics.RESPONSES_BY_ORIGIN.labels(page.served_from, str(page.widened).lower()).inc()
+        for item in page.items:
+            metrics.ITEMS_BY_SOURCE.labels(item.source).inc()
+        return pb.RecommendResponse(
+            items=[_item(rank, item) for rank, item in enumerate(page.items, start=1)],
+            request_id=uuid.uuid4().hex,
+            model_version=model.version if model else "",
+            served_from=page.served_from,
+            widened=page.widened,
+        )
+
+    def _authenticate(self, context: grpc.ServicerContext) -> None:
+        if not self.token:
+            return
+        sent = dict(context.invocation_metadata()).get("authorization", "")
+        if sent != f"Bearer {self.token}":
+            raise Unauthenticated("LogEvents needs metadata 'authorization: Bearer <token>'")
+
+    def _answer(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return handle()
+        except limits.InvalidRequest as exc:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        except Unauthenticated as exc:
+            code, message = grpc.StatusCode.UNAUTHENTICATED, str(exc)
+        except LogUnavailable as exc:
+            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the last line: a status with one line, never a traceback
+            log.exception("event=rpc_failed rpc=%s", rpc)
+            code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            metrics.RPC_SECONDS.labels(rpc).observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels(rpc, code.name).inc()
+        context.abort(code, message)
+
+
+class Unauthenticated(Exception):
+    """The call lacks the configured token."""
+
+
+def _query(request: pb.RecommendRequest) -> Query:
+    filters = request.filters
+    return Query(
+        user_id=limits.identifier("user_id", request.user_id),
+        k=limits.k_of(request.k),
+        page=limits.text("context.page", request.context.page, limits.PAGES) or "home",
+        region=limits.text("context.region", request.context.region),
+        device=limits.text("context.device", request.context.device),
+        current_item_id=limits.identifier("context.current_item_id", request.context.current_item_id, required=False),
+        filters=Filters(
+            include_categories=limits.texts("filters.include_categories", filters.include_categories),
+            exclude_categories=limits.texts("filters.exclude_categories", filters.exclude_categories),
+            max_age_rating=limits.age_rating(filters.max_age_rating),
+            exclude_item_ids=limits.texts(
+                "filters.exclude_item_ids", filters.exclude_item_ids, limits.MAX_EXCLUDED_IDS,
+                lambda item: limits.identifier("filters.exclude_item_ids", item),
+            ),
+        ),
+        onboarding_categories=limits.texts("categories", request.categories),
+    )
+
+
+def _validated_event(index: int, event: pb.Event) -> InteractionEvent:
+    """The log's own schema decides, so an event LogEvents accepts is one the pipelines accept."""
+    context = {
+        "region": event.context.region or None,
+        "device": event.context.device or None,
+        "page": event.context.page or None,
+        "position": event.context.position if event.context.HasField("position") else None,
+        "request_id": event.context.request_id or None,
+        "session_id": event.context.session_id or None,
+    }
+    try:
+        return InteractionEvent(
+            user_id=event.user_id,
+            item_id=event.item_id,
+            event_type=event.event_type,
+            value=event.value if event.HasField("value") else None,
+            event_time=event.event_time,
+            context=context,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "event"
+        raise limits.InvalidRequest(f"events[{index}]: {field}: {error['msg']}") from None
+
+
+def _item(rank: int, item: RankedItem) -> pb.RecommendedItem:
+    return pb.RecommendedItem(item_id=item.item_id, rank=rank, score=item.score, source=item.source,
+                              explanation=item.explanation, title=item.title)

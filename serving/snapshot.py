@@ -1,0 +1,62 @@
+"""The lists every request shares (trending, popular, new items) and the catalog, read in the background.
+
+Serving reads them from one in-process ``Snapshot`` instead of Redis on every request: they
+change on the scale of seconds, and reading them is a scan of windows that no request should
+pay for. The last snapshot is also what serving falls back to when Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from featurestore.definitions import GLOBAL_SCOPE, region_scope
+from featurestore.reader import DAY_MS, FeatureReader
+from serving.config import FunnelConfig
+
+Ranked = list[tuple[str, float]]
+# Entries kept per ranked list: enough for a page of 200 after filters remove many.
+LIST_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    log_clock_ms: int
+    catalog: dict[str, dict]
+    trending: dict[str, Ranked]  # scope ("global" or "region:<r>") -> items, best first
+    popular: dict[str, Ranked]
+    new_items: Ranked  # created within ``fresh_days`` of the log clock, newest first
+
+    @classmethod
+    def take(cls, reader: FeatureReader, config: FunnelConfig) -> "Snapshot":
+        now = reader.log_clock_ms()
+        scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
+        catalog = reader.whole_catalog()
+        fresh_since = now - config.fresh_days * DAY_MS
+        new_items = sorted(
+            ((item, float(entry["created_at"])) for item, entry in catalog.items()
+             if fresh_since <= entry.get("created_at", -1) <= now and entry.get("active", True)),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        return cls(
+            version=reader.version,
+            log_clock_ms=now,
+            catalog=catalog,
+            trending={s: reader.trending(s, LIST_LENGTH, config.trending_half_life_hours, now_ms=now) for s in scopes},
+            popular={
+                s: reader.trending(s, LIST_LENGTH, config.popular_half_life_hours, config.popular_horizon_hours, now_ms=now)
+                for s in scopes
+            },
+            new_items=new_items[:LIST_LENGTH],
+        )
+
+    @classmethod
+    def empty(cls) -> "Snapshot":
+        return cls("", 0, {}, {}, {}, [])
+
+    def trending_in(self, region: str) -> Ranked:
+        """The region's list, or the global one where the region has none."""
+        return self.trending.get(region_scope(region)) or self.trending.get(GLOBAL_SCOPE, [])
+
+    def popular_in(self, region: str) -> Ranked:
+        return self.popular.get(region_scope(region)) or self.popular.get(GLOBAL_SCOPE, [])
