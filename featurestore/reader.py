@@ -102,6 +102,21 @@ class FeatureReader:
             continue_watching=_started(progress),
         )
 
+    def user_stamp(self, user_id: str) -> tuple:
+        """A value that changes when an event changes what ``user_features`` reads, in one round trip.
+
+        Every interaction but an impression enters HISTORY (its size or its newest member
+        moves) or, when it is older than the 50 kept, still grows SEEN; an impression moves at
+        most the PROFILE, which is part of the stamp.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self._key(Feature.HISTORY, user_id))
+        pipe.zrevrange(self._key(Feature.HISTORY, user_id), 0, 0)
+        pipe.scard(self._key(Feature.SEEN, user_id))
+        pipe.hlen(self._key(Feature.DISLIKED, user_id))
+        pipe.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
+        return (self.version, *map(str, pipe.execute()))
+
     def seen(self, user_id: str) -> set[str]:
         return self.client.smembers(self._key(Feature.SEEN, user_id))
 

@@ -2,7 +2,8 @@
 
 It is the same verbs a user types, run in order: stack up, a synthetic log (once: a second
 demo reuses the log already there), a backfill of every feature, a look at the features,
-then a two-tower retrained from a replay of the log and registered.
+a two-tower retrained from a replay of the log and registered, then the gRPC endpoint serving
+it, asked for one user's recommendations.
 """
 
 from __future__ import annotations
@@ -52,6 +53,30 @@ def _show_features() -> None:
     print(f"late records counted: {reader.late_records()}")
 
 
+def _serve_once() -> None:
+    """Start `kapparec serve`, ask it for u1's page with `kapparec recommend`, stop it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from infra.services import free_port
+    from kapparec.errors import KapparecError
+    from serving.server import wait_until_serving
+
+    port, metrics_port = free_port(), free_port()
+    kapparec = str(Path(sys.executable).with_name("kapparec"))
+    command = [kapparec, "serve", "--port", str(port), "--metrics-port", str(metrics_port)]
+    print(f"\n== serve the production model: kapparec {' '.join(command[1:])}", flush=True)
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        if not wait_until_serving(f"localhost:{port}", lambda: server.poll() is None, timeout_s=180):
+            raise KapparecError("demo stopped: `kapparec serve` did not answer within 180 s")
+        _step("ask it for recommendations", ["recommend", "u1", "--k", "8", "--server", f"localhost:{port}"])
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def run_demo(args) -> int:
     _step("bring the local stack up", ["infra", "up"])
     if _log_is_empty():
@@ -61,8 +86,10 @@ def run_demo(args) -> int:
     _step("compute every feature by replaying the log", ["backfill", "--no-progress"])
     _show_features()
     if not args.skip_training:
-        _step("retrain the two-tower from a replay of the log", ["train", "--epochs", args.epochs])
+        _step("retrain the two-tower from a replay of the log",
+              ["train", "--epochs", args.epochs, "--search-space", "small"])
         _step("the model registry", ["models", "list"])
+        _serve_once()
     print("\ndemo done. Try `kapparec stream` to follow new events, `kapparec features dump | head`, "
           "`kapparec infra down` to stop.")
     return 0

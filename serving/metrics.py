@@ -15,6 +15,7 @@ STAGE_SECONDS = Histogram("kapparec_funnel_stage_seconds", "Funnel stage latency
 REQUESTS = Counter("kapparec_requests", "Requests by RPC and status code", ["rpc", "code"])
 ITEMS_BY_SOURCE = Counter("kapparec_items_served", "Items served, by candidate source", ["source"])
 RESPONSES_BY_ORIGIN = Counter("kapparec_responses", "Responses by origin (full, degraded) and widening", ["served_from", "widened"])
+CACHE_LOOKUPS = Counter("kapparec_cache_lookups", "Response cache lookups by result (hit, miss)", ["result"])
 EVENTS_LOGGED = Counter("kapparec_events_logged", "Events appended to the log through LogEvents")
 FEATURES_HEALTHY = Gauge("kapparec_features_healthy", "1 while Redis answers, 0 while serving degraded", multiprocess_mode="min")
 MODEL_LOADED = Gauge("kapparec_model_loaded", "1 for the model version this process serves", ["version"],

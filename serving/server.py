@@ -13,6 +13,8 @@ import os
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,13 +131,17 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
 
     def publish_health() -> None:
         # Health and the metrics follow the background state; the API itself is always SERVING.
+        shown_version = None
         while True:
             healthy = features.healthy
             metrics.FEATURES_HEALTHY.set(1 if healthy else 0)
-            model = models.model
-            metrics.MODEL_LOADED.clear()
-            if model is not None:
-                metrics.MODEL_LOADED.labels(model.version).set(1)
+            version = models.model.version if models.model else None
+            if version != shown_version:
+                if shown_version:
+                    metrics.MODEL_LOADED.labels(shown_version).set(0)
+                if version:
+                    metrics.MODEL_LOADED.labels(version).set(1)
+                shown_version = version
             serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
             health_servicer.set("", serving)
             health_servicer.set(SERVICE_NAME, serving)
@@ -152,3 +158,20 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         events.close()
 
     return server, stop_background
+
+
+def wait_until_serving(address: str, alive: Callable[[], bool], timeout_s: float,
+                       credentials: grpc.ChannelCredentials | None = None) -> bool:
+    """Whether a server at ``address`` answered a health check SERVING before ``timeout_s`` (or ``alive`` turned False)."""
+    deadline = time.monotonic() + timeout_s
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                status = health_stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                time.sleep(0.3)
+    return False

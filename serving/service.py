@@ -8,6 +8,7 @@ outage is not an error for the read RPCs: they answer from the last snapshot, de
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits, metrics
+from serving.cache import ResponseCache
 from serving.config import FunnelConfig
 from serving.filters import Filters
 from serving.funnel import Funnel, Page, Query, RankedItem
@@ -31,9 +33,10 @@ log = logging.getLogger("kapparec.serving")
 
 class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, features: LiveFeatures, models: ModelWatcher, events: EventWriter, config: FunnelConfig,
-                 token: str | None = None):
+                 token: str | None = None, cache: ResponseCache | None = None):
         self.features, self.models, self.events, self.config = features, models, events, config
         self.token = token
+        self.cache = cache or ResponseCache()
 
     # -- RPCs ------------------------------------------------------------------------------
 
@@ -74,20 +77,47 @@ class RecommenderService(pb_grpc.RecommenderServicer):
 
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
         query = _query(request)
-        return self._page(lambda funnel: funnel.recommend(query))
+        key = (query.user_id, request.SerializeToString(deterministic=True))
+        stamp = self._stamp(query.user_id)
+        cached = self.cache.get(key, stamp) if stamp else None
+        if cached is not None:
+            metrics.CACHE_LOOKUPS.labels("hit").inc()
+            return self._response(dataclasses.replace(cached, served_from="cached"))
+        metrics.CACHE_LOOKUPS.labels("miss").inc()
+        page = self._run(lambda funnel: funnel.recommend(query))
+        if stamp and page.served_from == "full":
+            self.cache.put(key, stamp, page)
+        return self._response(page)
 
-    def _page(self, run: Callable[[Funnel], Page]) -> pb.RecommendResponse:
-        model = self.models.model
+    def _stamp(self, user_id: str) -> tuple | None:
+        """The cache's validity stamp: the served model and the user's stored features (None: Redis is down)."""
         reader = self.features.reader if self.features.healthy else None
-        funnel = Funnel(reader, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage)
+        if reader is None:
+            return None
+        model = self.models.model
         try:
-            page = run(funnel)
+            return (model.version if model else "", *reader.user_stamp(user_id))
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
-            page = run(Funnel(None, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+            return None
+
+    def _page(self, run: Callable[[Funnel], Page]) -> pb.RecommendResponse:
+        return self._response(self._run(run))
+
+    def _run(self, run: Callable[[Funnel], Page]) -> Page:
+        model = self.models.model
+        reader = self.features.reader if self.features.healthy else None
+        try:
+            return run(Funnel(reader, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+        except REDIS_ERRORS as exc:
+            self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
+            return run(Funnel(None, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+
+    def _response(self, page: Page) -> pb.RecommendResponse:
         metrics.RESPONSES_BY_ORIGIN.labels(page.served_from, str(page.widened).lower()).inc()
         for item in page.items:
             metrics.ITEMS_BY_SOURCE.labels(item.source).inc()
+        model = self.models.model
         return pb.RecommendResponse(
             items=[_item(rank, item) for rank, item in enumerate(page.items, start=1)],
             request_id=uuid.uuid4().hex,

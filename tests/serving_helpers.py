@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infra.services import free_port
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+from serving.server import wait_until_serving
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 TOKEN = "test-token"
@@ -28,7 +27,7 @@ class Server:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"localhost:{self.port}"  # the name the test certificate is issued for
 
     def stub(self) -> pb_grpc.RecommenderStub:
         return pb_grpc.RecommenderStub(grpc.insecure_channel(self.address))
@@ -42,7 +41,8 @@ class Server:
             self.process.wait()
 
 
-def start_server(bootstrap: str, redis_url: str, models_dir: Path, log_dir: Path, *extra: str) -> Server:
+def start_server(bootstrap: str, redis_url: str, models_dir: Path, log_dir: Path, *extra: str,
+                 credentials: grpc.ChannelCredentials | None = None) -> Server:
     port, metrics_port = free_port(), free_port()
     log_path = log_dir / f"serve-{port}.log"
     env = {**os.environ, "KAPPAREC_TOKEN": TOKEN}
@@ -51,23 +51,10 @@ def start_server(bootstrap: str, redis_url: str, models_dir: Path, log_dir: Path
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(process, port, metrics_port, log_path)
-    wait_serving(server)
+    if not wait_until_serving(server.address, lambda: process.poll() is None, 120, credentials):
+        server.stop()
+        raise RuntimeError(f"kapparec serve did not come up: {log_path.read_text()[-2000:]}")
     return server
-
-
-def wait_serving(server: Server, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(server.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"kapparec serve exited: {server.log_path.read_text()[-2000:]}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.3)
-    raise RuntimeError(f"kapparec serve not ready in {timeout_s} s: {server.log_path.read_text()[-2000:]}")
 
 
 def grpcurl(cache_dir: Path) -> Path:

@@ -1,0 +1,36 @@
+"""Recent pages per user and request, valid only while the user's stored features are unchanged.
+
+A cached page is served again only if the user's feature stamp (``FeatureReader.user_stamp``:
+one cheap round trip) still equals the stamp it was computed under, so an event the stream job
+commits for that user invalidates it at once; the TTL only bounds how stale the shared lists
+(trending, popular) in a cached page can get.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+
+from cachetools import TTLCache
+
+from serving.funnel import Page
+
+DEFAULT_TTL_S = 5.0
+DEFAULT_MAX_ENTRIES = 100_000
+
+
+class ResponseCache:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES):
+        self._pages: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl_s)
+        self._lock = threading.Lock()  # TTLCache is not thread-safe; the server's handlers are threads
+
+    def get(self, key: Hashable, stamp: Hashable) -> Page | None:
+        with self._lock:
+            entry = self._pages.get(key)
+        if entry is None or entry[0] != stamp:
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, stamp: Hashable, page: Page) -> None:
+        with self._lock:
+            self._pages[key] = (stamp, page)
