@@ -12,6 +12,7 @@ BENCHMARKS = {
     "backfill": ("transforms.bench", "backfill_benchmark", "backfill events/s vs raw kafka-python consume rate"),
     "freshness": ("transforms.bench", "freshness_benchmark", "produce-to-readable latency of the continuous job"),
     "index": ("training.bench", "index_benchmark", "ScaNN vs brute force: build time, queries/s, recall@10"),
+    "serving": ("serving.bench", "serving_benchmark", "Recommend latency and QPS at 1/8/32 clients vs an empty RPC"),
 }
 
 
@@ -27,6 +28,11 @@ def register(verbs) -> None:
             parser.add_argument("--n", type=cliargs.positive_int, default=250, help="events to time (at least 200)")
         if name == "index":
             parser.add_argument("--sizes", default="100000,1000000", help="comma-separated catalog sizes")
+        if name == "serving":
+            parser.add_argument("--items", type=cliargs.positive_int, default=100_000, help="catalog size")
+            parser.add_argument("--users", type=cliargs.positive_int, default=10_000, help="distinct users requested")
+            parser.add_argument("--seconds", type=cliargs.positive_float, default=30.0, help="per concurrency level")
+            parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
         parser.set_defaults(run=run_benchmark)
 
 
@@ -35,6 +41,9 @@ def _kwargs(args) -> dict:
         return {"events": args.events}
     if args.benchmark == "freshness":
         return {"n": args.n}
+    if args.benchmark == "serving":
+        return {"items": args.items, "users": args.users, "seconds": args.seconds,
+                "clients": tuple(cliargs.positive_int(c) for c in args.clients.split(","))}
     sizes = tuple(cliargs.positive_int(s) for s in args.sizes.split(","))
     return {"sizes": sizes}
 

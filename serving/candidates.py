@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from featurestore.reader import FeatureReader, UserFeatures
-from serving.config import FunnelConfig
+from featurestore.reader import UserFeatures
 from serving.model import ServingModel
 from serving.snapshot import Ranked
 
@@ -28,9 +28,9 @@ def two_tower(model: ServingModel, user_id: str, history: list[str], region: str
     return [Candidate(item, "two_tower", rank) for rank, (item, _) in enumerate(hits)]
 
 
-def co_occurrence(reader: FeatureReader, recent: list[str], per_item: int) -> list[Candidate]:
+def co_occurrence(similar: Callable[[str, int], Ranked], recent: list[str], per_item: int) -> list[Candidate]:
     """Neighbours of each recent item, interleaved so that every recent item gets its turn."""
-    neighbours = [reader.similar(item, per_item) for item in recent]
+    neighbours = [similar(item, per_item) for item in recent]
     found = []
     for rank in range(per_item):
         for item, items in zip(recent, neighbours):

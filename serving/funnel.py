@@ -20,6 +20,7 @@ from serving.diversity import diversify
 from serving.explain import explanation
 from serving.filters import Filters, ItemFilter
 from serving.model import ServingModel, hour_of
+from serving.neighbours import NeighbourCache
 from serving.ranking import Scored, blend
 from serving.snapshot import Snapshot
 
@@ -57,9 +58,15 @@ StageTimer = Callable[[str, float], None]
 
 class Funnel:
     def __init__(self, reader: FeatureReader | None, model: ServingModel | None, snapshot: Snapshot,
-                 config: FunnelConfig, on_stage: StageTimer | None = None):
+                 config: FunnelConfig, on_stage: StageTimer | None = None, neighbours: NeighbourCache | None = None):
         self.reader, self.model, self.snapshot, self.config = reader, model, snapshot, config
         self._on_stage = on_stage
+        self._neighbours = neighbours
+
+    def _similar(self, item_id: str, n: int) -> list[tuple[str, float]]:
+        if self.reader is None:
+            return []
+        return self._neighbours.similar(self.reader, item_id, n) if self._neighbours else self.reader.similar(item_id, n)
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -75,8 +82,7 @@ class Funnel:
         with self._stage("features"):
             user = self.reader.user_features(query.user_id) if self.reader else None
         region = query.region or (user.profile["region"] if user else "")
-        with self._stage("candidates"):
-            pool = self._candidates(query, user, region)
+        pool = self._candidates(query, user, region)
         boost = self._onboarding_boost(query) if user is None or user.is_new else None
         with self._stage("rank"):
             ranked = blend(pool, self.config, boost)
@@ -89,7 +95,7 @@ class Funnel:
         if user_id and self.reader:
             user = self.reader.user_features(user_id)
             blocked |= user.seen | user.disliked
-        neighbours = self.reader.similar(item_id, k + len(blocked)) if self.reader else []
+        neighbours = self._similar(item_id, k + len(blocked))
         pool = [generate.Candidate(item, "co_occurrence", rank, because=item_id) for rank, (item, _) in enumerate(neighbours)]
         return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None, explore=False).items
 
@@ -102,23 +108,26 @@ class Funnel:
 
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
         n = self.config.list_candidates
-        pool = [
-            *generate.ranked("trending", self.snapshot.trending_in(region), n),
-            *generate.ranked("popular", self.snapshot.popular_in(region), n),
-            *generate.ranked("new_item", self.snapshot.new_items, n),
-        ]
+        with self._stage("lists"):
+            pool = [
+                *generate.ranked("trending", self.snapshot.trending_in(region), n),
+                *generate.ranked("popular", self.snapshot.popular_in(region), n),
+                *generate.ranked("new_item", self.snapshot.new_items, n),
+            ]
         if user is None or user.is_new:
             return pool
-        recent = [item for item in user.tower_history(self.config.recent_items)]
+        recent = user.tower_history(self.config.recent_items)
         if query.current_item_id:
             recent = [query.current_item_id, *recent]
-        pool += generate.co_occurrence(self.reader, recent, self.config.neighbours_per_item)
+        with self._stage("co_occurrence"):
+            pool += generate.co_occurrence(self._similar, recent, self.config.neighbours_per_item)
         pool += generate.continue_watching(user)
         if self.model is not None:
             device = query.device or user.profile["device"]
             history = user.tower_history(self.model.history_length)
-            pool += generate.two_tower(self.model, query.user_id, history, region, device,
-                                       hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
+            with self._stage("two_tower"):
+                pool += generate.two_tower(self.model, query.user_id, history, region, device,
+                                           hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
         return pool
 
     def _onboarding_boost(self, query: Query) -> dict[str, float]:

@@ -62,7 +62,7 @@ class LiveFeatures:
             version = version.decode()
             reader = self.reader if self.reader and self.reader.version == version else FeatureReader(
                 self.redis_url, version, timeout_s=REQUEST_TIMEOUT_S)
-            self.snapshot = Snapshot.take(reader, self.config)
+            self.snapshot = Snapshot.take(reader, self.config, previous=self.snapshot)
             self.reader = reader
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:

@@ -26,6 +26,7 @@ from serving.filters import Filters
 from serving.funnel import Funnel, Page, Query, RankedItem
 from serving.live import REDIS_ERRORS, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LogUnavailable
+from serving.neighbours import NeighbourCache
 from streams.schema import InteractionEvent
 
 log = logging.getLogger("kapparec.serving")
@@ -37,6 +38,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         self.features, self.models, self.events, self.config = features, models, events, config
         self.token = token
         self.cache = cache or ResponseCache()
+        self.neighbours = NeighbourCache()
 
     # -- RPCs ------------------------------------------------------------------------------
 
@@ -108,10 +110,13 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         model = self.models.model
         reader = self.features.reader if self.features.healthy else None
         try:
-            return run(Funnel(reader, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+            return run(self._funnel(reader, model))
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
-            return run(Funnel(None, model, self.features.snapshot, self.config, on_stage=metrics.observe_stage))
+            return run(self._funnel(None, model))
+
+    def _funnel(self, reader, model) -> Funnel:
+        return Funnel(reader, model, self.features.snapshot, self.config, metrics.observe_stage, self.neighbours)
 
     def _response(self, page: Page) -> pb.RecommendResponse:
         metrics.RESPONSES_BY_ORIGIN.labels(page.served_from, str(page.widened).lower()).inc()

@@ -7,7 +7,8 @@ pay for. The last snapshot is also what serving falls back to when Redis is unre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
 from featurestore.reader import DAY_MS, FeatureReader
@@ -16,6 +17,9 @@ from serving.config import FunnelConfig
 Ranked = list[tuple[str, float]]
 # Entries kept per ranked list: enough for a page of 200 after filters remove many.
 LIST_LENGTH = 500
+# The catalog is re-read at most this often: with 100k items a read costs a noticeable share of a
+# core, and catalog changes are rare next to trending's.
+CATALOG_MAX_AGE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,17 @@ class Snapshot:
     trending: dict[str, Ranked]  # scope ("global" or "region:<r>") -> items, best first
     popular: dict[str, Ranked]
     new_items: Ranked  # created within ``fresh_days`` of the log clock, newest first
+    catalog_read_at: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def take(cls, reader: FeatureReader, config: FunnelConfig) -> "Snapshot":
+    def take(cls, reader: FeatureReader, config: FunnelConfig, previous: "Snapshot | None" = None,
+             catalog_max_age_s: float = CATALOG_MAX_AGE_S) -> "Snapshot":
+        """Fresh lists; the catalog of ``previous`` is reused while it is younger than ``catalog_max_age_s``."""
         now = reader.log_clock_ms()
         scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
-        catalog = reader.whole_catalog()
+        reuse = previous is not None and previous.version == reader.version and (
+            time.monotonic() - previous.catalog_read_at < catalog_max_age_s)
+        catalog, read_at = (previous.catalog, previous.catalog_read_at) if reuse else (reader.whole_catalog(), time.monotonic())
         fresh_since = now - config.fresh_days * DAY_MS
         new_items = sorted(
             ((item, float(entry["created_at"])) for item, entry in catalog.items()
@@ -48,6 +57,7 @@ class Snapshot:
                 for s in scopes
             },
             new_items=new_items[:LIST_LENGTH],
+            catalog_read_at=read_at,
         )
 
     @classmethod
