@@ -33,17 +33,19 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REQUEST_TIMEOUT_S = 0.25
 
 
-class LiveFeatures:
-    def __init__(self, redis_url: str, config: FunnelConfig, refresh_s: float = 2.0):
-        self.redis_url, self.config, self.refresh_s = redis_url, config, refresh_s
-        self.reader: FeatureReader | None = None
-        self.snapshot = Snapshot.empty()
-        self.healthy = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-features", daemon=True)
+class Poller:
+    """Runs ``check`` once at ``start`` (so the first state is there before serving), then every ``interval_s``."""
 
-    def start(self) -> "LiveFeatures":
-        self.refresh()
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        self.check()
         self._thread.start()
         return self
 
@@ -51,10 +53,19 @@ class LiveFeatures:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.refresh_s):
-            self.refresh()
+        while not self._stop.wait(self.interval_s):
+            self.check()
 
-    def refresh(self) -> None:
+
+class LiveFeatures(Poller):
+    def __init__(self, redis_url: str, config: FunnelConfig, refresh_s: float = 2.0):
+        super().__init__(refresh_s)
+        self.redis_url, self.config = redis_url, config
+        self.reader: FeatureReader | None = None
+        self.snapshot = Snapshot.empty()
+        self.healthy = False
+
+    def check(self) -> None:
         try:
             version = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1).get(layout.CURRENT)
             if version is None:
@@ -78,26 +89,12 @@ class LiveFeatures:
         self.healthy = healthy
 
 
-class ModelWatcher:
+class ModelWatcher(Poller):
     def __init__(self, models_dir: Path | None, poll_s: float = 1.0):
+        super().__init__(poll_s)
         self.registry = ModelRegistry(models_dir)
-        self.poll_s = poll_s
         self.model: ServingModel | None = None
         self._refused: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-
-    def start(self) -> "ModelWatcher":
-        self.check()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self.check()
 
     def check(self) -> None:
         try:

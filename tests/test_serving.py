@@ -279,29 +279,40 @@ def test_promote_and_rollback_swap_models_with_zero_failed_requests(served):
     other = TwoTowerRecommender(dataclasses.replace(PARAMS, seed=99, epochs=2))
     other.fit(retrieval_positives(interactions), catalog, events=interactions)
     second = register(served.registry, other, catalog.item_ids, served.users)
-    versions, failures, stop = set(), [], threading.Event()
-
-    def load() -> None:
-        stub = served.server.stub()
-        while not stop.is_set():
-            try:
-                versions.add(stub.Recommend(pb.RecommendRequest(user_id=served.users[5], k=10), timeout=10).model_version)
-            except grpc.RpcError as error:
-                failures.append(error.code())
-
-    clients = [threading.Thread(target=load) for _ in range(4)]
-    for client in clients:
-        client.start()
-    try:
+    with RequestLoop(served, served.users[5], clients=4) as loop:
         served.registry.promote(second)
         wait_for_version(served, second)
         served.registry.rollback()
         wait_for_version(served, first)
-    finally:
-        stop.set()
-        for client in clients:
-            client.join()
-    assert failures == [] and {first, second} <= versions
+    assert loop.failures == [] and {first, second} <= {r.model_version for r in loop.responses}
+
+
+class RequestLoop:
+    """``clients`` threads calling Recommend back to back while the block runs; every response or failure kept."""
+
+    def __init__(self, served: Served, user: str, clients: int):
+        self.served, self.user = served, user
+        self.responses, self.failures = [], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop) for _ in range(clients)]
+
+    def _loop(self) -> None:
+        stub = self.served.server.stub()
+        while not self._stop.is_set():
+            try:
+                self.responses.append(stub.Recommend(pb.RecommendRequest(user_id=self.user, k=10), timeout=10))
+            except grpc.RpcError as error:
+                self.failures.append(error.code())
+
+    def __enter__(self) -> "RequestLoop":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
 
 
 def wait_for_version(served: Served, version: str, timeout_s: float = 60) -> None:
@@ -357,20 +368,8 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
     """Last in this module: it restarts Redis (which comes back empty) and rebuilds the features."""
-    failures, origins, stop = [], [], threading.Event()
-
-    def load() -> None:
-        stub = served.server.stub()
-        while not stop.is_set():
-            try:
-                origins.append(stub.Recommend(pb.RecommendRequest(user_id=served.users[6], k=10), timeout=10).served_from)
-            except grpc.RpcError as error:
-                failures.append(error.code())
-
-    client = threading.Thread(target=load)
-    client.start()
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(served.server.address))
-    try:
+    with RequestLoop(served, served.users[6], clients=1) as loop:
         time.sleep(1)
         session_stack.redis_service.stop()
         time.sleep(4)
@@ -378,12 +377,10 @@ def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_s
         session_stack.redis_service.start()
         backfill(session_stack.bootstrap, session_stack.redis_url, progress=False)
         deadline = time.monotonic() + 30
-        while origins[-1] == "degraded":
+        while loop.responses[-1].served_from == "degraded":
             assert time.monotonic() < deadline, "serving did not recover"
             time.sleep(0.2)
-    finally:
-        stop.set()
-        client.join()
-    assert failures == []
+    origins = [r.served_from for r in loop.responses]
+    assert loop.failures == []
     assert "degraded" in origins and origins[-1] in ("full", "cached")
     assert degraded_health == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,0 +1,33 @@
+"""Recommend under concurrent clients beside the empty-RPC ceiling on the same server (marker ``bench``).
+
+Also ``kapparec bench serving --json``. The defaults are the issue's setup: a 100,000-item catalog,
+10,000 distinct users, 1, 8 and 32 clients for 30 s each. KAPPAREC_BENCH_SERVING_ITEMS and
+KAPPAREC_BENCH_SERVING_SECONDS shrink it for a quick look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from serving.bench import serving_benchmark
+
+pytestmark = pytest.mark.bench
+
+
+def test_recommend_against_the_empty_rpc_ceiling():
+    items = int(os.environ.get("KAPPAREC_BENCH_SERVING_ITEMS", "100000"))
+    seconds = float(os.environ.get("KAPPAREC_BENCH_SERVING_SECONDS", "30"))
+    result = serving_benchmark(items=items, seconds=seconds)
+    print()
+    print(f"{'clients':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'QPS':>8} {'errors':>7} {'ceiling QPS':>12} {'ratio':>6}")
+    for clients, row in result["clients"].items():
+        print(f"{clients:>8} {row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['qps']:>8.1f}"
+              f" {row['errors']:>7} {result['ceiling_qps'][clients]:>12.1f} {row['ratio_to_ceiling']:>6.3f}")
+    print("mean ms per funnel stage:", result["stage_mean_ms"])
+    print(json.dumps(result, indent=2))
+    assert result["items"] == items and set(result["clients"]) == {"1", "8", "32"}
+    for clients, row in result["clients"].items():
+        assert row["requests"] > 0 and result["ceiling_qps"][clients] > 0
