@@ -25,8 +25,8 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                       clients: tuple[int, ...] = (1, 8, 32), seconds: float = 30.0, workers: int | None = None) -> dict:
     workers = workers or os.cpu_count() or 1
     with private_stack() as stack, tempfile.TemporaryDirectory(prefix="kapparec-bench-models-") as models:
-        # Activity is heavy-tailed: half again as many synthetic users leaves ``users`` with history.
-        produce_log(stack, SyntheticLog(users=users * 3 // 2, items=items, events=events, seed=0), partitions=4)
+        # Activity is heavy-tailed: twice as many synthetic users leaves at least ``users`` with history.
+        produce_log(stack, SyntheticLog(users=users * 2, items=items, events=events, seed=0), partitions=4)
         known_users = _train_and_promote(stack, Path(models))
         if len(known_users) < users:
             raise RuntimeError(f"the synthetic log has {len(known_users)} users with history, fewer than {users}")

@@ -164,7 +164,10 @@ def wait_until_serving(address: str, alive: Callable[[], bool], timeout_s: float
                        credentials: grpc.ChannelCredentials | None = None) -> bool:
     """Whether a server at ``address`` answered a health check SERVING before ``timeout_s`` (or ``alive`` turned False)."""
     deadline = time.monotonic() + timeout_s
-    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    # A server that is still loading refuses connections; without a cap, gRPC's reconnect backoff
+    # grows towards two minutes and the first attempt after it is up can come far too late.
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    channel = grpc.secure_channel(address, credentials, options) if credentials else grpc.insecure_channel(address, options)
     with channel:
         health_stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and alive():

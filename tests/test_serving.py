@@ -384,3 +384,15 @@ def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_s
     assert loop.failures == []
     assert "degraded" in origins and origins[-1] in ("full", "cached")
     assert degraded_health == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_an_unreachable_broker_makes_log_events_unavailable_and_nothing_else(served, session_stack):
+    """After the Redis outage: it stops the broker (whose in-memory log is then gone) and starts it again."""
+    event = pb.Event(user_id="u-log", item_id="i1", event_type="play", event_time=1_735_700_000_000)
+    session_stack.broker.stop()
+    try:
+        assert_status(lambda: served.stub.LogEvents(pb.LogEventsRequest(events=[event]), timeout=30, metadata=AUTH),
+                      grpc.StatusCode.UNAVAILABLE, "the log did not take the events")
+        assert recommend(served, served.users[0], k=5).served_from in ("full", "cached")
+    finally:
+        session_stack.broker.start()

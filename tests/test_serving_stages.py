@@ -1,0 +1,69 @@
+"""The funnel's pure stages, one by one: blend, filters, diversity, explanations, config validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from kapparec.errors import UsageError
+from serving.candidates import Candidate
+from serving.config import FunnelConfig
+from serving.diversity import diversify
+from serving.explain import explanation
+from serving.filters import Filters, ItemFilter
+from serving.ranking import Scored, blend
+
+CATALOG = {
+    "a": {"categories": ["comedy"], "regions": [], "age_rating": "G", "active": True},
+    "b": {"categories": ["comedy"], "regions": ["eu"], "age_rating": "R", "active": True},
+    "c": {"categories": ["drama", "comedy"], "regions": ["us"], "age_rating": "PG", "active": True},
+    "d": {"categories": ["drama"], "regions": [], "age_rating": "PG-13", "active": False},
+    "e": {"categories": ["horror"], "regions": [], "age_rating": None, "active": True},
+}
+
+
+def test_blend_adds_rank_credits_across_sources_and_names_the_strongest():
+    config = FunnelConfig(weights={"two_tower": 1.0, "trending": 0.4}, rank_offset=1.0)
+    pool = [Candidate("x", "two_tower", 0), Candidate("y", "two_tower", 1, because="h"), Candidate("y", "trending", 0)]
+    ranked = blend(pool, config)
+    assert [s.item_id for s in ranked] == ["x", "y"]
+    assert ranked[0].score == pytest.approx(1.0) and ranked[1].score == pytest.approx(1.0 / 2 + 0.4)
+    assert (ranked[1].source, ranked[1].because) == ("two_tower", "h")  # 0.5 from two_tower beats trending's 0.4
+    assert blend(pool, config, boost={"y": 2.0})[0].item_id == "y"
+
+
+def test_filters_cover_activity_region_age_categories_exclusions_and_blocked_items():
+    def allowed(filters=Filters(), region="", blocked=()):
+        check = ItemFilter(CATALOG, filters, region, set(blocked))
+        return sorted(item for item in [*CATALOG, "unknown"] if check.allows(item))
+
+    assert allowed() == ["a", "b", "c", "e"]  # d is inactive, "unknown" has no catalog entry
+    assert allowed(region="eu") == ["a", "b", "e"]
+    assert allowed(Filters(max_age_rating="PG")) == ["a", "c"]  # an unrated item passes no age limit
+    assert allowed(Filters(include_categories=("comedy",), exclude_categories=("drama",))) == ["a", "b"]
+    assert allowed(Filters(exclude_item_ids=("a",)), blocked={"b"}) == ["c", "e"]
+
+
+def test_diversity_caps_a_category_then_tops_the_page_up_in_rank_order():
+    ranked = [Scored(item, 1.0, "popular", "") for item in ("a", "b", "c", "e")]
+    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=1, k=3)] == ["a", "c", "e"]
+    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=1, k=4)] == ["a", "c", "e", "b"]
+    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=0, k=2)] == ["a", "b"]
+
+
+def test_every_source_has_an_explanation():
+    entry = {"categories": ["comedy"]}
+    assert explanation("co_occurrence", "Heat", entry, "", set()) == "Because you watched Heat"
+    assert explanation("two_tower", "", entry, "", set()) == "Picked for your taste"
+    assert explanation("trending", "", entry, "eu", set()) == "Trending in your region"
+    assert explanation("trending", "", entry, "", set()) == "Trending now"
+    assert explanation("popular", "", {"categories": ["drama", "comedy"]}, "", {"comedy"}) == "Popular in comedy"
+    assert explanation("new_item", "", entry, "", set()) == "New this week"
+    assert explanation("continue_watching", "", entry, "", set()) == "Continue watching"
+
+
+def test_a_bad_override_is_one_clear_usage_error():
+    assert FunnelConfig.from_overrides({"max_per_category": 5}).max_per_category == 5
+    assert FunnelConfig.from_overrides({"weights": {"trending": 1.5}}).weights["two_tower"] == 1.0
+    for bad in ({"max_per_category": -1}, {"weights": {"psychic": 1.0}}, {"colour": "red"}):
+        with pytest.raises(UsageError):
+            FunnelConfig.from_overrides(bad)
