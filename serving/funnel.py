@@ -8,6 +8,7 @@ filters leave the page short, popular items that pass the filters fill it (``wid
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,7 +147,7 @@ class Funnel:
             passing = [item for item in ranked if allowed.allows(item.item_id)]
             widened = len(passing) < query.k
             if widened:
-                passing += self._popular_fill(passing, allowed, region)
+                passing += self._popular_fill(passing, allowed, region, query.k - len(passing))
         with self._stage("diversify"):
             page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
             if explore:
@@ -155,14 +156,17 @@ class Funnel:
             items = [self._explained(item, region, query, user) for item in page]
         return Page(items, "full", widened)
 
-    def _popular_fill(self, passing: list[Scored], allowed: ItemFilter, region: str) -> list[Scored]:
-        """Popular items that pass the filters, then any catalog item that does: the page is never empty."""
+    def _popular_fill(self, passing: list[Scored], allowed: ItemFilter, region: str, needed: int) -> list[Scored]:
+        """Up to ``needed`` popular items that pass the filters, then catalog items that do: never an empty page."""
         taken = {item.item_id for item in passing}
-        ordered = [item for item, _ in self.snapshot.popular_in(region)] + sorted(self.snapshot.catalog)
+        ordered = itertools.chain((item for item, _ in self.snapshot.popular_in(region)), self.snapshot.catalog)
         fill = []
-        for item in dict.fromkeys(ordered):
+        for item in ordered:
             if item not in taken and allowed.allows(item):
+                taken.add(item)
                 fill.append(Scored(item, 0.0, "popular", ""))
+                if len(fill) == needed:
+                    break
         return fill
 
     def _explore(self, page: list[Scored], passing: list[Scored], k: int) -> list[Scored]:
