@@ -36,7 +36,7 @@ def test_stream_then_backfill_agree_and_replays_are_identical(stack):
     log = SyntheticLog(users=60, items=80, events=1500, seed=7)
     produce_synthetic(stack.bootstrap, log)
 
-    # Small micro-batches so the continuous run really is many merges, not one.
+    # Small commits so the continuous run really is many merges, not one.
     batches = stream(stack.bootstrap, stack.redis_url, once=True, max_batch_records=120)
     assert batches.batches > 3
     streamed = dump(stack.redis_url)
@@ -156,11 +156,11 @@ def test_stream_stops_on_request(stack):
     stop = threading.Event()
     seen = []
 
-    def on_batch(version, plan, stats):
-        seen.append(stats.records)
+    def on_commit(version, records):
+        seen.append(records)
         stop.set()
 
-    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url), kwargs={"stop": stop, "on_batch": on_batch})
+    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url), kwargs={"stop": stop, "on_commit": on_commit})
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive()
