@@ -165,24 +165,24 @@ def backfill(
     return version, stats
 
 
-@dataclass(frozen=True)
 class VersionStop:
     """Ends a followed read when the job is asked to stop or ``version`` is no longer current.
 
-    Checked by the source whenever a partition's read resumes (every few hundred ms), so a
-    published backfill takes over within one bundle.
+    Checked by the source whenever a partition's read resumes (every few tens of ms), so a
+    published backfill takes over within one bundle. Picklable: the client is made on use.
     """
 
-    redis_url: str
-    version: str
-    stop_key: str
+    def __init__(self, redis_url: str, version: str, stop_key: str):
+        self.redis_url, self.version, self.stop_key = redis_url, version, stop_key
+        self._client = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
 
     def should_stop(self) -> bool:
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        try:
-            stop, current = client.mget(self.stop_key, layout.CURRENT)
-        finally:
-            client.close()
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        stop, current = self._client.mget(self.stop_key, layout.CURRENT)
         return stop is not None or current != self.version
 
 
