@@ -87,8 +87,8 @@ def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
     return total, total / seconds
 
 
-def run_forked(function, *args) -> tuple[dict, float]:
-    """``function(*args)`` (a JSON-able dict) in a forked child, and the child's peak RSS in MB."""
+def run_forked(function, *args, **kwargs) -> tuple[dict, float]:
+    """``function(*args, **kwargs)`` (a JSON-able dict) in a forked child, and the child's peak RSS in MB."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run, report, leave without running the parent's cleanups
@@ -96,7 +96,7 @@ def run_forked(function, *args) -> tuple[dict, float]:
         status = 1
         try:
             with os.fdopen(write_end, "w") as out:
-                json.dump(function(*args), out)
+                json.dump(function(*args, **kwargs), out)
             status = 0
         finally:
             os._exit(status)
@@ -109,11 +109,12 @@ def run_forked(function, *args) -> tuple[dict, float]:
     return json.loads(text), usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def _timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...]) -> dict:
+def timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...] = (), **options) -> dict:
     from transforms.jobs import RunnerSettings, backfill
 
-    _, stats = backfill(bootstrap, redis_url, runner=RunnerSettings(pipeline_args=runner_args), progress=False)
-    return {"seconds": stats.seconds}
+    _, stats = backfill(bootstrap, redis_url, runner=RunnerSettings(pipeline_args=runner_args), progress=False,
+                        **options)
+    return {"seconds": stats.seconds, "commits": stats.batches}
 
 
 def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[str, ...] = ()) -> dict:
@@ -121,7 +122,7 @@ def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[
     with private_stack() as stack:
         produce_log(stack, log, partitions)
         read, ceiling = raw_consume_rate(stack.bootstrap, topics.EVENTS)
-        timed, peak_rss_mb = run_forked(_timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
+        timed, peak_rss_mb = run_forked(timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
         used = redis.Redis.from_url(stack.redis_url).info("memory")["used_memory"]
     events_per_s = log.events / timed["seconds"]
     return {

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from featurestore.definitions import Mutation
+from featurestore.definitions import Mutation, Op
 from featurestore.lookups import RedisSessionItems
 from streams.schema import Interaction
 from streams.topics import EVENTS, ITEMS
@@ -36,7 +36,7 @@ from transforms.catalog import catalog_mutation
 from transforms.config import FeatureConfig
 from transforms.cooccurrence import LOOKUP_BATCH_SIZE, session_record, window_mutations
 from transforms.features import PER_EVENT_FEATURES
-from transforms.mutations import MergeMutationsFn, combine_key
+from transforms.mutations import MergeMutationsFn, combine_key, merge
 
 METRICS_NAMESPACE = "kapparec.store"
 
@@ -105,8 +105,25 @@ class _CommitFeaturesFn(beam.DoFn):
             self._windows.setdefault(entity, {})[item] = None
 
     def _add(self, mutation: Mutation) -> None:
-        key = combine_key(mutation)
-        self._merged[key] = self._merge.add_input(self._merged.get(key) or [], mutation)
+        # The merge of ``CombineMutations``; every op but TOP keeps one mutation per key, held
+        # bare rather than in a list: this runs about ten times per event.
+        op = mutation[0]
+        if op == Op.TOP:
+            key = combine_key(mutation)
+            self._merged[key] = self._merge.add_input(self._merged.get(key) or [], mutation)
+            return
+        key = mutation[:4]  # Mutation.key without the property call
+        kept = self._merged.get(key)
+        self._merged[key] = mutation if kept is None else merge(op, kept, mutation)
+
+    def _merged_mutations(self) -> list[Mutation]:
+        mutations: list[Mutation] = []
+        for merged in self._merged.values():
+            if isinstance(merged, list):
+                mutations.extend(self._merge.extract_output(merged))
+            else:
+                mutations.append(merged)
+        return mutations
 
     def finish_bundle(self):
         self._commit()
@@ -116,7 +133,7 @@ class _CommitFeaturesFn(beam.DoFn):
         if not self._next:
             return
         self._add_pairs()
-        mutations = [m for accumulator in self._merged.values() for m in self._merge.extract_output(accumulator)]
+        mutations = self._merged_mutations()
         expected = {position: self._expected[position] for position in self._next}
         written = self._store.commit(self._target.version, mutations, expected, self._next)
         self._expected.update(self._next)

@@ -26,7 +26,7 @@ from featurestore import layout
 from featurestore.redis_store import RedisFeatureStore
 from streams import offsets as log_offsets
 from streams import topics
-from transforms.bundled import CommitTarget
+from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
 from transforms.config import FeatureConfig
 from transforms.pipeline import BatchPlan, CommitSettings, FollowPlan, build_feature_pipeline
 from transforms.progress import ProgressBar
@@ -126,11 +126,12 @@ def run_bounded(
     runner: RunnerSettings,
     *,
     max_records: int | None = None,
+    max_keys: int = DEFAULT_MAX_KEYS,
     progress: bool = False,
 ) -> BatchStats:
     """The pipeline over fixed ranges into ``version``, then the offsets moved to the ranges' ends."""
     progress_key = f"{layout.ROOT}:progress:{store.new_batch_id()}" if progress else None
-    commits = CommitSettings(CommitTarget(store.url, version), max_records, progress_key)
+    commits = CommitSettings(CommitTarget(store.url, version), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
     stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
     store.advance_offsets(version, plan.end_offsets())
@@ -154,13 +155,18 @@ def backfill(
     config: FeatureConfig | None = None,
     runner: RunnerSettings = RunnerSettings(),
     progress: bool = True,
+    max_keys: int = DEFAULT_MAX_KEYS,
 ) -> tuple[str, BatchStats]:
-    """Replay [beginning, end snapshot) of the log into a new version and publish it."""
+    """Replay [beginning, end snapshot) of the log into a new version and publish it.
+
+    ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
+    memory, whatever the log's length."""
     store = RedisFeatureStore(redis_url)
     ends = snapshot_ends(bootstrap)
     version = store.create_version("backfill")
     plan = plan_batch({}, {}, ends)
-    stats = run_bounded(bootstrap, store, version, plan, config or FeatureConfig(), runner, progress=progress)
+    stats = run_bounded(bootstrap, store, version, plan, config or FeatureConfig(), runner,
+                        max_keys=max_keys, progress=progress)
     store.publish(version)
     return version, stats
 

@@ -15,7 +15,7 @@ from streams import topics
 from streams.dlq import WriteDeadLetters
 from streams.schema import parse_catalog, parse_interaction
 from streams.source import DEAD_LETTER, RECORDS, ReadFromKafka, StopSignal
-from transforms.bundled import CommitFeatures, CommitTarget
+from transforms.bundled import DEFAULT_MAX_KEYS, CommitFeatures, CommitTarget
 from transforms.config import FeatureConfig
 from transforms.progress import ReportProgress
 
@@ -64,6 +64,7 @@ class CommitSettings:
     target: CommitTarget
     max_records: int | None = None
     progress_key: str | None = None
+    max_keys: int = DEFAULT_MAX_KEYS
 
 
 def build_feature_pipeline(
@@ -83,6 +84,8 @@ def build_feature_pipeline(
     catalog = ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, **items_read)
     log = pipeline | "ReadLog" >> events.and_topic(catalog)
     _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap)
-    _ = log[RECORDS] | "Features" >> CommitFeatures(commits.target, config, max_records=commits.max_records)
+    _ = log[RECORDS] | "Features" >> CommitFeatures(
+        commits.target, config, max_records=commits.max_records, max_keys=commits.max_keys
+    )
     if commits.progress_key:
         _ = log[RECORDS] | "Progress" >> ReportProgress(commits.target.redis_url, commits.progress_key)
