@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
-from transforms.bench import run_forked, timed_backfill
+from transforms.bench import run_isolated, timed_backfill
 
 MAX_KEYS = 2_000
 
@@ -12,7 +12,7 @@ MAX_KEYS = 2_000
 def peak_rss_mb(stack, events: int) -> tuple[float, int]:
     stack.redis().flushall()
     produce_synthetic(stack.bootstrap, SyntheticLog(users=2_000, items=500, events=events, seed=3))
-    timed, peak = run_forked(timed_backfill, stack.bootstrap, stack.redis_url, max_keys=MAX_KEYS)
+    timed, peak = run_isolated(timed_backfill, stack.bootstrap, stack.redis_url, max_keys=MAX_KEYS)
     return peak, timed["commits"]
 
 

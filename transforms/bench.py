@@ -2,7 +2,7 @@
 
 - ``backfill_benchmark``: events/s of a backfill beside the raw kafka-python consume rate
   of the same topic measured in the same run (the ceiling no Python reader beats), its peak
-  RSS (the backfill runs in a forked child, so the log's generation is not counted) and
+  RSS (the backfill runs in a spawned process, so the log's generation is not counted) and
   Redis memory; once for the synthetic log and once for a dense-session log.
 - ``freshness_benchmark``: produce-to-readable-in-Redis latency of the continuous job, idle
   and under a background load, with the job's lag behind the log.
@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -87,26 +88,16 @@ def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
     return total, total / seconds
 
 
-def run_forked(function, *args, **kwargs) -> tuple[dict, float]:
-    """``function(*args, **kwargs)`` (a JSON-able dict) in a forked child, and the child's peak RSS in MB."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: run, report, leave without running the parent's cleanups
-        os.close(read_end)
-        status = 1
-        try:
-            with os.fdopen(write_end, "w") as out:
-                json.dump(function(*args, **kwargs), out)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as report:
-        text = report.read()
-    _, status, usage = os.wait4(pid, 0)
-    if status != 0 or not text:
-        raise RuntimeError(f"the benchmark child failed (status {status})")
-    return json.loads(text), usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+def run_isolated(function, *args, **kwargs) -> tuple[dict, float]:
+    """``function(*args, **kwargs)`` (a JSON-able dict) in a fresh spawned process, and that
+    process's peak RSS in MB: nothing this process holds (the generated log) is counted."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_with_peak_rss, (function, args, kwargs))
+
+
+def _with_peak_rss(function, args: tuple, kwargs: dict) -> tuple[dict, float]:
+    result = function(*args, **kwargs)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...] = (), **options) -> dict:
@@ -122,7 +113,7 @@ def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[
     with private_stack() as stack:
         produce_log(stack, log, partitions)
         read, ceiling = raw_consume_rate(stack.bootstrap, topics.EVENTS)
-        timed, peak_rss_mb = run_forked(timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
+        timed, peak_rss_mb = run_isolated(timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
         used = redis.Redis.from_url(stack.redis_url).info("memory")["used_memory"]
     events_per_s = log.events / timed["seconds"]
     return {
@@ -199,15 +190,12 @@ def _percentiles(latencies: list[float]) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} | {"max_ms": round(float(ms.max()), 1)}
 
 
-class _BackgroundLoad(threading.Thread):
-    """Produces synthetic events at ``rate_per_s`` until the block ends; measures the rate it reached."""
+class _Beside(threading.Thread):
+    """A thread that runs for the duration of a ``with`` block."""
 
-    def __init__(self, bootstrap: str, rate_per_s: float, seed: int):
+    def __init__(self):
         super().__init__(daemon=True)
-        self._broker, self._rate = bootstrap, rate_per_s
-        self._records = list(SyntheticLog(users=2_000, items=500, events=200_000, seed=seed + 1).records())
         self._done = threading.Event()
-        self.events_per_s = 0.0
 
     def __enter__(self):
         self.start()
@@ -216,6 +204,16 @@ class _BackgroundLoad(threading.Thread):
     def __exit__(self, *exc):
         self._done.set()
         self.join()
+
+
+class _BackgroundLoad(_Beside):
+    """Produces synthetic events at ``rate_per_s`` until the block ends; measures the rate it reached."""
+
+    def __init__(self, bootstrap: str, rate_per_s: float, seed: int):
+        super().__init__()
+        self._broker, self._rate = bootstrap, rate_per_s
+        self._records = list(SyntheticLog(users=2_000, items=500, events=200_000, seed=seed + 1).records())
+        self.events_per_s = 0.0
 
     def run(self) -> None:
         producer = KafkaProducer(bootstrap_servers=self._broker, linger_ms=5, acks=1)
@@ -231,22 +229,13 @@ class _BackgroundLoad(threading.Thread):
         self.events_per_s = sent / (time.perf_counter() - started)
 
 
-class _LagSampler(threading.Thread):
+class _LagSampler(_Beside):
     """Every half second: records in the events log not yet committed by the continuous job."""
 
     def __init__(self, client: redis.Redis, bootstrap: str):
-        super().__init__(daemon=True)
+        super().__init__()
         self._client, self._broker = client, bootstrap
-        self._done = threading.Event()
         self.samples: list[int] = []
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self.join()
 
     def run(self) -> None:
         while not self._done.wait(0.5):

@@ -93,9 +93,14 @@ class _CommitFeaturesFn(beam.DoFn):
             self._add_event(record)
         else:
             self._add(catalog_mutation(record))
-        if len(self._merged) + len(self._windows) >= self._max_keys or (self._max_records and self._records >= self._max_records):
+        if self._full():
             self._commit()
         return ()
+
+    def _full(self) -> bool:
+        return len(self._merged) + len(self._windows) >= self._max_keys or (
+            self._max_records is not None and self._records >= self._max_records
+        )
 
     def _add_event(self, event: Interaction) -> None:
         for extract in self._extractors:

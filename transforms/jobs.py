@@ -43,8 +43,12 @@ class RunnerSettings:
     pipeline_args: tuple[str, ...] = ()
     flink_job_server_jar: str | None = None
 
-    def options(self) -> PipelineOptions:
+    def options(self, follow: bool = False) -> PipelineOptions:
         args = ["--runner", self.runner, *self.pipeline_args]
+        if follow and self.runner != "DirectRunner" and "--streaming" not in args:
+            # A continuous job on Flink is one streaming job. The local runner drives the
+            # followed source without it (its streaming mode ran one record per call).
+            args.append("--streaming")
         if self.flink_master:
             args += ["--flink_master", self.flink_master]
         if self.flink_job_server_jar:
@@ -106,7 +110,7 @@ def run_pipeline(
 ) -> BatchStats:
     """Run the feature pipeline until its source ends; every bundle commits as it finishes."""
     started = time.perf_counter()
-    pipeline = beam.Pipeline(options=runner.options())
+    pipeline = beam.Pipeline(options=runner.options(follow=isinstance(plan, FollowPlan)))
     build_feature_pipeline(pipeline, bootstrap, plan, commits, config)
     progress = ProgressBar(commits.target.redis_url, commits.progress_key, events_total, "backfill")
     with progress if commits.progress_key else nullcontext():
