@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -97,7 +96,15 @@ def run_isolated(function, *args, **kwargs) -> tuple[dict, float]:
 
 def _with_peak_rss(function, args: tuple, kwargs: dict) -> tuple[dict, float]:
     result = function(*args, **kwargs)
-    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return result, peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    exec, so a spawned child would report its parent's peak from before the fork."""
+    status = Path("/proc/self/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) / 1024
 
 
 def timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...] = (), **options) -> dict:
