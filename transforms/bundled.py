@@ -79,6 +79,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._windows: dict[str, dict[str, None]] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._records = 0
+        self._pair_keys = 0
 
     def process(self, record):
         position = (EVENTS if isinstance(record, Interaction) else ITEMS, record.partition)
@@ -98,7 +99,7 @@ class _CommitFeaturesFn(beam.DoFn):
         return ()
 
     def _full(self) -> bool:
-        return len(self._merged) + len(self._windows) >= self._max_keys or (
+        return len(self._merged) + self._pair_keys >= self._max_keys or (
             self._max_records is not None and self._records >= self._max_records
         )
 
@@ -107,7 +108,13 @@ class _CommitFeaturesFn(beam.DoFn):
             for mutation in extract(event):
                 self._add(mutation)
         for entity, (_, _, item) in self._session_record(event):
-            self._windows.setdefault(entity, {})[item] = None
+            items = self._windows.setdefault(entity, {})
+            if item not in items:
+                # The keys this item adds at commit (its SESSION_ITEMS member, OCCURRENCE and
+                # both pair directions with up to the cap of others) count toward the size cap
+                # now: dense sessions would otherwise bring their pairs past it.
+                self._pair_keys += 2 + 2 * min(len(items), self._config.max_items_per_session_window)
+                items[item] = None
 
     def _add(self, mutation: Mutation) -> None:
         # The merge of ``CombineMutations``; every op but TOP keeps one mutation per key, held
