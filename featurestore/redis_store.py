@@ -1,13 +1,12 @@
-"""The Redis backend of the feature store: versions, staged batches and their atomic merge.
+"""The Redis backend of the feature store: versions and the atomic commit of a bundle.
 
-A batch of the feature pipeline writes its mutations into stage hashes (idempotently: one
-field per mutation key, so a retried bundle rewrites the same values). Merging stages into
-a version runs ``merge.lua``:
-
-- a continuous micro-batch merges all its stages *and* advances the offsets in one
-  MULTI/EXEC, so a crash leaves either the whole batch applied or none of it;
-- a backfill merges into a fresh version no reader uses yet, then ``publish`` switches
-  ``kr:current`` to it in one transaction, keeping the previous version for rollback.
+Each bundle of the feature pipeline (``transforms.bundled``) commits its merged mutations
+and the offsets they cover in one MULTI/EXEC, guarded by a compare-and-set on the offsets:
+the mutations are written to stage hashes and merged into the version by ``merge.lua``
+inside the same transaction, so a crash leaves either the whole bundle applied or none of
+it, and a replayed bundle is refused. A backfill commits into a fresh version no reader
+uses yet, then ``publish`` switches ``kr:current`` to it in one transaction, keeping the
+previous version for rollback.
 """
 
 from __future__ import annotations
@@ -45,6 +44,10 @@ def encode_staged(mutation: Mutation) -> tuple[str, str]:
 
 def stage_shard(field: str) -> int:
     return zlib.crc32(field.encode()) % STAGE_SHARDS
+
+
+class StaleBundle(KapparecError):
+    """A bundle whose offsets were already committed past (a replay or a second writer)."""
 
 
 class RedisFeatureStore:
@@ -129,58 +132,53 @@ class RedisFeatureStore:
     def new_batch_id(self) -> str:
         return f"b{int(time.time() * 1000)}-{self.client.incr(f'{layout.ROOT}:batch_seq')}"
 
-    def stage(self, version: str, batch: str, mutations: Iterable[Mutation], chunk: int = 5000) -> int:
-        """Write mutations into the batch's stage hashes; idempotent, so bundle retries are safe."""
-        prefix = layout.stage_prefix(version, batch)
+    def committed_offset(self, version: str, topic: str, partition: int) -> int | None:
+        value = self.client.hget(layout.offsets_key(version), layout.offset_field(topic, partition))
+        return None if value is None else int(value)
+
+    def commit(
+        self,
+        version: str,
+        mutations: Iterable[Mutation],
+        expected: dict[tuple[str, int], int | None],
+        offsets: dict[tuple[str, int], int],
+    ) -> int:
+        """Merge ``mutations`` and advance ``offsets`` in one transaction, if the committed
+        offsets still are ``expected`` (None: absent); otherwise refuse the whole bundle.
+
+        The compare-and-set is what makes a bundle's effect exactly-once: a stale or replayed
+        bundle finds the offsets moved on and raises ``StaleBundle`` with nothing applied.
+        The mutations are staged inside the same MULTI/EXEC, so no stage outlives a refusal.
+        """
+        key = layout.offsets_key(version)
+        fields = [layout.offset_field(t, p) for t, p in expected]
+        stage = layout.stage_prefix(version, self.new_batch_id())
         shards: dict[int, dict[str, str]] = {}
-        written = 0
         for mutation in mutations:
             field, value = encode_staged(mutation)
             shards.setdefault(stage_shard(field), {})[field] = value
-            written += 1
-            if written % chunk == 0:
-                self._write_shards(prefix, shards)
-        self._write_shards(prefix, shards)
-        return written
-
-    def _write_shards(self, prefix: str, shards: dict[int, dict[str, str]]) -> None:
-        # One HSET with many fields per shard: far fewer round trips than a command per field.
-        pipe = self.client.pipeline(transaction=False)
-        for shard, fields in shards.items():
-            pipe.hset(f"{prefix}{shard}", mapping=fields)
-        pipe.execute()
-        shards.clear()
-
-    def merge_batch(
-        self, version: str, batch: str, offsets: dict[tuple[str, int], int] | None = None, atomic: bool = True
-    ) -> int:
-        """Merge a staged batch into ``version``, with its end offsets.
-
-        ``atomic`` wraps every shard and the offsets in one MULTI/EXEC: the continuous job's
-        exactly-once step. A backfill merges shard by shard into a version nobody reads yet,
-        so Redis stays responsive to the serving reads of the current version meanwhile.
-        """
-        prefix = layout.version_prefix(version)
-        shards = [f"{layout.stage_prefix(version, batch)}{i}" for i in range(STAGE_SHARDS)]
-        offset_fields = {layout.offset_field(t, p): o for (t, p), o in (offsets or {}).items()}
-        if not atomic:
-            merged = sum(self._merge(keys=[shard], args=[prefix]) for shard in shards)
-            if offset_fields:
-                self.client.hset(layout.offsets_key(version), mapping=offset_fields)
-            return merged
         with self.client.pipeline(transaction=True) as tx:
-            for shard in shards:
-                self._merge(keys=[shard], args=[prefix], client=tx)
-            if offset_fields:
-                tx.hset(layout.offsets_key(version), mapping=offset_fields)
-            return sum(tx.execute()[: len(shards)])
+            try:
+                tx.watch(key)
+                found = tx.hmget(key, fields) if fields else []
+                wanted = [None if o is None else str(o) for o in expected.values()]
+                if found != wanted:
+                    raise StaleBundle(f"{version}: offsets {dict(zip(fields, found))}, bundle expected {wanted}")
+                tx.multi()
+                for shard, values in shards.items():
+                    tx.hset(f"{stage}{shard}", mapping=values)
+                    self._merge(keys=[f"{stage}{shard}"], args=[layout.version_prefix(version)], client=tx)
+                tx.hset(key, mapping={layout.offset_field(t, p): o for (t, p), o in offsets.items()})
+                tx.execute()
+            except redis.WatchError:
+                raise StaleBundle(f"{version}: offsets moved while the bundle committed") from None
+        return sum(len(values) for values in shards.values())
 
-    def discard_stages(self, version: str) -> int:
-        """Drop stage hashes of batches that died before merging (their offsets never advanced)."""
-        keys = list(self.client.scan_iter(match=f"{layout.version_prefix(version)}{layout.STAGE}:*", count=1000))
-        for chunk in _chunks(keys, 500):
-            self.client.unlink(*chunk)
-        return len(keys)
+    def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Move offsets to a bounded read's ends: records missing at a range's end (dead
+        letters, compaction) leave nothing to commit, but the range was read."""
+        if offsets:
+            self.client.hset(layout.offsets_key(version), mapping={layout.offset_field(t, p): o for (t, p), o in offsets.items()})
 
     # -- dump -------------------------------------------------------------------------
 

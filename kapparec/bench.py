@@ -24,8 +24,12 @@ def register(verbs) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "backfill":
             parser.add_argument("--events", type=cliargs.positive_int, default=1_000_000)
+            parser.add_argument("--dense-events", type=cliargs.positive_int, default=200_000,
+                                help="events of the dense-session log measured beside it")
         if name == "freshness":
             parser.add_argument("--n", type=cliargs.positive_int, default=250, help="events to time (at least 200)")
+            parser.add_argument("--load", type=cliargs.positive_int, default=2_000, metavar="EVENTS_PER_S",
+                                help="background load while the second n events are timed")
         if name == "index":
             parser.add_argument("--sizes", default="100000,1000000", help="comma-separated catalog sizes")
         if name == "serving":
@@ -38,9 +42,9 @@ def register(verbs) -> None:
 
 def _kwargs(args) -> dict:
     if args.benchmark == "backfill":
-        return {"events": args.events}
+        return {"events": args.events, "dense_events": args.dense_events}
     if args.benchmark == "freshness":
-        return {"n": args.n}
+        return {"n": args.n, "load_per_s": float(args.load)}
     if args.benchmark == "serving":
         return {"items": args.items, "users": args.users, "seconds": args.seconds,
                 "clients": tuple(cliargs.positive_int(c) for c in args.clients.split(","))}

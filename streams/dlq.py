@@ -58,12 +58,13 @@ class _WriteDeadLettersFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending: list = []
 
-    def process(self, letter: DeadLetter) -> None:
+    def process(self, letter: DeadLetter) -> tuple:
         headers = [
             (DLQ_REASON_HEADER, letter.reason.encode()),
             (DLQ_SOURCE_HEADER, letter.source.encode()),
         ]
         self._pending.append(self._producer.send(self._topic, value=letter.raw, key=letter.key, headers=headers))
+        return ()  # a sink: nothing goes downstream
 
     def finish_bundle(self) -> None:
         self._producer.flush()

@@ -23,9 +23,10 @@ calling job: no consumer group, no commits.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
 from apache_beam import coders
@@ -56,7 +57,7 @@ STALL_TIMEOUT_S = 60.0
 IDLE_WATERMARK_LAG_S = 5.0
 # A followed partition hands control back to the runner this often even while records flow,
 # so bundles finish and downstream stages see output.
-FOLLOW_CHECKPOINT_S = 1.0
+FOLLOW_CHECKPOINT_S = 0.25
 
 # Big fetches: the per-poll cost of kafka-python is fixed, the per-record cost is not.
 # check_crcs=False, as librdkafka defaults: without the optional crc32c C extension
@@ -69,6 +70,12 @@ DEFAULT_CONSUMER_CONFIG: dict[str, Any] = {
     "max_partition_fetch_bytes": 16 * 1024 * 1024,
     "fetch_max_wait_ms": 100,
 }
+
+
+class StopSignal(Protocol):
+    """Tells a followed read to end (picklable: it travels to the workers)."""
+
+    def should_stop(self) -> bool: ...
 
 
 class PartitionRead(NamedTuple):
@@ -255,10 +262,12 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
     """Reads one partition's restriction; one consumer per DoFn instance, reused across elements."""
 
     def __init__(
-        self, bootstrap: str, parse: Callable, consumer_config: dict, poll_timeout_ms: int, idle_timeout_s: float
+        self, bootstrap: str, parsers: dict[str, Callable], consumer_config: dict, poll_timeout_ms: int,
+        idle_timeout_s: float, stop: StopSignal | None = None,
     ):
         self._bootstrap = bootstrap
-        self._kind = _record_kind(parse)
+        self._stop = stop
+        self._kinds = {topic: _record_kind(parse) for topic, parse in parsers.items()}
         self._consumer_config = consumer_config
         self._poll_timeout_ms = poll_timeout_ms
         self._idle_timeout_s = idle_timeout_s
@@ -299,6 +308,9 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         watermark=beam.DoFn.WatermarkEstimatorParam(),
     ) -> Iterator[Any]:
         start, stop, high_water = tracker.current_restriction()
+        if self._stop is not None and self._stop.should_stop():
+            tracker.try_claim((stop, NO_EVENT_TIME))  # ends the restriction: nothing left to read
+            return
         # Outputs are WindowedValues in the element's (global) window: what a TimestampedValue
         # would become, without Beam assigning a window per record.
         windows = (window,)
@@ -318,7 +330,8 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 continue
             last_progress = time.monotonic()
             # The kind's methods are bound once: this loop runs per record.
-            parse, time_of, stamp = self._kind.parse, self._kind.time_ms, self._kind.stamp
+            kind = self._kinds[element.topic]
+            parse, time_of, stamp = kind.parse, kind.time_ms, kind.stamp
             valid = dead = 0
             for record in batch:
                 try:
@@ -437,6 +450,8 @@ class ReadFromKafka(beam.PTransform):
             an empty poll.
         idle_timeout_s: follow mode: after this long without records the watermark moves
             to the wall clock minus ``IDLE_WATERMARK_LAG_S``.
+        stop: follow mode: checked whenever a partition's read resumes; once it says so,
+            the read ends (how a long-lived continuous job is stopped or re-planned).
     """
 
     def __init__(
@@ -452,6 +467,7 @@ class ReadFromKafka(beam.PTransform):
         consumer_config: dict | None = None,
         poll_timeout_ms: int = 500,
         idle_timeout_s: float = 10.0,
+        stop: StopSignal | None = None,
     ):
         super().__init__()
         self.reads = plan_reads(
@@ -462,15 +478,33 @@ class ReadFromKafka(beam.PTransform):
             start_offsets=start_offsets,
             start_high_water=start_high_water,
         )
-        fn_class = _FollowPartitionFn if follow else _ReadPartitionFn
+        if stop is not None and not follow:
+            raise UsageError("only a followed read takes a stop signal: a bounded read ends at its ranges")
+        self._parsers = {topic: parse}
         config = {**DEFAULT_CONSUMER_CONFIG, **(consumer_config or {})}
-        self._fn = fn_class(bootstrap, parse, config, poll_timeout_ms, idle_timeout_s)
+        self._fn_args = (_FollowPartitionFn if follow else _ReadPartitionFn, bootstrap, config, poll_timeout_ms,
+                         idle_timeout_s, stop)
+
+    def and_topic(self, other: "ReadFromKafka") -> "ReadFromKafka":
+        """One read of both topics (``other`` built with the same settings): one source stage.
+
+        The local runner drives one unbounded stage at a time, so a continuous job that reads
+        two topics with two sources would only ever read the first.
+        """
+        if other._fn_args != self._fn_args:
+            raise UsageError("topics read together share their read settings")
+        both = copy.copy(self)
+        both.reads = [*self.reads, *other.reads]
+        both._parsers = {**self._parsers, **other._parsers}
+        return both
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        fn_class, bootstrap, config, poll_timeout_ms, idle_timeout_s, stop = self._fn_args
+        fn = fn_class(bootstrap, self._parsers, config, poll_timeout_ms, idle_timeout_s, stop)
         return (
             pbegin
             | "Partitions" >> beam.Create(self.reads)
             # Lets a distributed runner read partitions on different workers.
             | "SpreadPartitions" >> beam.Reshuffle()
-            | "ReadPartitions" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=RECORDS)
+            | "ReadPartitions" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main=RECORDS)
         )

@@ -36,7 +36,7 @@ def test_stream_then_backfill_agree_and_replays_are_identical(stack):
     log = SyntheticLog(users=60, items=80, events=1500, seed=7)
     produce_synthetic(stack.bootstrap, log)
 
-    # Small micro-batches so the continuous run really is many merges, not one.
+    # Small commits so the continuous run really is many merges, not one.
     batches = stream(stack.bootstrap, stack.redis_url, once=True, max_batch_records=120)
     assert batches.batches > 3
     streamed = dump(stack.redis_url)
@@ -156,12 +156,51 @@ def test_stream_stops_on_request(stack):
     stop = threading.Event()
     seen = []
 
-    def on_batch(version, plan, stats):
-        seen.append(stats.records)
+    def on_commit(version, records):
+        seen.append(records)
         stop.set()
 
-    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url), kwargs={"stop": stop, "on_batch": on_batch})
+    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url), kwargs={"stop": stop, "on_commit": on_commit})
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive()
     assert seen and seen[0] > 0
+
+
+def test_the_running_stream_follows_a_published_backfill(stack):
+    log = SyntheticLog(users=30, items=40, events=900, seed=4)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records[:500])
+    store = RedisFeatureStore(stack.redis_url)
+    stop = threading.Event()
+    worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url),
+                              kwargs={"stop": stop, "poll_interval_s": 0.05})
+    worker.start()
+    try:
+        _wait_for(lambda: _events_committed(store) == 500)
+        streamed_version = store.require_current_version()
+        backfilled, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+        assert backfilled != streamed_version
+        produce_synthetic(stack.bootstrap, log, records=records[500:], catalog=False)
+        # The same job, not restarted, now extends the backfilled version.
+        _wait_for(lambda: _events_committed(store) == 900)
+        assert store.require_current_version() == backfilled
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    followed = dump(stack.redis_url)
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert followed == dump(stack.redis_url)
+
+
+def _events_committed(store: RedisFeatureStore) -> int:
+    version = store.current_version()
+    return sum(o for (t, _), o in store.offsets(version).items() if t == "events") if version else 0
+
+
+def _wait_for(condition, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -266,7 +266,7 @@ class FollowHarness:
     """Drives the follow-mode DoFn the way the SDK harness does: one process() call per restriction."""
 
     def __init__(self, bootstrap: str, idle_timeout_s: float, topic: str = EVENTS, parse=parse_interaction):
-        self.fn = source._FollowPartitionFn(bootstrap, parse, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
+        self.fn = source._FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
         self.fn.setup()
         self.element = PartitionRead(topic, 0, 0, UNBOUNDED)
         self.restriction = source._RESTRICTIONS.initial_restriction(self.element)

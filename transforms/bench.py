@@ -1,13 +1,20 @@
 """Benchmarks of the feature jobs, each on a private broker and Redis it starts and stops.
 
 - ``backfill_benchmark``: events/s of a backfill beside the raw kafka-python consume rate
-  of the same topic measured in the same run (the ceiling no Python reader beats).
-- ``freshness_benchmark``: produce-to-readable-in-Redis latency of the continuous job.
+  of the same topic measured in the same run (the ceiling no Python reader beats), its peak
+  RSS (the backfill runs in a spawned process, so the log's generation is not counted) and
+  Redis memory; once for the synthetic log and once for a dense-session log.
+- ``freshness_benchmark``: produce-to-readable-in-Redis latency of the continuous job, idle
+  and under a background load, with the job's lag behind the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +27,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from featurestore import layout
-from featurestore.definitions import Feature
+from featurestore.reader import FeatureReader
 from infra.services import ManagedService, broker_spec, free_port, redis_spec
 from streams import offsets, topics
 from streams.producer import LogProducer
@@ -80,68 +87,197 @@ def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
     return total, total / seconds
 
 
-def backfill_benchmark(events: int = 1_000_000, users: int = 20_000, items: int = 5_000,
-                       partitions: int = 4, seed: int = 0, runner_args: tuple[str, ...] = ()) -> dict:
+def run_isolated(function, *args, **kwargs) -> tuple[dict, float]:
+    """``function(*args, **kwargs)`` (a JSON-able dict) in a fresh spawned process, and that
+    process's peak RSS in MB: nothing this process holds (the generated log) is counted."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_with_peak_rss, (function, args, kwargs))
+
+
+def _with_peak_rss(function, args: tuple, kwargs: dict) -> tuple[dict, float]:
+    result = function(*args, **kwargs)
+    return result, peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    exec, so a spawned child would report its parent's peak from before the fork."""
+    status = Path("/proc/self/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) / 1024
+
+
+def timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...] = (), **options) -> dict:
     from transforms.jobs import RunnerSettings, backfill
 
-    log = SyntheticLog(users=users, items=items, events=events, seed=seed)
+    _, stats = backfill(bootstrap, redis_url, runner=RunnerSettings(pipeline_args=runner_args), progress=False,
+                        **options)
+    return {"seconds": stats.seconds, "commits": stats.batches}
+
+
+def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[str, ...] = ()) -> dict:
+    """One log on a private stack: the backfill's rate, peak RSS and Redis memory beside the raw-consume ceiling."""
     with private_stack() as stack:
         produce_log(stack, log, partitions)
         read, ceiling = raw_consume_rate(stack.bootstrap, topics.EVENTS)
-        _, stats = backfill(stack.bootstrap, stack.redis_url, runner=RunnerSettings(pipeline_args=runner_args),
-                            progress=False)
-    events_per_s = events / stats.seconds
+        timed, peak_rss_mb = run_isolated(timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
+        used = redis.Redis.from_url(stack.redis_url).info("memory")["used_memory"]
+    events_per_s = log.events / timed["seconds"]
     return {
-        "events": events,
+        "events": log.events,
         "records_read": read,
-        "seconds": round(stats.seconds, 2),
+        "seconds": round(timed["seconds"], 2),
         "events_per_s": round(events_per_s),
         "ceiling_events_per_s": round(ceiling),
         "ratio": round(events_per_s / ceiling, 3),
-        "runner": "DirectRunner " + " ".join(runner_args),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "redis_used_memory_mb": round(used / 2**20, 1),
     }
 
 
-def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, seed: int = 0) -> dict:
-    """Send ``n`` events at a steady rate while ``stream`` runs; time each until Redis shows it."""
-    from transforms.jobs import stream
+def dense_log(events: int, seed: int = 0) -> SyntheticLog:
+    """Dense sessions like the third-party log of issue 9: 40 events per user within one day, 600 items."""
+    return SyntheticLog(users=max(events // 40, 1), items=600, events=events, seed=seed, days=1)
 
+
+def backfill_benchmark(events: int = 1_000_000, users: int = 20_000, items: int = 5_000,
+                       partitions: int = 4, seed: int = 0, dense_events: int = 200_000,
+                       runner_args: tuple[str, ...] = ()) -> dict:
+    result = measure_backfill(SyntheticLog(users=users, items=items, events=events, seed=seed), partitions, runner_args)
+    result["runner"] = "DirectRunner " + " ".join(runner_args)
+    if dense_events:
+        result["dense"] = measure_backfill(dense_log(dense_events, seed), partitions, runner_args)
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: float = 2_000.0, seed: int = 0) -> dict:
+    """``n`` events at a steady rate while ``kapparec stream`` runs, timed until the reader shows them;
+    then ``n`` more while a background producer adds ``load_per_s`` events/s."""
     with private_stack() as stack:
         produce_log(stack, SyntheticLog(users=200, items=200, events=5_000, seed=seed), partitions=4)
-        stop = threading.Event()
-        worker = threading.Thread(target=stream, args=(stack.bootstrap, stack.redis_url),
-                                  kwargs={"stop": stop, "poll_interval_s": 0.05}, daemon=True)
-        worker.start()
-        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        _wait_until_caught_up(client, stack.bootstrap)
-        latencies = _timed_events(client, stack.bootstrap, n, rate_per_s)
-        stop.set()
-        worker.join(timeout=60)
-    ms = np.array(latencies) * 1000
+        with _stream_process(stack):
+            client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+            _wait_until_caught_up(client, stack.bootstrap)
+            reader = FeatureReader(stack.redis_url)
+            idle = _timed_events(reader, stack.bootstrap, n, rate_per_s, "idle")
+            with _BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
+                loaded = _timed_events(reader, stack.bootstrap, n, rate_per_s, "load")
     return {
-        "n": len(latencies),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "max_ms": round(float(ms.max()), 1),
+        "n": len(idle),
+        **_percentiles(idle),
         "rate_per_s": rate_per_s,
+        "load": {
+            "n": len(loaded),
+            "events_per_s": round(load.events_per_s),
+            **_percentiles(loaded),
+            "max_lag_records": lag.max_lag,
+            "lag_first_half_max": lag.half_max(0),
+            "lag_second_half_max": lag.half_max(1),
+        },
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+@contextlib.contextmanager
+def _stream_process(stack: PrivateStack) -> Iterator[None]:
+    """``kapparec stream`` in a process of its own, as a user runs it (not sharing this one's GIL)."""
+    env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
+    job = subprocess.Popen([str(Path(sys.executable).with_name("kapparec")), "stream"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        job.terminate()
+        job.wait(timeout=60)
+
+
+def _percentiles(latencies: list[float]) -> dict:
+    ms = np.array(latencies) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} | {"max_ms": round(float(ms.max()), 1)}
+
+
+class _Beside(threading.Thread):
+    """A thread that runs for the duration of a ``with`` block."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self._done = threading.Event()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self.join()
+
+
+class _BackgroundLoad(_Beside):
+    """Produces synthetic events at ``rate_per_s`` until the block ends; measures the rate it reached."""
+
+    def __init__(self, bootstrap: str, rate_per_s: float, seed: int):
+        super().__init__()
+        self._broker, self._rate = bootstrap, rate_per_s
+        self._records = list(SyntheticLog(users=2_000, items=500, events=200_000, seed=seed + 1).records())
+        self.events_per_s = 0.0
+
+    def run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self._broker, linger_ms=5, acks=1)
+        started, sent, tick = time.perf_counter(), 0, 0.01
+        while not self._done.is_set():
+            due = int((time.perf_counter() - started) * self._rate)
+            for record in self._records[sent % len(self._records):][: max(due - sent, 0)]:
+                producer.send(topics.EVENTS, key=record.key, value=record.value, timestamp_ms=record.timestamp_ms)
+                sent += 1
+            time.sleep(tick)
+        producer.flush()
+        producer.close()
+        self.events_per_s = sent / (time.perf_counter() - started)
+
+
+class _LagSampler(_Beside):
+    """Every half second: records in the events log not yet committed by the continuous job."""
+
+    def __init__(self, client: redis.Redis, bootstrap: str):
+        super().__init__()
+        self._client, self._broker = client, bootstrap
+        self.samples: list[int] = []
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            end = sum(offsets.end_offsets(self._broker, topics.EVENTS).values())
+            self.samples.append(max(end - _committed_events(self._client), 0))
+
+    @property
+    def max_lag(self) -> int:
+        return max(self.samples, default=0)
+
+    def half_max(self, half: int) -> int:
+        middle = len(self.samples) // 2
+        return max((self.samples[:middle], self.samples[middle:])[half], default=0)
+
+
+def _committed_events(client: redis.Redis) -> int:
+    version = client.get(layout.CURRENT)
+    if not version:
+        return 0
+    done = client.hgetall(layout.offsets_key(version))
+    return sum(int(v) for f, v in done.items() if f.startswith(f"{topics.EVENTS}/"))
 
 
 def _wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float = 300) -> None:
     target = sum(offsets.end_offsets(bootstrap, topics.EVENTS).values())
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        version = client.get(layout.CURRENT)
-        if version:
-            done = client.hgetall(layout.offsets_key(version))
-            if sum(int(v) for f, v in done.items() if f.startswith(f"{topics.EVENTS}/")) >= target:
-                return
+        if _committed_events(client) >= target:
+            return
         time.sleep(0.2)
     raise TimeoutError("the continuous job did not catch up with the initial log")
 
 
-def _timed_events(client: redis.Redis, bootstrap: str, n: int, rate_per_s: float) -> list[float]:
-    """Produce one event per fresh user; that user's history key appearing means the event is readable."""
+def _timed_events(reader: FeatureReader, bootstrap: str, n: int, rate_per_s: float, tag: str) -> list[float]:
+    """Produce one event per fresh user; the reader showing that user's history means the event is readable."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -150,7 +286,7 @@ def _timed_events(client: redis.Redis, bootstrap: str, n: int, rate_per_s: float
     deadline = None
     while produced < n or (sent and time.monotonic() < deadline):
         if produced < n and time.perf_counter() >= next_send:
-            user = f"fresh-{produced}"
+            user = f"fresh-{tag}-{produced}"
             event = InteractionEvent(user_id=user, item_id="i1", event_type="play", event_time=base_ms + produced)
             sent[user] = time.perf_counter()
             producer.send(topics.EVENTS, key=user.encode(), value=encode(event))
@@ -159,21 +295,14 @@ def _timed_events(client: redis.Redis, bootstrap: str, n: int, rate_per_s: float
             next_send += 1.0 / rate_per_s
             if produced == n:
                 deadline = time.monotonic() + 60
-        _collect_visible(client, sent, latencies)
+        _collect_visible(reader, sent, latencies)
         time.sleep(0.005)
     producer.close()
     return latencies
 
 
-def _collect_visible(client: redis.Redis, sent: dict[str, float], latencies: list[float]) -> None:
-    version = client.get(layout.CURRENT)
-    if not sent or not version:
-        return
-    users = list(sent)
-    pipe = client.pipeline(transaction=False)
-    for user in users:
-        pipe.exists(layout.feature_key(version, Feature.HISTORY, user))
-    now = time.perf_counter()
-    for user, exists in zip(users, pipe.execute()):
-        if exists:
-            latencies.append(now - sent.pop(user))
+def _collect_visible(reader: FeatureReader, sent: dict[str, float], latencies: list[float]) -> None:
+    """The sent users whose history, read through ``FeatureReader``, now holds their event."""
+    for user in list(sent):
+        if reader.history(user, n=1):
+            latencies.append(time.perf_counter() - sent.pop(user))

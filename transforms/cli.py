@@ -38,14 +38,16 @@ def register(verbs) -> None:
     stream = verbs.add_parser(
         "stream",
         help="keep features fresh as events arrive (resumes where it stopped)",
-        description="Follow the log in micro-batches, each merged with its offsets in one Redis transaction.",
+        description="One long-lived Beam pipeline follows the log; each bundle's features commit "
+                    "with the offsets they cover in one Redis transaction.",
     )
     _add_runner_flags(stream)
     stream.add_argument("--once", action="store_true", help="process up to the end offsets seen at start, then exit")
-    stream.add_argument("--poll-interval", type=float, default=0.2, metavar="S", help="seconds between polls when idle")
+    stream.add_argument("--poll-interval", type=float, default=0.2, metavar="S",
+                        help="seconds between checks for a stop request and reports of commits")
     stream.add_argument(
-        "--max-batch-records", type=cliargs.positive_int, default=200_000, metavar="N",
-        help="cap per partition of one micro-batch (bounds a transaction)",
+        "--max-batch-records", type=cliargs.positive_int, default=None, metavar="N",
+        help="records per commit at most (default: bounded by the merged state's size only)",
     )
     stream.set_defaults(run=run_stream, passthrough=True)
 
@@ -89,13 +91,13 @@ def run_stream(args) -> int:
 
     config, runner = _job_settings(args)
 
-    def report(version, plan, stats):
-        print(f"stream: {version} +{stats.records} records in {stats.seconds:.2f}s", flush=True)
+    def report(version, records):
+        print(f"stream: {version} +{records} events committed", flush=True)
 
     total = stream(
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
-        on_batch=report,
+        on_commit=report,
     )
-    print(f"stream: {total.batches} batches, {total.records} records in {total.seconds:.1f}s")
+    print(f"stream: {total.batches} commits, {total.records} records in {total.seconds:.1f}s")
     return 0

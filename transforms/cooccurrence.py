@@ -51,6 +51,20 @@ def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[st
     return entity, list(dict.fromkeys(item for _, _, item in sorted(records)))
 
 
+def window_mutations(max_items: int, entity: str, items: list[str], stored: set[str]) -> Iterator[Mutation]:
+    """A window's new ``items`` (distinct, in log order) given the ``stored`` ones of earlier batches."""
+    # Items earlier batches stored count toward the cap, so the window keeps the same
+    # first ``max_items`` items in log order however the log was split.
+    room = max(max_items - len(stored), 0)
+    new = [item for item in items if item not in stored][:room]
+    for index, item in enumerate(new):
+        yield Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item)
+        yield Mutation(Op.COUNT, Feature.OCCURRENCE, "", item, 1)
+        for other in (*stored, *new[:index]):
+            yield Mutation(Op.COUNT, Feature.COOCCURRENCE, item, other, 1)
+            yield Mutation(Op.COUNT, Feature.COOCCURRENCE, other, item, 1)
+
+
 class _PairsFn(beam.DoFn):
     def __init__(self, prior_session_items: SessionItemsLookup | None, max_items: int):
         self._prior_session_items = prior_session_items
@@ -59,19 +73,7 @@ class _PairsFn(beam.DoFn):
     def process(self, windows: list[tuple[str, list[str]]]) -> Iterator[Mutation]:
         prior = self._prior_session_items.lookup([entity for entity, _ in windows]) if self._prior_session_items else {}
         for entity, items in windows:
-            yield from self._window_mutations(entity, items, prior.get(entity, set()))
-
-    def _window_mutations(self, entity: str, items: list[str], stored: set[str]) -> Iterator[Mutation]:
-        # Items earlier batches stored count toward the cap, so the window keeps the same
-        # first ``max_items`` items in log order however the log was split.
-        room = max(self._max_items - len(stored), 0)
-        new = [item for item in items if item not in stored][:room]
-        for index, item in enumerate(new):
-            yield Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item)
-            yield Mutation(Op.COUNT, Feature.OCCURRENCE, "", item, 1)
-            for other in (*stored, *new[:index]):
-                yield Mutation(Op.COUNT, Feature.COOCCURRENCE, item, other, 1)
-                yield Mutation(Op.COUNT, Feature.COOCCURRENCE, other, item, 1)
+            yield from window_mutations(self._max_items, entity, items, prior.get(entity, set()))
 
 
 class SessionPairs(beam.PTransform):

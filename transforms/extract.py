@@ -71,6 +71,7 @@ class _ExtractFn(beam.DoFn):
             for mutation in extract(event):
                 key = combine_key(mutation)
                 merged[key] = add(merged.get(key) or [], mutation)
+        return ()  # the merged mutations leave in finish_bundle
 
     def finish_bundle(self):
         # Mutations carry their event-time bucket in their field; they live in the global window.

@@ -1,29 +1,34 @@
 """The two jobs over the log: ``backfill`` (replay into a new version) and ``stream`` (follow it).
 
-Both run ``transforms.pipeline.build_feature_pipeline``: a backfill is one batch over
-[beginning, end snapshot) into a fresh version, published when complete; the continuous
-job is a loop of batches over the offsets that arrived since its last commit, each merged
-together with its end offsets in one Redis transaction (exactly-once effect: a crash at any
-point leaves the store at a batch boundary, and the restart resumes from there).
+Both run ``transforms.pipeline.build_feature_pipeline``, which commits each bundle's features
+together with the offsets they cover (compare-and-set, one Redis transaction): a backfill
+reads [beginning, end snapshot) into a fresh version and publishes it when complete; the
+continuous job is one long-lived pipeline following the log from the committed offsets of
+the current version. A crash at any point leaves the store at a commit boundary, and the
+restart resumes from there (exactly-once effect). When a backfill publishes a new version,
+the continuous job's source ends (``VersionStop``) and the job follows the new version
+from its offsets, without a restart of the command.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+import redis
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from featurestore.lookups import RedisSessionItems
+from featurestore import layout
 from featurestore.redis_store import RedisFeatureStore
 from streams import offsets as log_offsets
 from streams import topics
+from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
 from transforms.config import FeatureConfig
-from transforms.pipeline import BatchPlan, BatchTarget, build_feature_pipeline
+from transforms.pipeline import BatchPlan, CommitSettings, FollowPlan, build_feature_pipeline
 from transforms.progress import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -38,8 +43,12 @@ class RunnerSettings:
     pipeline_args: tuple[str, ...] = ()
     flink_job_server_jar: str | None = None
 
-    def options(self) -> PipelineOptions:
+    def options(self, follow: bool = False) -> PipelineOptions:
         args = ["--runner", self.runner, *self.pipeline_args]
+        if follow and self.runner != "DirectRunner" and "--streaming" not in args:
+            # A continuous job on Flink is one streaming job. The local runner drives the
+            # followed source without it (its streaming mode ran one record per call).
+            args.append("--streaming")
         if self.flink_master:
             args += ["--flink_master", self.flink_master]
         if self.flink_job_server_jar:
@@ -51,6 +60,8 @@ class RunnerSettings:
 
 @dataclass
 class BatchStats:
+    """What a run did: records committed, commits (``batches``), seconds and Beam counters."""
+
     records: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -69,21 +80,16 @@ class BatchStats:
 
 
 def plan_batch(
-    bootstrap: str,
     committed: dict[tuple[str, int], int],
     high_water: dict[int, int],
-    ends: dict[tuple[str, int], int] | None = None,
-    max_records: int | None = None,
+    ends: dict[tuple[str, int], int],
 ) -> BatchPlan:
-    """Ranges from the committed offsets to the end snapshot, each capped at ``max_records`` per partition."""
-    if ends is None:
-        ends = snapshot_ends(bootstrap)
+    """Ranges from the committed offsets to the end snapshot."""
     ranges: dict[str, dict[int, tuple[int, int]]] = {topics.EVENTS: {}, topics.ITEMS: {}}
     for (topic, partition), end in ends.items():
         start = committed.get((topic, partition), 0)
-        stop = min(end, start + max_records) if max_records else end
-        if stop > start:
-            ranges[topic][partition] = (start, stop)
+        if end > start:
+            ranges[topic][partition] = (start, end)
     return BatchPlan(ranges[topics.EVENTS], ranges[topics.ITEMS], dict(high_water))
 
 
@@ -94,7 +100,28 @@ def snapshot_ends(bootstrap: str) -> dict[tuple[str, int], int]:
     return ends
 
 
-def run_batch(
+def run_pipeline(
+    bootstrap: str,
+    plan: BatchPlan | FollowPlan,
+    commits: CommitSettings,
+    config: FeatureConfig,
+    runner: RunnerSettings,
+    events_total: int = 0,
+) -> BatchStats:
+    """Run the feature pipeline until its source ends; every bundle commits as it finishes."""
+    started = time.perf_counter()
+    pipeline = beam.Pipeline(options=runner.options(follow=isinstance(plan, FollowPlan)))
+    build_feature_pipeline(pipeline, bootstrap, plan, commits, config)
+    progress = ProgressBar(commits.target.redis_url, commits.progress_key, events_total, "backfill")
+    with progress if commits.progress_key else nullcontext():
+        result = pipeline.run()
+        result.wait_until_finish()
+    counters = _counters(result)
+    return BatchStats(counters.get("records_committed", 0), counters.get("commits", 0),
+                      time.perf_counter() - started, counters)
+
+
+def run_bounded(
     bootstrap: str,
     store: RedisFeatureStore,
     version: str,
@@ -102,23 +129,17 @@ def run_batch(
     config: FeatureConfig,
     runner: RunnerSettings,
     *,
-    atomic: bool,
-    read_prior_state: bool,
+    max_records: int | None = None,
+    max_keys: int = DEFAULT_MAX_KEYS,
     progress: bool = False,
 ) -> BatchStats:
-    """Run the feature pipeline over one plan and merge its result into ``version``."""
-    started = time.perf_counter()
-    batch = store.new_batch_id()
-    target = BatchTarget(store.url, version, batch, progress_key=f"kr:progress:{batch}" if progress else None)
-    prior = RedisSessionItems(store.url, version) if read_prior_state else None
-    pipeline = beam.Pipeline(options=runner.options())
-    build_feature_pipeline(pipeline, bootstrap, plan, target, config, prior_session_items=prior)
+    """The pipeline over fixed ranges into ``version``, then the offsets moved to the ranges' ends."""
+    progress_key = f"{layout.ROOT}:progress:{store.new_batch_id()}" if progress else None
+    commits = CommitSettings(CommitTarget(store.url, version), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
-    with ProgressBar(store.url, target.progress_key, events_total, "backfill") if progress else nullcontext():
-        result = pipeline.run()
-        result.wait_until_finish()
-    store.merge_batch(version, batch, plan.end_offsets(), atomic=atomic)
-    return BatchStats(plan.records, 1, time.perf_counter() - started, _counters(result))
+    stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
+    store.advance_offsets(version, plan.end_offsets())
+    return stats
 
 
 def _counters(result) -> dict[str, int]:
@@ -138,18 +159,41 @@ def backfill(
     config: FeatureConfig | None = None,
     runner: RunnerSettings = RunnerSettings(),
     progress: bool = True,
+    max_keys: int = DEFAULT_MAX_KEYS,
 ) -> tuple[str, BatchStats]:
-    """Replay [beginning, end snapshot) of the log into a new version and publish it."""
+    """Replay [beginning, end snapshot) of the log into a new version and publish it.
+
+    ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
+    memory, whatever the log's length."""
     store = RedisFeatureStore(redis_url)
     ends = snapshot_ends(bootstrap)
     version = store.create_version("backfill")
-    plan = plan_batch(bootstrap, {}, {}, ends=ends)
-    stats = run_batch(
-        bootstrap, store, version, plan, config or FeatureConfig(), runner,
-        atomic=False, read_prior_state=False, progress=progress,
-    )
+    plan = plan_batch({}, {}, ends)
+    stats = run_bounded(bootstrap, store, version, plan, config or FeatureConfig(), runner,
+                        max_keys=max_keys, progress=progress)
     store.publish(version)
     return version, stats
+
+
+class VersionStop:
+    """Ends a followed read when the job is asked to stop or ``version`` is no longer current.
+
+    Checked by the source whenever a partition's read resumes (every few tens of ms), so a
+    published backfill takes over within one bundle. Picklable: the client is made on use.
+    """
+
+    def __init__(self, redis_url: str, version: str, stop_key: str):
+        self.redis_url, self.version, self.stop_key = redis_url, version, stop_key
+        self._client = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def should_stop(self) -> bool:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        stop, current = self._client.mget(self.stop_key, layout.CURRENT)
+        return stop is not None or current != self.version
 
 
 def stream(
@@ -160,39 +204,73 @@ def stream(
     *,
     once: bool = False,
     poll_interval_s: float = 0.2,
-    max_batch_records: int | None = 200_000,
+    max_batch_records: int | None = None,
     stop: threading.Event | None = None,
-    on_batch=None,
+    on_commit=None,
 ) -> BatchStats:
-    """Follow the log in micro-batches until ``stop`` is set (or, with ``once``, the end seen at start).
+    """Follow the log until ``stop`` is set (or, with ``once``, up to the end seen at start).
 
-    One continuous job per store: two would both merge the same offset ranges (no lock yet).
+    One continuous job per store: two would both commit the same partitions (the offsets'
+    compare-and-set refuses the loser's bundles, but no lease hands the work over yet).
+    ``on_commit(version, records)`` is called from a watcher thread as committed offsets move.
     """
     store = RedisFeatureStore(redis_url)
     config = config or FeatureConfig()
     stop = stop or threading.Event()
+    if once:
+        version = _stream_version(store, None)
+        plan = plan_batch(store.offsets(version), store.high_water(version, topics.EVENTS), snapshot_ends(bootstrap))
+        return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records)
     total = BatchStats()
-    final_ends = snapshot_ends(bootstrap) if once else None
     version = None
     while not stop.is_set():
         version = _stream_version(store, version)
-        plan = plan_batch(
-            bootstrap,
-            store.offsets(version),
-            store.high_water(version, topics.EVENTS),
-            ends=final_ends,
-            max_records=max_batch_records,
-        )
-        if plan.records == 0:
-            if once:
-                break
-            stop.wait(poll_interval_s)
-            continue
-        stats = run_batch(bootstrap, store, version, plan, config, runner, atomic=True, read_prior_state=True)
-        total.add(stats)
-        if on_batch:
-            on_batch(version, plan, stats)
+        stop_key = f"{layout.ROOT}:stream:stop:{store.new_batch_id()}"
+        watcher = _CommitWatcher(store, version, stop, stop_key, poll_interval_s, on_commit)
+        watcher.start()
+        try:
+            plan = FollowPlan(_partition_offsets(store.offsets(version), topics.EVENTS, bootstrap),
+                              _partition_offsets(store.offsets(version), topics.ITEMS, bootstrap),
+                              store.high_water(version, topics.EVENTS), VersionStop(redis_url, version, stop_key))
+            commits = CommitSettings(CommitTarget(redis_url, version), max_batch_records)
+            total.add(run_pipeline(bootstrap, plan, commits, config, runner))
+        finally:
+            watcher.finish()
     return total
+
+
+def _partition_offsets(committed: dict[tuple[str, int], int], topic: str, bootstrap: str) -> dict[int, int]:
+    """Where each partition's read starts: its committed offset, else the log beginning."""
+    return {p: committed.get((topic, p), begin) for p, (begin, _) in log_offsets.offset_ranges(bootstrap, topic).items()}
+
+
+class _CommitWatcher(threading.Thread):
+    """Beside a running pipeline: turns ``stop`` into the pipeline's stop key, reports commits."""
+
+    def __init__(self, store: RedisFeatureStore, version: str, stop: threading.Event, stop_key: str,
+                 poll_interval_s: float, on_commit):
+        super().__init__(daemon=True)
+        self._store, self._version, self._stop_requested, self._stop_key = store, version, stop, stop_key
+        self._poll_interval_s, self._on_commit = poll_interval_s, on_commit
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        seen = self._events_committed()
+        while not self._done.wait(self._poll_interval_s):
+            if self._stop_requested.is_set():
+                self._store.client.set(self._stop_key, 1, ex=3600)
+            now = self._events_committed()
+            if now > seen and self._on_commit:
+                self._on_commit(self._version, now - seen)
+            seen = now
+
+    def _events_committed(self) -> int:
+        return sum(o for (t, _), o in self._store.offsets(self._version).items() if t == topics.EVENTS)
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join()
+        self._store.client.delete(self._stop_key)
 
 
 def _stream_version(store: RedisFeatureStore, following: str | None) -> str:
@@ -202,7 +280,5 @@ def _stream_version(store: RedisFeatureStore, following: str | None) -> str:
         version = store.create_version("stream")
         store.publish(version)
     if version != following:
-        # Batches that died before merging left stages behind; their offsets never advanced.
-        store.discard_stages(version)
         log.info("stream: following feature version %s", version)
     return version

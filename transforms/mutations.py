@@ -39,7 +39,8 @@ def log_order(event) -> str:
 
 
 def _sum(a: Mutation, b: Mutation) -> Mutation:
-    return a._replace(value=a.value + b.value)
+    # tuple.__new__ is _replace without its per-call field lookups; counts merge most often.
+    return tuple.__new__(Mutation, (a.op, a.feature, a.entity, a.field, a.value + b.value, a.order, a.limit))
 
 
 def _greater_value(a: Mutation, b: Mutation) -> Mutation:

@@ -1,7 +1,8 @@
-"""The feature pipeline: one batch of the log, through every feature transform, into the store.
+"""The feature pipeline: the log, through every feature, committed into the store per bundle.
 
-Backfill and the continuous job build exactly this pipeline; they differ only in the
-offset ranges of the plan, the version they write and how the driver merges the batch.
+Backfill and the continuous job build exactly this pipeline; only the source's bounds differ
+(a backfill reads fixed ranges into a fresh version, the continuous job follows the log from
+the committed offsets), so stream == backfill holds by construction.
 """
 
 from __future__ import annotations
@@ -10,21 +11,26 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from featurestore.beam_sink import StageMutations
 from streams import topics
 from streams.dlq import WriteDeadLetters
 from streams.schema import parse_catalog, parse_interaction
-from streams.source import DEAD_LETTER, RECORDS, ReadFromKafka
+from streams.source import DEAD_LETTER, RECORDS, ReadFromKafka, StopSignal
+from transforms.bundled import DEFAULT_MAX_KEYS, CommitFeatures, CommitTarget
 from transforms.config import FeatureConfig
-from transforms.features import ComputeFeatures
 from transforms.progress import ReportProgress
 
 Ranges = dict[int, tuple[int, int]]
+# A followed partition's poll wait, and its resume delay when idle: short, because a bundle
+# (and so a commit) ends at an empty poll; see the freshness benchmark.
+FOLLOW_POLL_TIMEOUT_MS = 10
+# The source reads its partitions in turn, each resume a new fetch: a broker holding an empty
+# fetch for the default 100 ms made a round over 8 partitions cost 0.8 s of latency.
+FOLLOW_CONSUMER_CONFIG = {"fetch_max_wait_ms": 5}
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Which offsets of the log one batch reads: [start, stop) per partition of each topic."""
+    """Which offsets of the log a bounded run reads: [start, stop) per partition of each topic."""
 
     events: Ranges
     items: Ranges
@@ -42,36 +48,44 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
-class BatchTarget:
-    """Where a batch's mutations go: the store, the version and the batch's stage id."""
+class FollowPlan:
+    """Where a continuous run starts: the committed offsets (and high water), read on forever."""
 
-    redis_url: str
-    version: str
-    batch: str
+    events: dict[int, int]
+    items: dict[int, int]
+    high_water: dict[int, int]
+    stop: StopSignal
+
+
+@dataclass(frozen=True)
+class CommitSettings:
+    """Where commits go and how large one may grow."""
+
+    target: CommitTarget
+    max_records: int | None = None
     progress_key: str | None = None
+    max_keys: int = DEFAULT_MAX_KEYS
 
 
 def build_feature_pipeline(
     pipeline: beam.Pipeline,
     bootstrap: str,
-    plan: BatchPlan,
-    target: BatchTarget,
+    plan: BatchPlan | FollowPlan,
+    commits: CommitSettings,
     config: FeatureConfig,
-    prior_session_items=None,
 ) -> None:
-    events = pipeline | "ReadEvents" >> ReadFromKafka(
-        bootstrap, topics.EVENTS, parse_interaction, ranges=plan.events, start_high_water=plan.high_water
+    if isinstance(plan, FollowPlan):
+        follow = {"follow": True, "poll_timeout_ms": FOLLOW_POLL_TIMEOUT_MS, "stop": plan.stop,
+                  "consumer_config": FOLLOW_CONSUMER_CONFIG}
+        events_read, items_read = {**follow, "start_offsets": plan.events}, {**follow, "start_offsets": plan.items}
+    else:
+        events_read, items_read = {"ranges": plan.events}, {"ranges": plan.items}
+    events = ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, start_high_water=plan.high_water, **events_read)
+    catalog = ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, **items_read)
+    log = pipeline | "ReadLog" >> events.and_topic(catalog)
+    _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap)
+    _ = log[RECORDS] | "Features" >> CommitFeatures(
+        commits.target, config, max_records=commits.max_records, max_keys=commits.max_keys
     )
-    catalog = pipeline | "ReadItems" >> ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, ranges=plan.items)
-    (
-        (events[DEAD_LETTER], catalog[DEAD_LETTER])
-        | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> WriteDeadLetters(bootstrap)
-    )
-    if target.progress_key:
-        _ = events[RECORDS] | "Progress" >> ReportProgress(target.redis_url, target.progress_key)
-    (
-        {"events": events[RECORDS], "catalog": catalog[RECORDS]}
-        | "Features" >> ComputeFeatures(config, prior_session_items=prior_session_items)
-        | "Store" >> StageMutations(target.redis_url, target.version, target.batch)
-    )
+    if commits.progress_key:
+        _ = log[RECORDS] | "Progress" >> ReportProgress(commits.target.redis_url, commits.progress_key)

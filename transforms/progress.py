@@ -28,6 +28,7 @@ class _CountIntoRedis(beam.DoFn):
         self.pending += 1
         if self.pending >= self.FLUSH_EVERY:
             self.finish_bundle()
+        return ()  # a sink: nothing goes downstream
 
     def finish_bundle(self):
         if self.pending:

@@ -1,0 +1,183 @@
+"""Every feature of the log, merged within the bundle and committed with the offsets it covers.
+
+What the backfill and the continuous job both run, behind the source (``transforms.pipeline``).
+One fused DoFn instead of a chain of stages with a shuffle: a shuffle behind an unbounded
+source emits nothing on the local runner, and per-element stage overhead, not feature logic,
+set the rate. Within a bundle the DoFn
+
+- applies every per-event extractor (``PER_EVENT_FEATURES``) and the catalog's, merging their
+  mutations per combine key as ``CombineMutations`` would;
+- collects each (user, session window)'s distinct items in log order (a user's records sit
+  in one partition, which a bundle reads in order) and turns them into co-occurrence pairs
+  against the items committed before, as ``Cooccurrence`` would;
+- *commits* at a size cap and at the end of the bundle: the merged mutations and the next
+  offset of every partition they cover, in one Redis transaction guarded by a
+  compare-and-set on those offsets (``RedisFeatureStore.commit``).
+
+Each commit is a micro-batch of the log in the sense of ``ComputeFeatures`` (its docstring
+holds the merge property), so any split of the log into commits gives one pass's state:
+stream == backfill by construction. A record below its partition's committed offset was
+applied by an earlier attempt of the bundle and is skipped, so a retried bundle applies
+exactly the rest; a commit whose offsets moved meanwhile is refused whole.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from featurestore.definitions import Mutation, Op
+from featurestore.lookups import RedisSessionItems
+from streams.schema import Interaction
+from streams.topics import EVENTS, ITEMS
+from transforms.catalog import catalog_mutation
+from transforms.config import FeatureConfig
+from transforms.cooccurrence import LOOKUP_BATCH_SIZE, session_record, window_mutations
+from transforms.features import PER_EVENT_FEATURES
+from transforms.mutations import MergeMutationsFn, combine_key, merge
+
+METRICS_NAMESPACE = "kapparec.store"
+
+# Distinct mutation keys held before a commit: bounds a bundle's memory whatever its length
+# (a bounded read of a partition is one bundle on the local runner).
+DEFAULT_MAX_KEYS = 100_000
+
+
+@dataclass(frozen=True)
+class CommitTarget:
+    """Where the commits go: the store and the version."""
+
+    redis_url: str
+    version: str
+
+
+class _CommitFeaturesFn(beam.DoFn):
+    def __init__(self, target: CommitTarget, config: FeatureConfig, max_records: int | None, max_keys: int):
+        self._target, self._config = target, config
+        self._max_records, self._max_keys = max_records, max_keys
+        self._commits = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "commits")
+        self._committed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_committed")
+        self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "mutations_committed")
+
+    def setup(self):
+        from featurestore.redis_store import RedisFeatureStore
+
+        self._store = RedisFeatureStore(self._target.redis_url)
+        self._prior = RedisSessionItems(self._target.redis_url, self._target.version)
+        self._extractors = tuple(feature.extractor(self._config) for feature in PER_EVENT_FEATURES)
+        self._session_record = functools.partial(session_record, self._config)
+        self._merge = MergeMutationsFn()
+
+    def start_bundle(self):
+        self._expected: dict[tuple[str, int], int | None] = {}
+        self._reset()
+
+    def _reset(self):
+        self._merged: dict = {}
+        self._windows: dict[str, dict[str, None]] = {}
+        self._next: dict[tuple[str, int], int] = {}
+        self._records = 0
+        self._pair_keys = 0
+
+    def process(self, record):
+        position = (EVENTS if isinstance(record, Interaction) else ITEMS, record.partition)
+        if position not in self._expected:
+            self._expected[position] = self._store.committed_offset(self._target.version, *position)
+        committed = self._expected[position]
+        if committed is not None and record.offset < committed:
+            return ()  # applied by an earlier attempt of this bundle; a sink emits nothing
+        self._next[position] = record.offset + 1
+        self._records += 1
+        if position[0] == EVENTS:
+            self._add_event(record)
+        else:
+            self._add(catalog_mutation(record))
+        if self._full():
+            self._commit()
+        return ()
+
+    def _full(self) -> bool:
+        return len(self._merged) + self._pair_keys >= self._max_keys or (
+            self._max_records is not None and self._records >= self._max_records
+        )
+
+    def _add_event(self, event: Interaction) -> None:
+        for extract in self._extractors:
+            for mutation in extract(event):
+                self._add(mutation)
+        for entity, (_, _, item) in self._session_record(event):
+            items = self._windows.setdefault(entity, {})
+            if item not in items:
+                # The keys this item adds at commit (its SESSION_ITEMS member, OCCURRENCE and
+                # both pair directions with up to the cap of others) count toward the size cap
+                # now: dense sessions would otherwise bring their pairs past it.
+                self._pair_keys += 2 + 2 * min(len(items), self._config.max_items_per_session_window)
+                items[item] = None
+
+    def _add(self, mutation: Mutation) -> None:
+        # The merge of ``CombineMutations``; every op but TOP keeps one mutation per key, held
+        # bare rather than in a list: this runs about ten times per event.
+        op = mutation[0]
+        if op == Op.TOP:
+            key = combine_key(mutation)
+            self._merged[key] = self._merge.add_input(self._merged.get(key) or [], mutation)
+            return
+        key = mutation[:4]  # Mutation.key without the property call
+        kept = self._merged.get(key)
+        self._merged[key] = mutation if kept is None else merge(op, kept, mutation)
+
+    def _merged_mutations(self) -> list[Mutation]:
+        mutations: list[Mutation] = []
+        for merged in self._merged.values():
+            if isinstance(merged, list):
+                mutations.extend(self._merge.extract_output(merged))
+            else:
+                mutations.append(merged)
+        return mutations
+
+    def finish_bundle(self):
+        self._commit()
+        return ()
+
+    def _commit(self) -> None:
+        if not self._next:
+            return
+        self._add_pairs()
+        mutations = self._merged_mutations()
+        expected = {position: self._expected[position] for position in self._next}
+        written = self._store.commit(self._target.version, mutations, expected, self._next)
+        self._expected.update(self._next)
+        self._commits.inc()
+        self._committed.inc(self._records)
+        self._written.inc(written)
+        self._reset()
+
+    def _add_pairs(self) -> None:
+        # Read only after the previous commit, so the lookup sees exactly the earlier log.
+        entities = list(self._windows)
+        for start in range(0, len(entities), LOOKUP_BATCH_SIZE):
+            chunk = entities[start:start + LOOKUP_BATCH_SIZE]
+            prior = self._prior.lookup(chunk)
+            for entity in chunk:
+                items = list(self._windows[entity])
+                for mutation in window_mutations(self._config.max_items_per_session_window, entity, items,
+                                                 prior.get(entity, set())):
+                    self._add(mutation)
+
+
+class CommitFeatures(beam.PTransform):
+    """PCollection[Interaction | CatalogEntry] -> every feature, committed into ``target`` per bundle.
+
+    ``max_records`` caps the records of one commit (None: only ``max_keys`` does), so a test
+    or an operator can force many small commits.
+    """
+
+    def __init__(self, target: CommitTarget, config: FeatureConfig | None = None,
+                 max_records: int | None = None, max_keys: int = DEFAULT_MAX_KEYS):
+        super().__init__()
+        self._fn = _CommitFeaturesFn(target, config or FeatureConfig(), max_records, max_keys)
+
+    def expand(self, records):
+        return records | "MergeAndCommit" >> beam.ParDo(self._fn)
