@@ -12,7 +12,7 @@ def diversify(ranked: list[Scored], catalog: dict[str, dict], max_per_category: 
         return ranked[:k]
     page, held_back, per_category = [], [], {}
     for item in ranked:
-        category = (catalog.get(item.item_id, {}).get("categories") or [""])[0]
+        category = first_category(catalog, item.item_id)
         if per_category.get(category, 0) < max_per_category:
             per_category[category] = per_category.get(category, 0) + 1
             page.append(item)
@@ -21,3 +21,8 @@ def diversify(ranked: list[Scored], catalog: dict[str, dict], max_per_category: 
         else:
             held_back.append(item)
     return page + held_back[: k - len(page)]
+
+
+def first_category(catalog: dict[str, dict], item_id: str) -> str:
+    """The category a page's cap counts an item under ("" for an item with none)."""
+    return (catalog.get(item_id, {}).get("categories") or [""])[0]

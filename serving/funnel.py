@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from featurestore.reader import FeatureReader, UserFeatures
 from serving import candidates as generate
 from serving.config import FunnelConfig
-from serving.diversity import diversify
+from serving.diversity import diversify, first_category
 from serving.explain import explanation
 from serving.filters import Filters, ItemFilter
 from serving.model import ServingModel, hour_of
@@ -170,20 +171,31 @@ class Funnel:
         return fill
 
     def _explore(self, page: list[Scored], passing: list[Scored], k: int) -> list[Scored]:
-        """Keep ``exploration_share`` of the page for new items: the best passing new items replace the
-        lowest-ranked others, so new items get exposure even before anyone engaged with them."""
+        """Keep ``exploration_share`` of the page for new items: the best passing new items that the
+        per-category cap allows replace the lowest-ranked others, so new items get exposure even
+        before anyone engaged with them."""
         fresh = {item for item, _ in self.snapshot.new_items}
-        wanted = round(k * self.config.exploration_share) if fresh else 0
-        shown = sum(1 for item in page if item.item_id in fresh)
-        on_page = {item.item_id for item in page}
-        extra = [item for item in passing if item.item_id in fresh and item.item_id not in on_page][: max(0, wanted - shown)]
-        if not extra:
+        wanted = round(k * self.config.exploration_share) - sum(1 for item in page if item.item_id in fresh)
+        if not fresh or wanted <= 0:
             return page
-        keep = [item for item in page if item.item_id in fresh]
-        others = [item for item in page if item.item_id not in fresh][: max(0, len(page) - len(keep) - len(extra))]
-        kept = set(i.item_id for i in (*keep, *others))
-        explored = [Scored(i.item_id, i.score, "new_item", "") for i in extra]
-        return [item for item in page if item.item_id in kept] + explored
+        # Counted over the whole page before any item leaves it, so the cap still holds after.
+        per_category = Counter(map(self._first_category, (item.item_id for item in page)))
+        on_page, extra = {item.item_id for item in page}, []
+        for item in passing:
+            category = self._first_category(item.item_id)
+            if item.item_id in fresh and item.item_id not in on_page and (
+                    not self.config.max_per_category or per_category[category] < self.config.max_per_category):
+                per_category[category] += 1
+                extra.append(Scored(item.item_id, item.score, "new_item", ""))
+                if len(extra) == wanted:
+                    break
+        replaceable = [item.item_id for item in page if item.item_id not in fresh]
+        extra = extra[: len(replaceable)]
+        leaving = set(replaceable[len(replaceable) - len(extra):]) if extra else set()
+        return [item for item in page if item.item_id not in leaving] + extra
+
+    def _first_category(self, item_id: str) -> str:
+        return first_category(self.snapshot.catalog, item_id)
 
     def _explained(self, item: Scored, region: str, query: Query, user: UserFeatures | None) -> RankedItem:
         entry = self.snapshot.catalog.get(item.item_id, {})

@@ -63,7 +63,7 @@ class LiveFeatures(Poller):
         self.redis_url, self.config = redis_url, config
         self.reader: FeatureReader | None = None
         self.snapshot = Snapshot.empty()
-        self.healthy = False
+        self.healthy: bool | None = None  # None until the first check
 
     def check(self) -> None:
         try:
@@ -84,8 +84,10 @@ class LiveFeatures(Poller):
         self._set_health(False, reason)
 
     def _set_health(self, healthy: bool, detail: str) -> None:
-        if healthy != self.healthy:
-            log.warning("event=features_%s detail=%r", "recovered" if healthy else "degraded", detail)
+        if healthy and self.healthy is not True:
+            log.info("event=features_%s detail=%r", "ready" if self.healthy is None else "recovered", detail)
+        elif not healthy and self.healthy is not False:
+            log.warning("event=features_degraded detail=%r", detail)
         self.healthy = healthy
 
 
@@ -115,7 +117,7 @@ class ModelWatcher(Poller):
             self._refuse(production.id, str(exc))
             return
         self.model = loaded  # one reference swap: a request uses either the old model or the new one
-        log.warning("event=model_loaded version=%s", loaded.version)
+        log.info("event=model_loaded version=%s", loaded.version)
 
     def _refuse(self, version: str, reason: str) -> None:
         if version not in self._refused:

@@ -48,9 +48,15 @@ class ServeSettings:
     refresh_s: float = 2.0
 
 
+def _configure_logging() -> None:
+    """Warnings from libraries; every event of our own (one line each, key=value) from INFO up."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+
+
 def serve(settings: ServeSettings) -> None:
     """Run until SIGTERM/SIGINT: one worker in-process, or N forked workers and a metrics parent."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
     if settings.workers == 1:
         _start_metrics(settings.metrics_port)
         _run_worker(settings)
@@ -85,13 +91,13 @@ def _start_metrics(port: int, multiprocess: bool = False) -> None:
 
 
 def _run_worker(settings: ServeSettings) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
     server, stop_background = build_server(settings)
     server.start()
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
-    log.warning("event=serving port=%d pid=%d", settings.port, os.getpid())
+    log.info("event=serving port=%d pid=%d", settings.port, os.getpid())
     done.wait()
     stop_background()
     server.stop(grace=2).wait()
@@ -162,19 +168,21 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
 
 def wait_until_serving(address: str, alive: Callable[[], bool], timeout_s: float,
                        credentials: grpc.ChannelCredentials | None = None) -> bool:
-    """Whether a server at ``address`` answered a health check SERVING before ``timeout_s`` (or ``alive`` turned False)."""
+    """Whether a server at ``address`` answered a health check SERVING before ``timeout_s`` (or ``alive`` turned False).
+
+    Each attempt opens a fresh channel: a channel that failed while the server was still loading
+    waits out a growing reconnect backoff, and with several workers on one port a new connection
+    may reach a worker that is ready when the first one was not.
+    """
     deadline = time.monotonic() + timeout_s
-    # A server that is still loading refuses connections; without a cap, gRPC's reconnect backoff
-    # grows towards two minutes and the first attempt after it is up can come far too late.
-    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
-    channel = grpc.secure_channel(address, credentials, options) if credentials else grpc.insecure_channel(address, options)
-    with channel:
-        health_stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and alive():
+    while time.monotonic() < deadline and alive():
+        channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+        with channel:
             try:
-                status = health_stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return True
             except grpc.RpcError:
-                time.sleep(0.3)
+                pass
+        time.sleep(0.3)
     return False

@@ -53,7 +53,7 @@ def start_server(bootstrap: str, redis_url: str, models_dir: Path, log_dir: Path
     server = Server(process, port, metrics_port, log_path)
     if not wait_until_serving(server.address, lambda: process.poll() is None, 120, credentials):
         server.stop()
-        raise RuntimeError(f"kapparec serve did not come up: {log_path.read_text()[-2000:]}")
+        raise RuntimeError(f"kapparec serve did not come up (exit code {process.poll()}): {log_path.read_text()[-2000:]}")
     return server
 
 
