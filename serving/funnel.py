@@ -85,7 +85,7 @@ class Funnel:
             user = self.reader.user_features(query.user_id) if self.reader else None
         region = query.region or (user.profile["region"] if user else "")
         pool = self._candidates(query, user, region)
-        boost = self._onboarding_boost(query) if user is None or user.is_new else None
+        boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
         with self._stage("rank"):
             ranked = blend(pool, self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
@@ -132,12 +132,14 @@ class Funnel:
                                            hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
         return pool
 
-    def _onboarding_boost(self, query: Query) -> dict[str, float]:
+    def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
+        """The candidates in the categories a new user chose score ``onboarding_boost`` times more."""
         chosen = set(query.onboarding_categories)
+        catalog = self.snapshot.catalog
         return {
-            item: self.config.onboarding_boost
-            for item, entry in self.snapshot.catalog.items()
-            if chosen & set(entry.get("categories") or ())
+            candidate.item_id: self.config.onboarding_boost
+            for candidate in pool
+            if chosen & set(catalog.get(candidate.item_id, {}).get("categories") or ())
         }
 
     def _finish(self, ranked: list[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
