@@ -186,17 +186,22 @@ class FeatureReader:
 
         ``scope`` is "global" or "region:<r>".
         """
+        return self.decayed_rankings(scope, n, [(half_life_hours, horizon_hours)], now_ms)[0]
+
+    def decayed_rankings(
+        self, scope: str, n: int, decays: list[tuple[float, int]], now_ms: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """``trending`` for several (half-life hours, horizon hours) at once, from one scan of the windows."""
         now_ms = self.log_clock_ms() if now_ms is None else now_ms
-        since = now_ms - horizon_hours * HOUR_MS
-        scores: dict[str, float] = {}
+        scores: list[dict[str, float]] = [{} for _ in decays]
         for field, weight in self.client.hscan_iter(self._key(Feature.TRENDING, scope), count=5000):
             bucket, item = field.split("|", 1)
             bucket_ms = int(bucket)
-            if bucket_ms <= since:
-                continue
             age_hours = max(0, now_ms - bucket_ms) / HOUR_MS
-            scores[item] = scores.get(item, 0.0) + int(weight) * 0.5 ** (age_hours / half_life_hours)
-        return heapq.nlargest(n, scores.items(), key=lambda kv: (kv[1], kv[0]))
+            for (half_life_hours, horizon_hours), ranked in zip(decays, scores):
+                if bucket_ms > now_ms - horizon_hours * HOUR_MS:
+                    ranked[item] = ranked.get(item, 0.0) + int(weight) * 0.5 ** (age_hours / half_life_hours)
+        return [heapq.nlargest(n, ranked.items(), key=lambda kv: (kv[1], kv[0])) for ranked in scores]
 
     def similar(self, item_id: str, n: int = 20) -> list[tuple[str, float]]:
         """Items co-occurring with ``item_id`` in user sessions, by cosine: c(a,b) / sqrt(n(a) n(b)).

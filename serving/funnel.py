@@ -56,6 +56,8 @@ class Page:
 
 
 StageTimer = Callable[[str, float], None]
+# A two-tower item is explained by the nearest of the user's this-many latest engagements.
+RECENT_FOR_EXPLANATIONS = 10
 
 
 class Funnel:
@@ -156,7 +158,8 @@ class Funnel:
             if explore:
                 page = self._explore(page, passing, query.k)
         with self._stage("explain"):
-            items = [self._explained(item, region, query, user) for item in page]
+            recent = user.tower_history(RECENT_FOR_EXPLANATIONS) if user else []
+            items = [self._explained(item, region, query, recent) for item in page]
         return Page(items, "full", widened)
 
     def _popular_fill(self, passing: list[Scored], allowed: ItemFilter, region: str, needed: int) -> list[Scored]:
@@ -199,11 +202,11 @@ class Funnel:
     def _first_category(self, item_id: str) -> str:
         return first_category(self.snapshot.catalog, item_id)
 
-    def _explained(self, item: Scored, region: str, query: Query, user: UserFeatures | None) -> RankedItem:
+    def _explained(self, item: Scored, region: str, query: Query, recent: list[str]) -> RankedItem:
         entry = self.snapshot.catalog.get(item.item_id, {})
         because = item.because
-        if item.source == "two_tower" and user is not None and self.model is not None:
-            because = self.model.closest(item.item_id, user.tower_history(10))
+        if item.source == "two_tower" and self.model is not None:
+            because = self.model.closest(item.item_id, recent)
         because_title = self.snapshot.catalog.get(because, {}).get("title", "") if because else ""
         text = explanation(item.source, because_title, entry, region, set(query.onboarding_categories))
         return RankedItem(item.item_id, round(item.score, 6), item.source, text, entry.get("title", ""))

@@ -20,6 +20,8 @@ LIST_LENGTH = 500
 # The catalog is re-read at most this often: with 100k items a read costs a noticeable share of a
 # core, and catalog changes are rare next to trending's.
 CATALOG_MAX_AGE_S = 30.0
+# How far back "trending" looks (FeatureReader.trending's default).
+TRENDING_HORIZON_HOURS = 72
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,16 @@ class Snapshot:
              if fresh_since <= entry.get("created_at", -1) <= now and entry.get("active", True)),
             key=lambda pair: (-pair[1], pair[0]),
         )
+        # Trending and popular are two decays of the same windows: one scan per scope gives both.
+        decays = [(config.trending_half_life_hours, TRENDING_HORIZON_HOURS),
+                  (config.popular_half_life_hours, config.popular_horizon_hours)]
+        rankings = {s: reader.decayed_rankings(s, LIST_LENGTH, decays, now_ms=now) for s in scopes}
         return cls(
             version=reader.version,
             log_clock_ms=now,
             catalog=catalog,
-            trending={s: reader.trending(s, LIST_LENGTH, config.trending_half_life_hours, now_ms=now) for s in scopes},
-            popular={
-                s: reader.trending(s, LIST_LENGTH, config.popular_half_life_hours, config.popular_horizon_hours, now_ms=now)
-                for s in scopes
-            },
+            trending={s: ranked[0] for s, ranked in rankings.items()},
+            popular={s: ranked[1] for s, ranked in rankings.items()},
             new_items=new_items[:LIST_LENGTH],
             catalog_read_at=read_at,
         )
