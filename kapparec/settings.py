@@ -59,6 +59,11 @@ def models_dir() -> Path:
     return Path(os.environ.get("KAPPAREC_MODELS_DIR") or PROJECT_ROOT / "models")
 
 
+def experiments_file(override: Path | None = None) -> Path:
+    """The A/B experiments file serving follows (missing: no experiments)."""
+    return override or Path(os.environ.get("KAPPAREC_EXPERIMENTS") or PROJECT_ROOT / "experiments.toml")
+
+
 def partitions() -> int:
     """Partitions for newly created topics."""
     return env_int("KAPPAREC_PARTITIONS", 4)

@@ -27,6 +27,8 @@ def register(verbs) -> None:
     serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on LogEvents (env KAPPAREC_TOKEN)")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
+    serve.add_argument("--experiments", type=Path, metavar="FILE",
+                       help="A/B experiments (TOML), reloaded on change (env KAPPAREC_EXPERIMENTS; default ./experiments.toml)")
     serve.set_defaults(run=run_serve)
 
     recommend = verbs.add_parser("recommend", help="ask a running server for recommendations and print them")
@@ -48,6 +50,8 @@ def run_serve(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise KapparecError(f"TLS file not found: {path}")
+    experiments_file = settings.experiments_file(args.experiments)
+    _check_experiments(experiments_file, args.models_dir)
     serve(ServeSettings(
         port=args.port,
         metrics_port=args.metrics_port,
@@ -58,8 +62,19 @@ def run_serve(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("KAPPAREC_TOKEN") or None,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        experiments_file=experiments_file,
     ))
     return 0
+
+
+def _check_experiments(path: Path, models_dir: Path | None) -> None:
+    """A bad experiments file stops ``serve`` before it starts; once serving, a bad edit is refused and logged."""
+    from serving import experiments
+    from training.registry import ModelRegistry
+
+    registry = ModelRegistry(models_dir)
+    for version in sorted(experiments.load(path).model_versions()):
+        registry.get(version)
 
 
 def run_recommend(args: argparse.Namespace) -> int:
@@ -93,4 +108,5 @@ def _table(response) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     footer = f"model {response.model_version or '(none)'}, served {response.served_from}"
+    footer += f", bucket {response.bucket}" if response.bucket else ""
     return "\n".join([*lines, footer + (", widened to popular items" if response.widened else "")])

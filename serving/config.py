@@ -47,6 +47,11 @@ class FunnelConfig(BaseModel):
         if unknown or any(w < 0 for w in self.weights.values()):
             raise ValueError(f"weights: unknown sources {unknown} or a negative weight; sources: {', '.join(SOURCES)}")
 
+    @property
+    def sources(self) -> frozenset[str]:
+        """The sources worth generating: a source weighted 0 adds nothing to the blend."""
+        return frozenset(source for source, weight in self.weights.items() if weight > 0)
+
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any], base: "FunnelConfig | None" = None) -> "FunnelConfig":
         values = (base or cls()).model_dump()

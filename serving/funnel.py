@@ -111,22 +111,23 @@ class Funnel:
     # -- stages --------------------------------------------------------------------------
 
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
-        n = self.config.list_candidates
+        n, wanted = self.config.list_candidates, self.config.sources
         with self._stage("lists"):
-            pool = [
-                *generate.ranked("trending", self.snapshot.trending_in(region), n),
-                *generate.ranked("popular", self.snapshot.popular_in(region), n),
-                *generate.ranked("new_item", self.snapshot.new_items, n),
-            ]
+            lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
+                     "new_item": self.snapshot.new_items}
+            pool = [candidate for source, ranking in lists.items() if source in wanted
+                    for candidate in generate.ranked(source, ranking, n)]
         if user is None or user.is_new:
             return pool
-        recent = user.tower_history(self.config.recent_items)
-        if query.current_item_id:
-            recent = [query.current_item_id, *recent]
-        with self._stage("co_occurrence"):
-            pool += generate.co_occurrence(self._similar, recent, self.config.neighbours_per_item)
-        pool += generate.continue_watching(user)
-        if self.model is not None:
+        if "co_occurrence" in wanted:
+            recent = user.tower_history(self.config.recent_items)
+            if query.current_item_id:
+                recent = [query.current_item_id, *recent]
+            with self._stage("co_occurrence"):
+                pool += generate.co_occurrence(self._similar, recent, self.config.neighbours_per_item)
+        if "continue_watching" in wanted:
+            pool += generate.continue_watching(user)
+        if self.model is not None and "two_tower" in wanted:
             device = query.device or user.profile["device"]
             history = user.tower_history(self.model.history_length)
             with self._stage("two_tower"):

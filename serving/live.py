@@ -8,12 +8,16 @@
   version loads in the background and replaces the served one in a single reference swap, so
   no request ever sees a half-loaded model. A version that cannot load is refused with one log
   line and the previous one keeps serving.
+- ``ExperimentsWatcher`` follows the experiments file the same way: a changed file is checked,
+  the model versions its variants name are loaded, and only then does it replace the live
+  experiments in one swap. A bad file is refused with one log line; the last good one stays.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -21,6 +25,7 @@ import redis
 from featurestore import layout
 from featurestore.reader import FeatureReader
 from kapparec.errors import KapparecError
+from serving import experiments
 from serving.config import FunnelConfig
 from serving.model import ModelLoadError, ServingModel
 from serving.snapshot import Snapshot
@@ -124,3 +129,55 @@ class ModelWatcher(Poller):
             self._refused.add(version)
             kept = self.model.version if self.model else "none"
             log.error("event=model_refused version=%s still_serving=%s reason=%r", version, kept, reason)
+
+
+@dataclass(frozen=True)
+class LiveExperiments:
+    """What the experiments file asks for, checked and with every model it names loaded."""
+
+    file: experiments.ExperimentsFile = experiments.ExperimentsFile()
+    configs: dict[tuple[str, str], FunnelConfig] = field(default_factory=dict)  # (experiment, variant)
+    models: dict[str, ServingModel] = field(default_factory=dict)  # by model version
+
+    def assign(self, user_id: str) -> experiments.Bucket | None:
+        return experiments.assign(self.file, user_id)
+
+
+class ExperimentsWatcher(Poller):
+    def __init__(self, path: Path | None, registry: ModelRegistry, base: FunnelConfig, poll_s: float = 1.0):
+        super().__init__(poll_s)
+        self.path, self.registry, self.base = path, registry, base
+        self.live = LiveExperiments()
+        self._seen: tuple | None = None  # the file's (mtime, size) last acted on, good or bad
+
+    def check(self) -> None:
+        if self.path is None:
+            return
+        try:
+            stat = self.path.stat()
+            signature = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            signature = None
+        if signature == self._seen:
+            return
+        self._seen = signature
+        try:
+            live = self._load()
+        except KapparecError as exc:
+            log.error("event=experiments_refused file=%s kept=%s reason=%r", self.path, self._names(self.live), str(exc))
+            return
+        self.live = live  # one swap: a request sees the old experiments or the new ones, whole
+        log.info("event=experiments_loaded file=%s experiments=%s", self.path, self._names(live))
+
+    def _load(self) -> LiveExperiments:
+        parsed = experiments.load(self.path)
+        configs = {(e.name, v.name): v.funnel_config(self.base) for e in parsed.experiment for v in e.variant}
+        models = {}
+        for version in sorted(parsed.model_versions()):
+            loaded = self.live.models.get(version)
+            models[version] = loaded or ServingModel.load(self.registry.get(version))
+        return LiveExperiments(parsed, configs, models)
+
+    @staticmethod
+    def _names(live: LiveExperiments) -> str:
+        return ",".join(e.name for e in live.file.experiment) or "none"

@@ -46,8 +46,13 @@ class EventWriter:
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close()
-            except (KapparecError, KafkaError):
-                pass  # already failing; the caller reports the original error
+        close_quietly(producer)  # if it fails, the caller reports the original error
+
+
+def close_quietly(producer: LogProducer | None) -> None:
+    """Close a producer that may already be failing, without raising a second error."""
+    if producer is not None:
+        try:
+            producer.close()
+        except (KapparecError, KafkaError):
+            pass

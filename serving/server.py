@@ -44,6 +44,7 @@ class ServeSettings:
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    experiments_file: Path | None = None
     threads: int = 16
     refresh_s: float = 2.0
 
@@ -106,7 +107,8 @@ def _run_worker(settings: ServeSettings) -> None:
 def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     from serving import metrics
     from serving.config import FunnelConfig
-    from serving.live import LiveFeatures, ModelWatcher
+    from serving.impressions import ImpressionLog
+    from serving.live import ExperimentsWatcher, LiveFeatures, ModelWatcher
     from serving.log_writer import EventWriter
     from serving.service import RecommenderService
 
@@ -114,6 +116,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     health_servicer = health.HealthServicer()
     features = LiveFeatures(settings.redis_url, config, settings.refresh_s).start()
     models = ModelWatcher(settings.models_dir).start()
+    experiments = ExperimentsWatcher(settings.experiments_file, models.registry, config).start()
+    impressions = ImpressionLog(settings.bootstrap).start()
     events = EventWriter(settings.bootstrap)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads),
@@ -123,7 +127,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
             ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderService(features, models, events, config, settings.token), server)
+    pb_grpc.add_RecommenderServicer_to_server(RecommenderService(
+        features, models, events, config, settings.token, experiments=experiments, impressions=impressions), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[::]:{settings.port}"
@@ -161,6 +166,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         stop.set()
         features.stop()
         models.stop()
+        experiments.stop()
+        impressions.stop()
         events.close()
 
     return server, stop_background

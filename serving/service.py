@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import NamedTuple
 
 import grpc
 from pydantic import ValidationError
@@ -24,21 +25,25 @@ from serving.cache import ResponseCache
 from serving.config import FunnelConfig
 from serving.filters import Filters
 from serving.funnel import Funnel, Page, Query, RankedItem
-from serving.live import REDIS_ERRORS, LiveFeatures, ModelWatcher
+from serving.impressions import ImpressionLog
+from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LogUnavailable
+from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
-from streams.schema import InteractionEvent
+from streams.schema import ImpressionEvent, InteractionEvent, ShownItem
 
 log = logging.getLogger("kapparec.serving")
 
 
 class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, features: LiveFeatures, models: ModelWatcher, events: EventWriter, config: FunnelConfig,
-                 token: str | None = None, cache: ResponseCache | None = None):
+                 token: str | None = None, cache: ResponseCache | None = None,
+                 experiments: ExperimentsWatcher | None = None, impressions: ImpressionLog | None = None):
         self.features, self.models, self.events, self.config = features, models, events, config
         self.token = token
         self.cache = cache or ResponseCache()
         self.neighbours = NeighbourCache()
+        self.experiments, self.impressions = experiments, impressions
 
     # -- RPCs ------------------------------------------------------------------------------
 
@@ -50,14 +55,14 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             item_id = limits.identifier("item_id", request.item_id)
             user_id = limits.identifier("user_id", request.user_id, required=False)
             k = limits.k_of(request.k)
-            return self._page(lambda funnel: Page(funnel.similar(item_id, k, user_id), "full"))
+            return self._page(lambda funnel: Page(funnel.similar(item_id, k, user_id), "full"), self._default())
 
         return self._answer("SimilarItems", context, similar)
 
     def Trending(self, request: pb.TrendingRequest, context: grpc.ServicerContext) -> pb.RecommendResponse:
         def trending() -> pb.RecommendResponse:
             region, k = limits.text("region", request.region), limits.k_of(request.k)
-            return self._page(lambda funnel: Page(funnel.trending(region, k), "full"))
+            return self._page(lambda funnel: Page(funnel.trending(region, k), "full"), self._default())
 
         return self._answer("Trending", context, trending)
 
@@ -79,57 +84,88 @@ class RecommenderService(pb_grpc.RecommenderServicer):
 
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
         query = _query(request)
-        key = (query.user_id, request.SerializeToString(deterministic=True))
-        stamp = self._stamp(query.user_id)
+        treatment = self._treatment(query.user_id)
+        metrics.REQUESTS_BY_BUCKET.labels(treatment.bucket).inc()
+        key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
+        stamp = self._stamp(query.user_id, treatment.model)
         cached = self.cache.get(key, stamp) if stamp else None
         if cached is not None:
             metrics.CACHE_LOOKUPS.labels("hit").inc()
-            return self._response(dataclasses.replace(cached, served_from="cached"))
-        metrics.CACHE_LOOKUPS.labels("miss").inc()
-        page = self._run(lambda funnel: funnel.recommend(query))
-        if stamp and page.served_from == "full":
-            self.cache.put(key, stamp, page)
-        return self._response(page)
+            page = dataclasses.replace(cached, served_from="cached")
+        else:
+            metrics.CACHE_LOOKUPS.labels("miss").inc()
+            page = self._run(lambda funnel: funnel.recommend(query), treatment)
+            if stamp and page.served_from == "full":
+                self.cache.put(key, stamp, page)
+        response = self._response(page, treatment)
+        self._log_impression(query.user_id, response)
+        return response
 
-    def _stamp(self, user_id: str) -> tuple | None:
+    def _default(self) -> Treatment:
+        return Treatment("", self.config, self.models.model)
+
+    def _treatment(self, user_id: str) -> Treatment:
+        """What the user's A/B bucket serves: its funnel settings and model (the default outside experiments)."""
+        live = self.experiments.live if self.experiments else None
+        bucket = live.assign(user_id) if live else None
+        if bucket is None:
+            return self._default()
+        variant = bucket.variant
+        if variant.popularity_only:
+            model = None
+        elif variant.model_version:
+            model = live.models[variant.model_version]
+        else:
+            model = self.models.model
+        return Treatment(bucket.label, live.configs[(bucket.experiment, variant.name)], model)
+
+    def _stamp(self, user_id: str, model: ServingModel | None) -> tuple | None:
         """The cache's validity stamp: the served model and the user's stored features (None: Redis is down)."""
         reader = self.features.reader if self.features.healthy else None
         if reader is None:
             return None
-        model = self.models.model
         try:
             return (model.version if model else "", *reader.user_stamp(user_id))
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
             return None
 
-    def _page(self, run: Callable[[Funnel], Page]) -> pb.RecommendResponse:
-        return self._response(self._run(run))
+    def _page(self, run: Callable[[Funnel], Page], treatment: Treatment) -> pb.RecommendResponse:
+        return self._response(self._run(run, treatment), treatment)
 
-    def _run(self, run: Callable[[Funnel], Page]) -> Page:
-        model = self.models.model
+    def _run(self, run: Callable[[Funnel], Page], treatment: Treatment) -> Page:
         reader = self.features.reader if self.features.healthy else None
         try:
-            return run(self._funnel(reader, model))
+            return run(self._funnel(reader, treatment))
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
-            return run(self._funnel(None, model))
+            return run(self._funnel(None, treatment))
 
-    def _funnel(self, reader, model) -> Funnel:
-        return Funnel(reader, model, self.features.snapshot, self.config, metrics.observe_stage, self.neighbours)
+    def _funnel(self, reader, treatment: Treatment) -> Funnel:
+        return Funnel(reader, treatment.model, self.features.snapshot, treatment.config, metrics.observe_stage,
+                      self.neighbours)
 
-    def _response(self, page: Page) -> pb.RecommendResponse:
+    def _response(self, page: Page, treatment: Treatment) -> pb.RecommendResponse:
         metrics.RESPONSES_BY_ORIGIN.labels(page.served_from, str(page.widened).lower()).inc()
         for item in page.items:
             metrics.ITEMS_BY_SOURCE.labels(item.source).inc()
-        model = self.models.model
         return pb.RecommendResponse(
             items=[_item(rank, item) for rank, item in enumerate(page.items, start=1)],
             request_id=uuid.uuid4().hex,
-            model_version=model.version if model else "",
+            model_version=treatment.model.version if treatment.model else "",
+            bucket=treatment.bucket,
             served_from=page.served_from,
             widened=page.widened,
         )
+
+    def _log_impression(self, user_id: str, response: pb.RecommendResponse) -> None:
+        if self.impressions is None or not response.items:
+            return
+        self.impressions.offer(ImpressionEvent(
+            request_id=response.request_id, user_id=user_id, event_time=int(time.time() * 1000),
+            bucket=response.bucket, model_version=response.model_version, served_from=response.served_from,
+            items=tuple(ShownItem(item_id=item.item_id, position=item.rank, source=item.source) for item in response.items),
+        ))
 
     def _authenticate(self, context: grpc.ServicerContext) -> None:
         if not self.token:
@@ -156,6 +192,14 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             metrics.RPC_SECONDS.labels(rpc).observe(time.perf_counter() - started)
             metrics.REQUESTS.labels(rpc, code.name).inc()
         context.abort(code, message)
+
+
+class Treatment(NamedTuple):
+    """How one request is served: its bucket's label, funnel settings and model (None: no personal model)."""
+
+    bucket: str
+    config: FunnelConfig
+    model: ServingModel | None
 
 
 class Unauthenticated(Exception):

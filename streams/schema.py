@@ -110,6 +110,29 @@ class CatalogEvent(BaseModel):
     active: StrictBool = True
 
 
+class ShownItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: StrictStr = Id
+    position: StrictInt = Field(ge=1)  # the 1-based rank it was shown at
+    source: StrictStr = Field(max_length=32)  # the candidate source that placed it
+
+
+class ImpressionEvent(BaseModel):
+    """A page serving showed a user, on the ``impressions`` topic: what A/B analysis joins interactions to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: StrictStr = Field(min_length=1, max_length=128)
+    user_id: StrictStr = Id
+    event_time: StrictInt = Field(ge=0)
+    bucket: StrictStr = Field(default="", max_length=129)  # "experiment/variant"; "" outside every experiment
+    model_version: StrictStr = Field(default="", max_length=128)
+    served_from: StrictStr = Field(default="full", max_length=16)
+    items: tuple[ShownItem, ...] = Field(max_length=200)
+
+
 class InvalidRecord(ValueError):
     """A record that breaks the contract; ``reason`` is short and machine-groupable."""
 

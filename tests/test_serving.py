@@ -12,6 +12,7 @@ import urllib.request
 
 import grpc
 import numpy as np
+from kafka import KafkaConsumer
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -27,7 +28,7 @@ from serving.filters import AGE_SCALE
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
-from streams.topics import ensure_topics
+from streams.topics import IMPRESSIONS, ensure_topics
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
@@ -212,7 +213,7 @@ def test_log_events_appends_to_the_log_and_refuses_bad_events_and_missing_tokens
 
 def test_metrics_are_exported(served):
     recommend(served, served.users[0])
-    text = urllib.request.urlopen(f"http://127.0.0.1:{served.server.metrics_port}/metrics", timeout=10).read().decode()
+    text = metrics_text(served.server)
     for family in ("kapparec_rpc_seconds_bucket", "kapparec_funnel_stage_seconds_bucket", "kapparec_requests_total",
                    "kapparec_items_served_total", "kapparec_responses_total", "kapparec_features_healthy 1.0"):
         assert family in text, family
@@ -343,6 +344,94 @@ def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served
     served.registry.rollback()
 
 
+def write_experiments(path, salt: str, control_share: float, model_version: str = "") -> None:
+    funnel_version = f'model_version = "{model_version}"' if model_version else ""
+    path.write_text(f"""
+[[experiment]]
+name = "ranker"
+salt = "{salt}"
+control = "popular"
+[[experiment.variant]]
+name = "popular"
+share = {control_share}
+popularity_only = true
+[[experiment.variant]]
+name = "funnel"
+share = {1 - control_share}
+{funnel_version}
+""")
+
+
+def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 30) -> dict[str, dict]:
+    """The impressions of ``request_ids`` as the log holds them, by request id."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer.subscribe([IMPRESSIONS])
+    found, deadline = {}, time.monotonic() + timeout_s
+    try:
+        while set(found) != request_ids and time.monotonic() < deadline:
+            for record in consumer:
+                impression = json.loads(record.value)
+                if impression["request_id"] in request_ids:
+                    found[impression["request_id"]] = {**impression, "key": record.key.decode()}
+    finally:
+        consumer.close()
+    return found
+
+
+def wait_for_log_line(server, fragment: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while fragment not in server.log_path.read_text():
+        assert time.monotonic() < deadline, f"no log line with {fragment!r}"
+        time.sleep(0.2)
+
+
+def test_ab_buckets_are_stable_hot_reloaded_and_written_to_impressions(served, tmp_path):
+    experiments = tmp_path / "experiments.toml"
+    write_experiments(experiments, salt="one", control_share=0.5)
+    server = start_server(served.bootstrap, served.redis_url, served.registry.root, tmp_path, "--experiments", str(experiments))
+    try:
+        stub = server.stub()
+        responses = {user: stub.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=10) for user in served.users[:30]}
+        buckets = {user: response.bucket for user, response in responses.items()}
+        assert set(buckets.values()) == {"ranker/popular", "ranker/funnel"}
+        for user, response in responses.items():
+            if buckets[user] == "ranker/popular":
+                assert {item.source for item in response.items} == {"popular"} and response.model_version == ""
+            else:
+                assert response.model_version == served.registry.production().id
+        again = {user: stub.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=10).bucket for user in buckets}
+        assert again == buckets  # stable while the file is unchanged
+
+        logged = read_impressions(served.bootstrap, {r.request_id for r in responses.values()})
+        for user, response in responses.items():
+            impression = logged[response.request_id]
+            assert (impression["user_id"], impression["key"], impression["bucket"]) == (user, user, response.bucket)
+            assert impression["model_version"] == response.model_version
+            assert [(i["item_id"], i["position"], i["source"]) for i in impression["items"]] == [
+                (item.item_id, item.rank, item.source) for item in response.items]
+
+        experiments.write_text("[[experiment]]\nname = 'broken'\n")  # a bad edit: refused, the last good file stays
+        wait_for_log_line(server, "event=experiments_refused")
+        assert stub.Recommend(pb.RecommendRequest(user_id=served.users[0], k=3), timeout=10).bucket == buckets[served.users[0]]
+        write_experiments(experiments, salt="one", control_share=0.5, model_version="v9999")
+        wait_for_log_line(server, "unknown model version 'v9999'")
+
+        write_experiments(experiments, salt="two", control_share=0.01)  # a new salt and shares, without a restart
+        wait_for_log_line(server, "event=experiments_loaded", timeout_s=30)
+        deadline = time.monotonic() + 30
+        while stub.Recommend(pb.RecommendRequest(user_id="new-salt-probe", k=3), timeout=10).bucket != "ranker/funnel":
+            assert time.monotonic() < deadline, "the edited file was not reloaded"
+            time.sleep(0.3)
+        moved = {user: stub.Recommend(pb.RecommendRequest(user_id=user, k=3), timeout=10).bucket for user in buckets}
+        assert sum(bucket == "ranker/funnel" for bucket in moved.values()) >= 27
+        text = metrics_text(server)
+        assert 'kapparec_bucket_requests_total{bucket="ranker/popular"}' in text
+        assert "kapparec_impressions_written_total" in text
+    finally:
+        server.stop()
+
+
 def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
@@ -358,7 +447,7 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
         with pytest.raises(grpc.RpcError):  # plaintext is refused on a TLS port
             grpc_stub = pb_grpc.RecommenderStub(grpc.insecure_channel(server.address))
             grpc_stub.Recommend(pb.RecommendRequest(user_id="u1", k=3), timeout=5)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+        text = metrics_text(server)
         served_total = sum(float(line.split()[-1]) for line in text.splitlines()
                            if line.startswith('kapparec_requests_total{') and 'rpc="Recommend"' in line and 'code="OK"' in line)
         assert served_total == 6  # the parent sums what every worker counted
@@ -394,5 +483,13 @@ def test_an_unreachable_broker_makes_log_events_unavailable_and_nothing_else(ser
         assert_status(lambda: served.stub.LogEvents(pb.LogEventsRequest(events=[event]), timeout=30, metadata=AUTH),
                       grpc.StatusCode.UNAVAILABLE, "the log did not take the events")
         assert recommend(served, served.users[0], k=5).served_from in ("full", "cached")
+        deadline = time.monotonic() + 30
+        while "kapparec_impressions_dropped_total{reason=\"broker\"}" not in metrics_text(served.server):
+            assert time.monotonic() < deadline, "the impression of a page shown while the broker was down was not counted dropped"
+            time.sleep(0.5)
     finally:
         session_stack.broker.start()
+
+
+def metrics_text(server) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()

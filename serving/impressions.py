@@ -1,0 +1,101 @@
+"""Impressions, written to the ``impressions`` topic off the request path.
+
+A request only puts its impression on a bounded queue; one sender thread drains the queue in
+batches into the log. A full queue or a broker that does not take a batch drops impressions
+and counts them (``kapparec_impressions_dropped``): an impression is analytics, and a request
+must never wait for or fail on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from kafka.errors import KafkaError
+
+from kapparec.errors import KapparecError
+from serving import metrics
+from serving.log_writer import close_quietly
+from streams.producer import LogProducer
+from streams.schema import ImpressionEvent
+from streams.topics import IMPRESSIONS
+
+log = logging.getLogger("kapparec.serving")
+
+QUEUE_CAPACITY = 10_000
+BATCH_SIZE = 500
+# How long the sender waits for more impressions before it sends what it has.
+LINGER_S = 0.05
+# A broker that does not take a batch within this long costs that batch, not a stuck sender.
+SEND_TIMEOUT_MS = 2_000
+RECONNECT_PAUSE_S = 1.0
+
+
+class ImpressionLog:
+    def __init__(self, bootstrap: str, capacity: int = QUEUE_CAPACITY):
+        self.bootstrap = bootstrap
+        self._queue: queue.Queue[ImpressionEvent] = queue.Queue(maxsize=capacity)
+        self._producer: LogProducer | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+
+    def start(self) -> "ImpressionLog":
+        self._thread.start()
+        return self
+
+    def offer(self, impression: ImpressionEvent) -> None:
+        """Queue ``impression`` for the log, or count it dropped; never blocks."""
+        try:
+            self._queue.put_nowait(impression)
+        except queue.Full:
+            metrics.IMPRESSIONS_DROPPED.labels("queue_full").inc()
+
+    def stop(self) -> None:
+        """Send what is still queued (bounded by the send timeout), then close the producer."""
+        self._stop.set()
+        self._thread.join(SEND_TIMEOUT_MS / 1000 * 2)
+        self._close()
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            batch = self._next_batch()
+            if batch and not self._send(batch):
+                self._stop.wait(RECONNECT_PAUSE_S)
+
+    def _next_batch(self) -> list[ImpressionEvent]:
+        try:
+            batch = [self._queue.get(timeout=LINGER_S)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_SIZE:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _send(self, batch: list[ImpressionEvent]) -> bool:
+        try:
+            producer = self._producer or self._connect()
+            for impression in batch:
+                producer.send_event(IMPRESSIONS, impression.user_id, impression)
+            producer.flush()
+        except (KapparecError, KafkaError) as exc:
+            metrics.IMPRESSIONS_DROPPED.labels("broker").inc(len(batch))
+            log.warning("event=impressions_dropped count=%d reason=%r", len(batch), str(exc).splitlines()[0])
+            self._close()
+            return False
+        metrics.IMPRESSIONS_WRITTEN.inc(len(batch))
+        return True
+
+    def _connect(self) -> LogProducer:
+        self._producer = LogProducer(
+            self.bootstrap, max_block_ms=SEND_TIMEOUT_MS, request_timeout_ms=SEND_TIMEOUT_MS // 2,
+            delivery_timeout_ms=SEND_TIMEOUT_MS, linger_ms=5,
+        )
+        return self._producer
+
+    def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        close_quietly(producer)  # a batch it held is already counted as dropped
