@@ -154,6 +154,8 @@ class Interaction(NamedTuple):
     session_id: str
     partition: int
     offset: int
+    # The page this interaction answered (the context's request_id): attribution joins on it.
+    request_id: str = ""
     # The highest event_time among earlier records of the same partition (-1 if none): the
     # log-order watermark lateness is judged against, so a replay judges every record alike.
     log_watermark: int = -1
@@ -169,6 +171,18 @@ class CatalogEntry(NamedTuple):
     age_rating: str | None
     created_at: int
     active: bool
+    partition: int
+    offset: int
+
+
+class Impression(NamedTuple):
+    """A validated impression as pipelines carry it: the page, each item as (item_id, position, source)."""
+
+    request_id: str
+    user_id: str
+    event_time: int
+    bucket: str
+    items: tuple[tuple[str, int, str], ...]
     partition: int
     offset: int
 
@@ -210,6 +224,7 @@ def parse_interaction(
         ctx.session_id or "",
         partition,
         offset,
+        ctx.request_id or "",
     )
 
 
@@ -223,6 +238,19 @@ def parse_catalog(raw: bytes, *, partition: int = 0, offset: int = 0) -> Catalog
         item.age_rating,
         item.created_at,
         item.active,
+        partition,
+        offset,
+    )
+
+
+def parse_impression(raw: bytes, *, partition: int = 0, offset: int = 0) -> Impression:
+    shown: ImpressionEvent = _validate(ImpressionEvent, raw)  # type: ignore[assignment]
+    return Impression(
+        shown.request_id,
+        shown.user_id,
+        shown.event_time,
+        shown.bucket,
+        tuple((item.item_id, item.position, item.source) for item in shown.items),
         partition,
         offset,
     )

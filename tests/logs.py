@@ -6,6 +6,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams import topics
 from streams.producer import LogProducer
+from streams.schema import ImpressionEvent, ShownItem, encode
 from streams.synthetic import LogRecord, SyntheticLog, send_synthetic
 
 
@@ -24,3 +25,26 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         admin.close()
+
+
+def impression_records(log: SyntheticLog, malformed: bool = True) -> list[tuple[str, bytes, int]]:
+    """The synthetic log's impression events as serving would have logged them on ``impressions``:
+    (key, value, log time ms). Users alternate between two buckets; one record is malformed."""
+    records = []
+    for n, event in enumerate(log.interactions()):
+        if event.event_type != "impression":
+            continue
+        shown = ImpressionEvent(request_id=f"r{n}", user_id=event.user_id, event_time=event.event_time,
+                                bucket=f"exp/{'ab'[int(event.user_id[1:]) % 2]}",
+                                items=(ShownItem(item_id=event.item_id, position=1 + n % 5, source="two_tower"),))
+        records.append((event.user_id, encode(shown), event.event_time))
+    if malformed and records:
+        key, _, at = records[0]
+        records.append((key, b'{"request_id": "broken"', at))
+    return records
+
+
+def produce_impressions(bootstrap: str, records: list[tuple[str, bytes, int]]) -> None:
+    with LogProducer(bootstrap) as producer:
+        for key, value, at in records:
+            producer.send_raw(topics.IMPRESSIONS, key, value, at)

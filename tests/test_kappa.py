@@ -21,7 +21,7 @@ from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
 from streams.dlq import read_dead_letters
 from streams.synthetic import SyntheticLog
-from tests.logs import produce_synthetic
+from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill, stream
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
@@ -35,6 +35,7 @@ def dump(redis_url: str, version: str | None = None) -> list[str]:
 def test_stream_then_backfill_agree_and_replays_are_identical(stack):
     log = SyntheticLog(users=60, items=80, events=1500, seed=7)
     produce_synthetic(stack.bootstrap, log)
+    produce_impressions(stack.bootstrap, impression_records(log, malformed=False))
 
     # Small commits so the continuous run really is many merges, not one.
     batches = stream(stack.bootstrap, stack.redis_url, once=True, max_batch_records=120)
@@ -46,6 +47,7 @@ def test_stream_then_backfill_agree_and_replays_are_identical(stack):
     second_version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
 
     assert len(streamed) > 100
+    assert any('"key":"shown:' in line for line in streamed) and any('"key":"responded:' in line for line in streamed)
     assert streamed == replayed
     assert dump(stack.redis_url, second_version) == replayed
 

@@ -24,7 +24,8 @@ def interaction(
     offset: int = 0,
     log_watermark: int = -1,
 ) -> Interaction:
-    return Interaction(user, item, event_type, value, event_time, region, "", "", partition, offset, log_watermark)
+    return Interaction(user, item, event_type, value, event_time, region, "", "", partition, offset,
+                       log_watermark=log_watermark)
 
 
 def stamped_events(pipeline: beam.Pipeline, events: list[Interaction]):

@@ -30,8 +30,9 @@ import apache_beam as beam
 
 from featurestore.definitions import Mutation, Op
 from featurestore.lookups import RedisSessionItems
-from streams.schema import Interaction
-from streams.topics import EVENTS, ITEMS
+from streams.schema import CatalogEntry, Impression, Interaction
+from streams.topics import EVENTS, IMPRESSIONS, ITEMS
+from transforms.attribution import impression_mutations
 from transforms.catalog import catalog_mutation
 from transforms.config import FeatureConfig
 from transforms.cooccurrence import LOOKUP_BATCH_SIZE, session_record, window_mutations
@@ -39,6 +40,8 @@ from transforms.features import PER_EVENT_FEATURES
 from transforms.mutations import MergeMutationsFn, combine_key, merge
 
 METRICS_NAMESPACE = "kapparec.store"
+
+_TOPIC_OF = {Interaction: EVENTS, CatalogEntry: ITEMS, Impression: IMPRESSIONS}
 
 # Distinct mutation keys held before a commit: bounds a bundle's memory whatever its length
 # (a bounded read of a partition is one bundle on the local runner).
@@ -82,7 +85,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._pair_keys = 0
 
     def process(self, record):
-        position = (EVENTS if isinstance(record, Interaction) else ITEMS, record.partition)
+        position = (_TOPIC_OF[type(record)], record.partition)
         if position not in self._expected:
             self._expected[position] = self._store.committed_offset(self._target.version, *position)
         committed = self._expected[position]
@@ -92,8 +95,11 @@ class _CommitFeaturesFn(beam.DoFn):
         self._records += 1
         if position[0] == EVENTS:
             self._add_event(record)
-        else:
+        elif position[0] == ITEMS:
             self._add(catalog_mutation(record))
+        else:
+            for mutation in impression_mutations(record):
+                self._add(mutation)
         if self._full():
             self._commit()
         return ()
@@ -168,7 +174,7 @@ class _CommitFeaturesFn(beam.DoFn):
 
 
 class CommitFeatures(beam.PTransform):
-    """PCollection[Interaction | CatalogEntry] -> every feature, committed into ``target`` per bundle.
+    """PCollection[Interaction | CatalogEntry | Impression] -> every feature, committed into ``target`` per bundle.
 
     ``max_records`` caps the records of one commit (None: only ``max_keys`` does), so a test
     or an operator can force many small commits.

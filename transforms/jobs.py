@@ -85,19 +85,27 @@ def plan_batch(
     ends: dict[tuple[str, int], int],
 ) -> BatchPlan:
     """Ranges from the committed offsets to the end snapshot."""
-    ranges: dict[str, dict[int, tuple[int, int]]] = {topics.EVENTS: {}, topics.ITEMS: {}}
+    ranges: dict[str, dict[int, tuple[int, int]]] = {topics.EVENTS: {}, topics.ITEMS: {}, topics.IMPRESSIONS: {}}
     for (topic, partition), end in ends.items():
         start = committed.get((topic, partition), 0)
         if end > start:
             ranges[topic][partition] = (start, end)
-    return BatchPlan(ranges[topics.EVENTS], ranges[topics.ITEMS], dict(high_water))
+    return BatchPlan(ranges[topics.EVENTS], ranges[topics.ITEMS], dict(high_water), ranges[topics.IMPRESSIONS])
 
 
 def snapshot_ends(bootstrap: str) -> dict[tuple[str, int], int]:
     ends: dict[tuple[str, int], int] = {}
-    for topic in (topics.EVENTS, topics.ITEMS):
+    for topic in _read_topics(bootstrap):
         ends.update({(topic, p): end for p, end in log_offsets.end_offsets(bootstrap, topic).items()})
     return ends
+
+
+def _read_topics(bootstrap: str) -> tuple[str, ...]:
+    """The topics the feature pipeline reads; impressions only where the log has that topic
+    (a log written by other producers may hold interactions and the catalog alone)."""
+    if topics.topic_partitions(bootstrap, topics.IMPRESSIONS):
+        return (topics.EVENTS, topics.ITEMS, topics.IMPRESSIONS)
+    return (topics.EVENTS, topics.ITEMS)
 
 
 def run_pipeline(
@@ -229,9 +237,10 @@ def stream(
         watcher = _CommitWatcher(store, version, stop, stop_key, poll_interval_s, on_commit)
         watcher.start()
         try:
-            plan = FollowPlan(_partition_offsets(store.offsets(version), topics.EVENTS, bootstrap),
-                              _partition_offsets(store.offsets(version), topics.ITEMS, bootstrap),
-                              store.high_water(version, topics.EVENTS), VersionStop(redis_url, version, stop_key))
+            committed = store.offsets(version)
+            starts = {topic: _partition_offsets(committed, topic, bootstrap) for topic in _read_topics(bootstrap)}
+            plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
+                              VersionStop(redis_url, version, stop_key), starts.get(topics.IMPRESSIONS, {}))
             commits = CommitSettings(CommitTarget(redis_url, version), max_batch_records)
             total.add(run_pipeline(bootstrap, plan, commits, config, runner))
         finally:

@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from streams import topics
 from streams.dlq import WriteDeadLetters
-from streams.schema import parse_catalog, parse_interaction
+from streams.schema import parse_catalog, parse_impression, parse_interaction
 from streams.source import DEAD_LETTER, RECORDS, ReadFromKafka, StopSignal
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitFeatures, CommitTarget
 from transforms.config import FeatureConfig
@@ -36,15 +36,17 @@ class BatchPlan:
     items: Ranges
     # The event-time high water each events partition had before ``start`` (log-order lateness).
     high_water: dict[int, int] = field(default_factory=dict)
+    impressions: Ranges = field(default_factory=dict)
+
+    def ranges(self) -> dict[str, Ranges]:
+        return {topics.EVENTS: self.events, topics.ITEMS: self.items, topics.IMPRESSIONS: self.impressions}
 
     @property
     def records(self) -> int:
-        return sum(stop - start for start, stop in (*self.events.values(), *self.items.values()))
+        return sum(stop - start for ranges in self.ranges().values() for start, stop in ranges.values())
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
-        ends = {(topics.EVENTS, p): stop for p, (_, stop) in self.events.items()}
-        ends.update({(topics.ITEMS, p): stop for p, (_, stop) in self.items.items()})
-        return ends
+        return {(topic, p): stop for topic, ranges in self.ranges().items() for p, (_, stop) in ranges.items()}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class FollowPlan:
     items: dict[int, int]
     high_water: dict[int, int]
     stop: StopSignal
+    impressions: dict[int, int] = field(default_factory=dict)  # empty: the log has no impressions topic
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,15 @@ def build_feature_pipeline(
         follow = {"follow": True, "poll_timeout_ms": FOLLOW_POLL_TIMEOUT_MS, "stop": plan.stop,
                   "consumer_config": FOLLOW_CONSUMER_CONFIG}
         events_read, items_read = {**follow, "start_offsets": plan.events}, {**follow, "start_offsets": plan.items}
+        impressions_read = {**follow, "start_offsets": plan.impressions}
     else:
         events_read, items_read = {"ranges": plan.events}, {"ranges": plan.items}
+        impressions_read = {"ranges": plan.impressions}
     events = ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, start_high_water=plan.high_water, **events_read)
-    catalog = ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, **items_read)
-    log = pipeline | "ReadLog" >> events.and_topic(catalog)
+    read = events.and_topic(ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, **items_read))
+    if plan.impressions:
+        read = read.and_topic(ReadFromKafka(bootstrap, topics.IMPRESSIONS, parse_impression, **impressions_read))
+    log = pipeline | "ReadLog" >> read
     _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap)
     _ = log[RECORDS] | "Features" >> CommitFeatures(
         commits.target, config, max_records=commits.max_records, max_keys=commits.max_keys

@@ -1,0 +1,116 @@
+"""Attribution: which shown items a user then engaged with, as facts the store merges and a join over them.
+
+Impressions (topic ``impressions``) and interactions (topic ``events``) arrive in no fixed order
+relative to each other: a stream job may see a click before the impression it answers, a replay
+the other way round. So the pipeline does not join them. It records both sides as set members
+per (user, item) pair, a merge that commutes (``transforms/attribution.py``):
+
+- SHOWN:     entity ``user|item``, member ``[event_time, request_id, bucket, position, source]``;
+- RESPONDED: entity ``user|item``, member ``[event_time, event_type, request_id]`` for every
+  attributable interaction (``RESPONSE_TYPES``).
+
+and ``attribute`` joins them when they are read. The store is a function of the log and the
+join a function of the store, so the experiment report after a stream run equals the report
+after a backfill, whatever the order either saw.
+
+The join: each response goes to one impression of its pair, the one with its ``request_id``
+when the interaction carried one that was shown, else the latest impression at most
+``window_ms`` before it. An impression is *clicked* when any response went to it, and
+*converted* when a conversion did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from featurestore import layout
+
+SHOWN = "shown"
+RESPONDED = "responded"
+CLICK_TYPES = frozenset({"click", "play"})
+CONVERSION_TYPES = frozenset({"complete", "add_to_cart", "purchase"})
+RESPONSE_TYPES = CLICK_TYPES | CONVERSION_TYPES
+DEFAULT_WINDOW_MS = 30 * 60 * 1000
+_READ_BATCH = 500
+
+
+def pair_entity(user_id: str, item_id: str) -> str:
+    return f"{user_id}|{item_id}"
+
+
+def _compact(values: list) -> str:
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+
+def shown_member(event_time: int, request_id: str, bucket: str, position: int, source: str) -> str:
+    return _compact([event_time, request_id, bucket, position, source])
+
+
+def responded_member(event_time: int, event_type: str, request_id: str) -> str:
+    return _compact([event_time, event_type, request_id])
+
+
+@dataclass(frozen=True)
+class Shown:
+    user_id: str
+    item_id: str
+    event_time: int
+    request_id: str
+    bucket: str
+    position: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One shown item and what the user did about it."""
+
+    shown: Shown
+    clicked: bool
+    converted: bool
+
+
+def attribute(shown: list[Shown], responses: list[tuple[int, str, str]], window_ms: int) -> list[Outcome]:
+    """Join one (user, item) pair's impressions with its responses ``(event_time, event_type, request_id)``."""
+    ordered = sorted(shown, key=lambda s: (s.event_time, s.request_id))
+    by_request = {s.request_id: s for s in ordered}
+    clicked, converted = set(), set()
+    for event_time, event_type, request_id in responses:
+        target = by_request.get(request_id) if request_id else None
+        if target is None:
+            target = next((s for s in reversed(ordered) if s.event_time <= event_time <= s.event_time + window_ms), None)
+        if target is not None:
+            clicked.add(target.request_id)
+            if event_type in CONVERSION_TYPES:
+                converted.add(target.request_id)
+    return [Outcome(s, s.request_id in clicked, s.request_id in converted) for s in ordered]
+
+
+def read_outcomes(redis_url: str, version: str, window_ms: int = DEFAULT_WINDOW_MS) -> Iterator[Outcome]:
+    """Every impression of ``version`` with its outcome, pair by pair (a scan of the SHOWN keys)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = layout.feature_key(version, SHOWN, "")[: -len(layout.EMPTY_ENTITY)]
+    batch: list[str] = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key[len(prefix):])
+        if len(batch) == _READ_BATCH:
+            yield from _outcomes_of(client, version, batch, window_ms)
+            batch = []
+    yield from _outcomes_of(client, version, batch, window_ms)
+
+
+def _outcomes_of(client: redis.Redis, version: str, entities: list[str], window_ms: int) -> Iterator[Outcome]:
+    pipe = client.pipeline(transaction=False)
+    for entity in entities:
+        pipe.smembers(layout.feature_key(version, SHOWN, entity))
+        pipe.smembers(layout.feature_key(version, RESPONDED, entity))
+    replies = pipe.execute()
+    for n, entity in enumerate(entities):
+        user_id, item_id = entity.rsplit("|", 1)
+        shown = [Shown(user_id, item_id, *json.loads(member)) for member in replies[2 * n]]
+        responses = [tuple(json.loads(member)) for member in replies[2 * n + 1]]
+        yield from attribute(shown, responses, window_ms)
