@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "training.cli",
     "training.models_cli",
     "serving.cli",
+    "serving.experiments_cli",
     "kapparec.bench",
     "kapparec.demo",
 )

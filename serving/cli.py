@@ -41,6 +41,23 @@ def register(verbs) -> None:
     group.add_argument("--trending", action="store_true", help="what is trending (in --region)")
     recommend.set_defaults(run=run_recommend)
 
+    simulate = verbs.add_parser("simulate", help="simulated users with planted tastes drive a live server end to end",
+                                description="Users of the synthetic world request pages, click by taste and "
+                                            "position, and send what they did back through LogEvents.")
+    simulate.add_argument("--users", type=cliargs.positive_int, default=100, help="simulated users (default 100)")
+    simulate.add_argument("--duration", type=cliargs.positive_float, default=60.0, metavar="S", help="seconds (default 60)")
+    simulate.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", metavar="HOST:PORT")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the users' choices")
+    simulate.add_argument("--k", type=cliargs.positive_int, default=10, help="items per page")
+    simulate.add_argument("--clients", type=cliargs.positive_int, default=8, help="concurrent client threads")
+    simulate.add_argument("--think", type=float, default=0.2, metavar="S", help="pause after each page (default 0.2 s)")
+    simulate.add_argument("--token", help="LogEvents token (env KAPPAREC_TOKEN)")
+    for name, default in (("users", 1000), ("items", 500), ("seed", 0)):
+        simulate.add_argument(f"--world-{name}", type=int, default=default,
+                              help=f"the synthetic log's --{name} the server's data came from (default {default})")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    simulate.set_defaults(run=run_simulate)
+
 
 def run_serve(args: argparse.Namespace) -> int:
     from serving.server import ServeSettings, serve
@@ -99,6 +116,30 @@ def run_recommend(args: argparse.Namespace) -> int:
             raise KapparecError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
     print(_table(response))
     return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from serving.simulate import SimulationSettings, simulate
+
+    cliargs.require(args.think >= 0, "--think cannot be negative")
+    cliargs.require(min(args.world_users, args.world_items) > 0, "--world-users and --world-items must be positive")
+    summary = simulate(SimulationSettings(
+        users=args.users, duration_s=args.duration, server=args.server, seed=args.seed, k=args.k, clients=args.clients,
+        think_s=args.think, token=args.token or os.environ.get("KAPPAREC_TOKEN") or None,
+        world_users=args.world_users, world_items=args.world_items, world_seed=args.world_seed,
+    ))
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        ctr = "-" if summary["ctr"] is None else f"{summary['ctr']:.3f}"
+        useful = "-" if summary["useful_page_share"] is None else f"{summary['useful_page_share']:.0%}"
+        print(f"{summary['users']} users, {summary['requests']} pages, {summary['impressions']} impressions, "
+              f"{summary['clicks']} clicks: CTR {ctr}, useful pages {useful}, errors {summary['errors'] or 'none'}")
+        for bucket, row in summary["by_bucket"].items():
+            print(f"  bucket {bucket or '(none)'}: {row['impressions']} impressions, CTR {row['ctr'] or 0:.3f}")
+    return 0 if summary["requests"] else 1
 
 
 def _table(response) -> str:

@@ -36,7 +36,8 @@ from training.registry import ModelRegistry
 from training.replay import replay_log
 from training.two_tower.export import USER_TOWER_DIR, export_two_tower
 from training.two_tower.train import TwoTowerRecommender
-from transforms.jobs import backfill
+from featurestore.redis_store import RedisFeatureStore
+from transforms.jobs import backfill, snapshot_ends
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
@@ -430,6 +431,59 @@ def test_ab_buckets_are_stable_hot_reloaded_and_written_to_impressions(served, t
         assert "kapparec_impressions_written_total" in text
     finally:
         server.stop()
+
+
+def experiments_report(served: Served, experiments, version: str | None = None) -> dict:
+    command = [KAPPAREC, "experiments", "report", "--json", "--redis", served.redis_url, "--experiments", str(experiments)]
+    done = subprocess.run(command + (["--version", version] if version else []), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    del report["feature_version"]
+    return report
+
+
+def wait_until_committed(served: Served, timeout_s: float = 90) -> None:
+    """Until the current version's committed offsets reach the log's ends (the stream job caught up)."""
+    store = RedisFeatureStore(served.redis_url)
+    deadline = time.monotonic() + timeout_s
+    while any(store.offsets(store.current_version()).get(position, 0) < end
+              for position, end in snapshot_ends(served.bootstrap).items()):
+        assert time.monotonic() < deadline, "the stream job did not catch up with the log"
+        time.sleep(0.5)
+
+
+def test_ab_loop_the_funnel_beats_a_popularity_control_and_a_replay_reports_the_same(served, tmp_path):
+    experiments = tmp_path / "experiments.toml"
+    write_experiments(experiments, salt="loop", control_share=0.5)
+    server = start_server(served.bootstrap, served.redis_url, served.registry.root, tmp_path, "--experiments", str(experiments))
+    stream = subprocess.Popen([KAPPAREC, "stream", "--bootstrap", served.bootstrap, "--redis", served.redis_url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        simulated = subprocess.run(
+            [KAPPAREC, "simulate", "--users", "60", "--duration", "25", "--server", server.address, "--seed", "1",
+             "--world-users", "60", "--world-items", "200", "--world-seed", "4", "--token", TOKEN, "--json"],
+            capture_output=True, text=True, timeout=120)
+        assert simulated.returncode == 0, simulated.stderr
+        summary = json.loads(simulated.stdout)
+        assert summary["errors"] == {} and summary["requests"] > 200
+        assert set(summary["by_bucket"]) == {"ranker/funnel", "ranker/popular"}
+        server.stop()  # its last impressions are sent on the way out
+        wait_until_committed(served)
+    finally:
+        stream.terminate()
+        stream.wait(30)
+        server.stop()
+    streamed = experiments_report(served, experiments)
+    variants = streamed["experiments"]["ranker"]["variants"]
+    funnel, control = variants["funnel"], variants["popular"]
+    assert streamed["experiments"]["ranker"]["control"] == "popular"
+    assert min(funnel["impressions"], control["impressions"]) > 500 and min(funnel["clicks"], control["clicks"]) > 0
+    assert funnel["ctr"] > control["ctr"] and funnel["p_value"] < 0.05 and funnel["verdict"] == "better than control"
+    by_position = [streamed["by_position"][str(p)]["ctr"] for p in range(1, 11)]
+    assert by_position[0] > np.mean(by_position[1:3]) > np.mean(by_position[5:])  # position bias shows through
+
+    replayed_version, _ = backfill(served.bootstrap, served.redis_url, progress=False)
+    assert experiments_report(served, experiments, replayed_version) == streamed
 
 
 def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
