@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +13,8 @@ from hypothesis import strategies as st
 from kapparec.errors import UsageError
 from serving import experiments
 from serving.config import FunnelConfig
+
+KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 
 TWO_VARIANTS = """
 [[experiment]]
@@ -80,3 +86,26 @@ def test_every_user_lands_in_exactly_one_listed_variant(user, shares):
     config = experiments.parse(f"[[experiment]]\nname = 'x'\nsalt = 's'\n{variants}")
     bucket = experiments.assign(config, user)
     assert bucket.variant.name in {f"v{n}" for n in range(len(shares))}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KAPPAREC, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_experiments_list_shows_each_variants_share_of_all_users(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_text(TWO_VARIANTS.format(salt="s", traffic=0.5))
+    listed = run_cli("experiments", "list", "--experiments", str(path))
+    assert listed.returncode == 0, listed.stderr
+    assert "ranker  salt=s  traffic=50%  control=control" in listed.stdout
+    assert "control           15.0% of users  popular items only" in listed.stdout
+    assert 'treatment         35.0% of users  model production, funnel {"max_per_category": 2' in listed.stdout
+
+
+def test_a_bad_experiments_file_is_one_line_and_a_non_zero_exit(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_text("[[experiment]]\nname = 'x'\nsalt = 's'\n[[experiment.variant]]\nname = 'a'\nshare = 0.5\n")
+    for verb in (["experiments", "list"], ["serve", "--port", "1"]):
+        refused = run_cli(*verb, "--experiments", str(path))
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "variant shares sum to 0.5, not 1" in refused.stderr and "Traceback" not in refused.stderr

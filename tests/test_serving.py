@@ -433,9 +433,9 @@ def test_ab_buckets_are_stable_hot_reloaded_and_written_to_impressions(served, t
         server.stop()
 
 
-def experiments_report(served: Served, experiments, version: str | None = None) -> dict:
+def experiments_report(served: Served, experiments, *extra: str) -> dict:
     command = [KAPPAREC, "experiments", "report", "--json", "--redis", served.redis_url, "--experiments", str(experiments)]
-    done = subprocess.run(command + (["--version", version] if version else []), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command + list(extra), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     del report["feature_version"]
@@ -473,7 +473,8 @@ def test_ab_loop_the_funnel_beats_a_popularity_control_and_a_replay_reports_the_
         stream.terminate()
         stream.wait(30)
         server.stop()
-    streamed = experiments_report(served, experiments)
+    streamed = experiments_report(served, experiments, "--plot", str(tmp_path / "ctr.png"))
+    assert (tmp_path / "ctr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     variants = streamed["experiments"]["ranker"]["variants"]
     funnel, control = variants["funnel"], variants["popular"]
     assert streamed["experiments"]["ranker"]["control"] == "popular"
@@ -483,7 +484,7 @@ def test_ab_loop_the_funnel_beats_a_popularity_control_and_a_replay_reports_the_
     assert by_position[0] > np.mean(by_position[1:3]) > np.mean(by_position[5:])  # position bias shows through
 
     replayed_version, _ = backfill(served.bootstrap, served.redis_url, progress=False)
-    assert experiments_report(served, experiments, replayed_version) == streamed
+    assert experiments_report(served, experiments, "--version", replayed_version) == streamed
 
 
 def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
