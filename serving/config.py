@@ -49,8 +49,10 @@ class FunnelConfig(BaseModel):
 
     @property
     def sources(self) -> frozenset[str]:
-        """The sources worth generating: a source weighted 0 adds nothing to the blend."""
-        return frozenset(source for source, weight in self.weights.items() if weight > 0)
+        """The sources worth generating: a source weighted 0 adds nothing to the blend, except new
+        items while exploration keeps a share of the page for them."""
+        weighted = {source for source, weight in self.weights.items() if weight > 0}
+        return frozenset(weighted | ({"new_item"} if self.exploration_share > 0 else set()))
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any], base: "FunnelConfig | None" = None) -> "FunnelConfig":

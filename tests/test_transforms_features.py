@@ -62,7 +62,7 @@ def random_log(seed: int, count: int = 300) -> tuple[list[Interaction], list[Cat
         value = {"rate": float(rng.randrange(0, 6)), "progress": rng.choice([0.25, 0.5, 0.9])}.get(event_type)
         events.append(
             Interaction(f"u{user}", f"i{rng.randrange(12)}", event_type, value, event_time, rng.choice(["", "eu", "us"]),
-                        "", "", partition, offsets[partition], watermarks[partition])
+                        "", "", partition, offsets[partition], log_watermark=watermarks[partition])
         )
         offsets[partition] += 1
         watermarks[partition] = max(watermarks[partition], event_time)
