@@ -32,6 +32,8 @@ def identifier(name: str, value: str, required: bool = True) -> str:
         raise InvalidRequest(f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidRequest(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if any(ord(char) < 0x20 or char == "\x7f" for char in value):
+        raise InvalidRequest(f"{name} contains a control character")
     return value
 
 

@@ -161,11 +161,16 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     def _log_impression(self, user_id: str, response: pb.RecommendResponse) -> None:
         if self.impressions is None or not response.items:
             return
-        self.impressions.offer(ImpressionEvent(
-            request_id=response.request_id, user_id=user_id, event_time=int(time.time() * 1000),
-            bucket=response.bucket, model_version=response.model_version, served_from=response.served_from,
-            items=tuple(ShownItem(item_id=item.item_id, position=item.rank, source=item.source) for item in response.items),
-        ))
+        try:
+            impression = ImpressionEvent(
+                request_id=response.request_id, user_id=user_id, event_time=int(time.time() * 1000),
+                bucket=response.bucket, model_version=response.model_version, served_from=response.served_from,
+                items=tuple(ShownItem(item_id=i.item_id, position=i.rank, source=i.source) for i in response.items),
+            )
+        except ValidationError:  # an id the log's contract refuses: the page is served, its impression counted lost
+            metrics.IMPRESSIONS_DROPPED.labels("invalid").inc()
+            return
+        self.impressions.offer(impression)
 
     def _authenticate(self, context: grpc.ServicerContext) -> None:
         if not self.token:
