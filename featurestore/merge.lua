@@ -1,12 +1,37 @@
--- Merge one staged batch shard into a version's live keys, then delete the shard.
--- KEYS[1]: the stage hash; ARGV[1]: the version's key prefix ("kr:v7:").
+-- Commit one bundle: check the writer's lease and the offsets, check every staged mutation,
+-- then merge them all into the version's live keys and advance the offsets. One script, so no
+-- other client sees a half-commit; and because nothing is written before every check passed,
+-- a refused or malformed bundle leaves the store exactly as it was (Redis does not roll back a
+-- script that fails half-way).
+--
+-- KEYS[1]: the version's offsets hash; KEYS[2]: the writer lease key; KEYS[3..]: stage hashes.
+-- ARGV[1]: the version's key prefix ("kr:v7:"); ARGV[2]: the writer's lease value ("" = no lease
+-- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
+-- fields, n expected values ("" = absent) and n new values.
 -- Each staged field is op \31 feature \31 entity \31 field; its value depends on op:
 --   count/max: an integer; add: ignored; top: score \31 limit; latest: order \t payload.
--- Every op is associative and commutative, so merging batches in any split of the log
--- gives the state one pass over the whole log would (see featurestore/definitions.py).
-local prefix = ARGV[1]
-local staged = redis.call('HGETALL', KEYS[1])
-local trim = {}
+-- Every op is associative and commutative, so merging batches in any split of the log gives
+-- the state one pass over the whole log would (see featurestore/definitions.py).
+local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local function drop_stages()
+  for s = 3, #KEYS do redis.call('DEL', KEYS[s]) end
+end
+
+local function refuse(kind, detail)
+  drop_stages()
+  return redis.error_reply(kind .. ' ' .. detail)
+end
+
+if lease ~= '' and redis.call('GET', KEYS[2]) ~= lease then
+  return refuse('LEASE', 'the writer lease ' .. lease .. ' is no longer held (now: ' .. tostring(redis.call('GET', KEYS[2])) .. ')')
+end
+for i = 1, n do
+  local found = redis.call('HGET', KEYS[1], ARGV[3 + i]) or ''
+  if found ~= ARGV[3 + n + i] then
+    return refuse('STALE', ARGV[3 + i] .. ' is at ' .. found .. ', the bundle expected ' .. ARGV[3 + n + i])
+  end
+end
 
 local function split(text)
   local parts, start = {}, 1
@@ -21,37 +46,68 @@ local function split(text)
   end
 end
 
-for i = 1, #staged, 2 do
-  local p = split(staged[i])
-  local op, key, field, value = p[1], prefix .. p[2] .. ':' .. p[3], p[4], staged[i + 1]
-  if op == 'count' then
-    redis.call('HINCRBY', key, field, value)
-  elseif op == 'add' then
-    redis.call('SADD', key, field)
-  elseif op == 'top' then
-    local v = split(value)
-    redis.call('ZADD', key, v[1], field)
-    trim[key] = tonumber(v[2])
-  elseif op == 'latest' then
-    local current = redis.call('HGET', key, field)
-    local order = string.sub(value, 1, (string.find(value, '\t', 1, true) or 0) - 1)
-    if not current or string.sub(current, 1, #order) < order then
-      redis.call('HSET', key, field, value)
+local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset'}
+local merges = {}
+for s = 3, #KEYS do
+  local staged = redis.call('HGETALL', KEYS[s])
+  for i = 1, #staged, 2 do
+    local p = split(staged[i])
+    local op, value = p[1], staged[i + 1]
+    if #p ~= 4 or not TYPES[op] then
+      return refuse('MALFORMED', 'staged mutation ' .. staged[i])
     end
-  elseif op == 'max' then
-    local current = redis.call('HGET', key, field)
-    if not current or tonumber(current) < tonumber(value) then
-      redis.call('HSET', key, field, value)
+    local key = prefix .. p[2] .. ':' .. p[3]
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'none' and kind ~= TYPES[op] then
+      return refuse('MALFORMED', key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
     end
-  else
-    return redis.error_reply('unknown merge op ' .. op)
+    local m = {op = op, key = key, field = p[4], value = value}
+    if op == 'count' or op == 'max' then
+      m.number = tonumber(value)
+      if not m.number then return refuse('MALFORMED', op .. ' value ' .. value) end
+    elseif op == 'top' then
+      local v = split(value)
+      m.score, m.limit = tonumber(v[1]), tonumber(v[2])
+      if not (m.score and m.limit) then return refuse('MALFORMED', 'top value ' .. value) end
+    elseif op == 'latest' then
+      local tab = string.find(value, '\t', 1, true)
+      if not tab then return refuse('MALFORMED', 'latest value without an order') end
+      m.order = string.sub(value, 1, tab - 1)
+    end
+    merges[#merges + 1] = m
   end
 end
 
--- Keep the `limit` highest (score, member): ZSET order breaks score ties by member, so
--- what survives does not depend on which batch brought it.
+local trim = {}
+for _, m in ipairs(merges) do
+  if m.op == 'count' then
+    redis.call('HINCRBY', m.key, m.field, m.value)
+  elseif m.op == 'add' then
+    redis.call('SADD', m.key, m.field)
+  elseif m.op == 'top' then
+    -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
+    redis.call('ZADD', m.key, 'GT', m.score, m.field)
+    trim[m.key] = m.limit
+  elseif m.op == 'latest' then
+    local current = redis.call('HGET', m.key, m.field)
+    if not current or string.sub(current, 1, #m.order) < m.order then
+      redis.call('HSET', m.key, m.field, m.value)
+    end
+  else -- max
+    local current = redis.call('HGET', m.key, m.field)
+    if not current or tonumber(current) < m.number then
+      redis.call('HSET', m.key, m.field, m.value)
+    end
+  end
+end
+
+-- Keep the `limit` highest (score, member): ZSET order breaks score ties by member, so what
+-- survives does not depend on which batch brought it.
 for key, limit in pairs(trim) do
   redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
 end
-redis.call('DEL', KEYS[1])
-return #staged / 2
+for i = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[3 + i], ARGV[3 + 2 * n + i])
+end
+drop_stages()
+return #merges

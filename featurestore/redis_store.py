@@ -47,7 +47,22 @@ def stage_shard(field: str) -> int:
 
 
 class StaleBundle(KapparecError):
-    """A bundle whose offsets were already committed past (a replay or a second writer)."""
+    """A bundle whose offsets were already committed past (a replay or a retry)."""
+
+
+class LeaseLost(KapparecError):
+    """A writer whose lease another writer took over: its late commit is refused."""
+
+
+def _refusal(version: str, message: str) -> KapparecError:
+    # redis-py wraps a script's error reply in a transaction as "Command # N (...) caused error: <reply>".
+    reply = message.rsplit("caused error: ", 1)[-1]
+    kind, _, detail = reply.partition(" ")
+    if kind == "STALE":
+        return StaleBundle(f"{version}: {detail}")
+    if kind == "LEASE":
+        return LeaseLost(f"{version}: {detail}")
+    return KapparecError(f"{version}: the bundle was refused, nothing applied: {reply}")
 
 
 class RedisFeatureStore:
@@ -142,38 +157,37 @@ class RedisFeatureStore:
         mutations: Iterable[Mutation],
         expected: dict[tuple[str, int], int | None],
         offsets: dict[tuple[str, int], int],
+        lease: str = "",
     ) -> int:
-        """Merge ``mutations`` and advance ``offsets`` in one transaction, if the committed
-        offsets still are ``expected`` (None: absent); otherwise refuse the whole bundle.
+        """Merge ``mutations`` and move the committed offsets from ``expected`` (None: absent)
+        to ``offsets``, all or nothing, in one script (``merge.lua``).
 
-        The compare-and-set is what makes a bundle's effect exactly-once: a stale or replayed
-        bundle finds the offsets moved on and raises ``StaleBundle`` with nothing applied.
-        The mutations are staged inside the same MULTI/EXEC, so no stage outlives a refusal.
+        Refused whole, with nothing applied: a bundle whose offsets moved on (``StaleBundle``:
+        a replay, a retry), a writer whose ``lease`` is no longer the store's (``LeaseLost``),
+        and a mutation the merge cannot apply. That the whole bundle or none of it lands is
+        what makes its effect exactly-once.
         """
-        key = layout.offsets_key(version)
-        fields = [layout.offset_field(t, p) for t, p in expected]
+        if set(expected) != set(offsets):
+            raise ValueError("a commit moves exactly the offsets it expected")
         stage = layout.stage_prefix(version, self.new_batch_id())
-        shards: dict[int, dict[str, str]] = {}
+        shards: dict[str, dict[str, str]] = {}
         for mutation in mutations:
             field, value = encode_staged(mutation)
-            shards.setdefault(stage_shard(field), {})[field] = value
+            shards.setdefault(f"{stage}{stage_shard(field)}", {})[field] = value
+        positions = list(offsets)
+        args = [layout.version_prefix(version), lease, len(positions),
+                *(layout.offset_field(t, p) for t, p in positions),
+                *("" if expected[position] is None else str(expected[position]) for position in positions),
+                *(str(offsets[position]) for position in positions)]
         with self.client.pipeline(transaction=True) as tx:
+            for shard, values in shards.items():
+                tx.hset(shard, mapping=values)
+            self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK, *shards], args=args, client=tx)
             try:
-                tx.watch(key)
-                found = tx.hmget(key, fields) if fields else []
-                wanted = [None if o is None else str(o) for o in expected.values()]
-                if found != wanted:
-                    raise StaleBundle(f"{version}: offsets {dict(zip(fields, found))}, bundle expected {wanted}")
-                tx.multi()
-                for shard, values in shards.items():
-                    tx.hset(f"{stage}{shard}", mapping=values)
-                    self._merge(keys=[f"{stage}{shard}"], args=[layout.version_prefix(version)], client=tx)
-                tx.hset(key, mapping={layout.offset_field(t, p): o for (t, p), o in offsets.items()})
-                tx.execute()
-            except redis.WatchError:
-                raise StaleBundle(f"{version}: offsets moved while the bundle committed") from None
-        return sum(len(values) for values in shards.values())
-
+                merged = tx.execute()[-1]
+            except redis.ResponseError as exc:
+                raise _refusal(version, str(exc)) from None
+        return int(merged)
     def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int]) -> None:
         """Move offsets to a bounded read's ends: records missing at a range's end (dead
         letters, compaction) leave nothing to commit, but the range was read."""

@@ -20,7 +20,9 @@ import pytest
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
 from streams.dlq import read_dead_letters
+from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
+from streams.topics import EVENTS
 from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill, stream
 
@@ -130,24 +132,29 @@ def test_late_records_are_counted_and_within_lateness_update_their_window(stack)
     assert {e.item_id for e in reader.history("u1")} == {"fresh", "slightly_late", "too_late"}
 
 
-@pytest.mark.slow
-def test_killing_the_continuous_job_does_not_change_its_result(stack, tmp_path):
-    log = SyntheticLog(users=80, items=100, events=6000, seed=5)
-    produce_synthetic(stack.bootstrap, log)
+@pytest.mark.parametrize("events, kills, alive_s", [
+    (1500, 2, (2.5, 4.0)),  # the short version, in the default suite
+    pytest.param(6000, 4, (3.0, 8.0), marks=pytest.mark.slow),
+])
+def test_killing_the_continuous_job_does_not_change_its_result(stack, events, kills, alive_s):
+    log = SyntheticLog(users=80, items=100, events=events, seed=5)
+    produce_synthetic(stack.bootstrap, log, records=[])  # the catalog; the events arrive while jobs die
     env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
-    command = [KAPPAREC, "stream", "--max-batch-records", "120", "--poll-interval", "0.1"]
+    # A killed job cannot hand its lease back: the next one waits out its short term.
+    command = [KAPPAREC, "stream", "--max-batch-records", "120", "--poll-interval", "0.1", "--wait", "--lease-seconds", "1"]
     rng = random.Random(42)
-    kills = 0
     store = RedisFeatureStore(stack.redis_url)
-    while kills < 4:
-        job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 8.0))
-        job.send_signal(signal.SIGKILL)
-        job.wait()
-        kills += 1
-    subprocess.run([KAPPAREC, "stream", "--once"], env=env, check=True, capture_output=True)
-    version = store.require_current_version()
-    assert sum(o for (t, _), o in store.offsets(version).items() if t == "events") == 6000
+    committed_at_kills = []
+    with TrickleProducer(stack.bootstrap, list(log.records()), seconds=kills * alive_s[1]):
+        for _ in range(kills):
+            job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(*alive_s))
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+            committed_at_kills.append(_events_committed(store))
+    subprocess.run([*command, "--once"], env=env, check=True, capture_output=True)
+    assert any(0 < committed < events for committed in committed_at_kills), committed_at_kills  # killed mid-log
+    assert _events_committed(store) == events
     crashed = dump(stack.redis_url)
     backfill(stack.bootstrap, stack.redis_url, progress=False)
     assert crashed == dump(stack.redis_url)
@@ -194,6 +201,30 @@ def test_the_running_stream_follows_a_published_backfill(stack):
     followed = dump(stack.redis_url)
     backfill(stack.bootstrap, stack.redis_url, progress=False)
     assert followed == dump(stack.redis_url)
+
+
+class TrickleProducer(threading.Thread):
+    """Sends ``records`` to ``events`` evenly over ``seconds``, beside the test."""
+
+    def __init__(self, bootstrap: str, records: list, seconds: float):
+        super().__init__(daemon=True)
+        self.bootstrap, self.records, self.seconds = bootstrap, records, seconds
+
+    def run(self) -> None:
+        chunks = 20
+        with LogProducer(self.bootstrap) as producer:
+            for n in range(chunks):
+                for record in self.records[n * len(self.records) // chunks:(n + 1) * len(self.records) // chunks]:
+                    producer.send_raw(EVENTS, record.key, record.value, record.timestamp_ms)
+                producer.flush()
+                time.sleep(self.seconds / chunks)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.join()
 
 
 def _events_committed(store: RedisFeatureStore) -> int:

@@ -50,10 +50,11 @@ DEFAULT_MAX_KEYS = 100_000
 
 @dataclass(frozen=True)
 class CommitTarget:
-    """Where the commits go: the store and the version."""
+    """Where the commits go: the store and the version, and the writer lease they are made under."""
 
     redis_url: str
     version: str
+    lease: str = ""  # a backfill into a fresh version has no other writer to fence off
 
 
 class _CommitFeaturesFn(beam.DoFn):
@@ -153,7 +154,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._add_pairs()
         mutations = self._merged_mutations()
         expected = {position: self._expected[position] for position in self._next}
-        written = self._store.commit(self._target.version, mutations, expected, self._next)
+        written = self._store.commit(self._target.version, mutations, expected, self._next, self._target.lease)
         self._expected.update(self._next)
         self._commits.inc()
         self._committed.inc(self._records)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from kapparec import cliargs
@@ -43,6 +45,11 @@ def register(verbs) -> None:
     )
     _add_runner_flags(stream)
     stream.add_argument("--once", action="store_true", help="process up to the end offsets seen at start, then exit")
+    stream.add_argument("--wait", action="store_true",
+                        help="if another stream job holds the store's writer lease, wait for it instead of exiting")
+    stream.add_argument("--lease-seconds", type=cliargs.positive_float, default=10.0, metavar="S",
+                        help="the writer lease's term: a job that stops renewing it (killed, paused) loses it "
+                             "after this long (default 10)")
     stream.add_argument("--poll-interval", type=float, default=0.2, metavar="S",
                         help="seconds between checks for a stop request and reports of commits")
     stream.add_argument(
@@ -90,6 +97,10 @@ def run_stream(args) -> int:
     from transforms.jobs import stream
 
     config, runner = _job_settings(args)
+    # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
 
     def report(version, records):
         print(f"stream: {version} +{records} events committed", flush=True)
@@ -97,7 +108,7 @@ def run_stream(args) -> int:
     total = stream(
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
-        on_commit=report,
+        stop=stop, on_commit=report, wait=args.wait, lease_ttl_s=args.lease_seconds,
     )
     print(f"stream: {total.batches} commits, {total.records} records in {total.seconds:.1f}s")
     return 0

@@ -23,6 +23,7 @@ import redis
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from featurestore import layout
+from featurestore.lease import DEFAULT_TTL_S, WriterLease
 from featurestore.redis_store import RedisFeatureStore
 from streams import offsets as log_offsets
 from streams import topics
@@ -140,10 +141,11 @@ def run_bounded(
     max_records: int | None = None,
     max_keys: int = DEFAULT_MAX_KEYS,
     progress: bool = False,
+    lease: str = "",
 ) -> BatchStats:
     """The pipeline over fixed ranges into ``version``, then the offsets moved to the ranges' ends."""
     progress_key = f"{layout.ROOT}:progress:{store.new_batch_id()}" if progress else None
-    commits = CommitSettings(CommitTarget(store.url, version), max_records, progress_key, max_keys)
+    commits = CommitSettings(CommitTarget(store.url, version, lease), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
     stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
     store.advance_offsets(version, plan.end_offsets())
@@ -215,20 +217,31 @@ def stream(
     max_batch_records: int | None = None,
     stop: threading.Event | None = None,
     on_commit=None,
+    wait: bool = False,
+    lease_ttl_s: float = DEFAULT_TTL_S,
 ) -> BatchStats:
     """Follow the log until ``stop`` is set (or, with ``once``, up to the end seen at start).
 
-    One continuous job per store: two would both commit the same partitions (the offsets'
-    compare-and-set refuses the loser's bundles, but no lease hands the work over yet).
-    ``on_commit(version, records)`` is called from a watcher thread as committed offsets move.
+    One continuous job per store: it holds the store's writer lease (``featurestore.lease``)
+    and every commit checks it, so a second job exits with ``WriterBusy`` naming the holder
+    (``wait``: it waits for the lease instead). ``on_commit(version, records)`` is called from
+    a watcher thread as committed offsets move.
     """
+    with WriterLease(redis_url, lease_ttl_s).acquire(wait) as lease:
+        return _stream(bootstrap, redis_url, config or FeatureConfig(), runner, lease, once=once,
+                       poll_interval_s=poll_interval_s, max_batch_records=max_batch_records,
+                       stop=stop or threading.Event(), on_commit=on_commit)
+
+
+def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: RunnerSettings, lease: WriterLease, *,
+            once: bool, poll_interval_s: float, max_batch_records: int | None, stop: threading.Event,
+            on_commit) -> BatchStats:
     store = RedisFeatureStore(redis_url)
-    config = config or FeatureConfig()
-    stop = stop or threading.Event()
     if once:
         version = _stream_version(store, None)
         plan = plan_batch(store.offsets(version), store.high_water(version, topics.EVENTS), snapshot_ends(bootstrap))
-        return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records)
+        return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records,
+                           lease=lease.value)
     total = BatchStats()
     version = None
     while not stop.is_set():
@@ -241,7 +254,7 @@ def stream(
             starts = {topic: _partition_offsets(committed, topic, bootstrap) for topic in _read_topics(bootstrap)}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts.get(topics.IMPRESSIONS, {}))
-            commits = CommitSettings(CommitTarget(redis_url, version), max_batch_records)
+            commits = CommitSettings(CommitTarget(redis_url, version, lease.value), max_batch_records)
             total.add(run_pipeline(bootstrap, plan, commits, config, runner))
         finally:
             watcher.finish()
