@@ -89,8 +89,11 @@ for _, m in ipairs(merges) do
     redis.call('ZADD', m.key, 'GT', m.score, m.field)
     trim[m.key] = m.limit
   elseif m.op == 'latest' then
+    -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
     local current = redis.call('HGET', m.key, m.field)
-    if not current or string.sub(current, 1, #m.order) < m.order then
+    local tab = current and string.find(current, '\t', 1, true)
+    local order = current and string.sub(current, 1, tab - 1)
+    if not current or order < m.order or (order == m.order and string.sub(current, tab + 1) < string.sub(m.value, #m.order + 2)) then
       redis.call('HSET', m.key, m.field, m.value)
     end
   else -- max

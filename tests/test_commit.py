@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featurestore.definitions import Feature, Mutation, Op
 from featurestore.redis_store import RedisFeatureStore, StaleBundle
+from kapparec.errors import KapparecError
 from streams.topics import EVENTS
+from transforms.mutations import merge_all
 
 PLAY = [Mutation(Op.COUNT, Feature.OCCURRENCE, "", "i1", 2)]
 
@@ -34,3 +38,55 @@ def test_the_next_bundle_commits_from_where_the_last_ended(stack):
     store.commit(version, PLAY, {(EVENTS, 0): 10}, {(EVENTS, 0): 20})
     assert store.offsets(version) == {(EVENTS, 0): 20}
     assert stack.redis().hget(f"kr:{version}:occ:_", "i1") == b"4"
+
+
+def test_a_bundle_with_one_bad_mutation_anywhere_applies_nothing(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    store.commit(version, PLAY, {(EVENTS, 0): None}, {(EVENTS, 0): 10})
+    before = list(store.dump(version))
+    many = [Mutation(Op.COUNT, Feature.POPULARITY, f"i{n}", "play|0", 1) for n in range(200)]
+    for poison in (Mutation("bogus", Feature.POPULARITY, "i9", "play|0", 1),  # an op the merge does not know
+                   Mutation(Op.ADD, Feature.OCCURRENCE, "", "i1")):  # a set op on an existing hash
+        with pytest.raises(KapparecError, match="nothing applied"):
+            store.commit(version, [*many, poison], {(EVENTS, 0): 10}, {(EVENTS, 0): 20})
+        assert list(store.dump(version)) == before
+        assert not list(stack.redis().scan_iter(match=f"kr:{version}:stage:*"))
+
+
+def test_top_keeps_each_members_best_score_whatever_the_batch_order(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    high, low = (Mutation(Op.TOP, Feature.HISTORY, "u1", "i1", score, limit=5) for score in (9.0, 3.0))
+    store.commit(version, [high], {(EVENTS, 0): None}, {(EVENTS, 0): 1})
+    store.commit(version, [low], {(EVENTS, 0): 1}, {(EVENTS, 0): 2})
+    assert stack.redis().zscore(f"kr:{version}:history:u1", "i1") == 9.0
+
+
+MEMBERS = st.sampled_from(["a", "b", "c", "d"])
+MUTATIONS = st.one_of(
+    st.builds(lambda e, f, v: Mutation(Op.COUNT, "cnt", e, f, v), MEMBERS, MEMBERS, st.integers(-5, 5)),
+    st.builds(lambda e, f: Mutation(Op.ADD, "set", e, f), MEMBERS, MEMBERS),
+    st.builds(lambda e, f, v: Mutation(Op.TOP, "top", e, f, float(v), limit=2), MEMBERS, MEMBERS, st.integers(0, 9)),
+    st.builds(lambda e, f, o, v: Mutation(Op.LATEST, "last", e, f, v, order=f"{o:03d}"), MEMBERS, MEMBERS,
+              st.integers(0, 3), MEMBERS),  # few orders: ties that the payload must break
+    st.builds(lambda e, f, v: Mutation(Op.MAX, "max", e, f, v), MEMBERS, MEMBERS, st.integers(0, 50)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(MUTATIONS, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_any_split_merged_by_the_real_lua_merge_equals_one_merge_of_the_whole(stack, mutations, cuts):
+    """The split-invariance property of ``transforms.mutations``, through merge.lua itself."""
+    store = RedisFeatureStore(stack.redis_url)
+    whole, split = store.create_version("whole"), store.create_version("split")
+    store.commit(whole, merge_all(mutations), {(EVENTS, 0): None}, {(EVENTS, 0): 1})
+    bounds = [0, *sorted(c for c in cuts if c <= len(mutations)), len(mutations)]
+    committed = None
+    for n, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+        store.commit(split, merge_all(mutations[start:stop]), {(EVENTS, 0): committed}, {(EVENTS, 0): n + 1})
+        committed = n + 1
+    strip = lambda lines: [line for line in lines if not line.startswith('{"key":"offsets"')]  # noqa: E731
+    assert strip(store.dump(split)) == strip(store.dump(whole))
+    store.drop_version(whole)
+    store.drop_version(split)
