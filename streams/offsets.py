@@ -86,3 +86,23 @@ def beginning_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Per partition, the offset the next record will get (the log end, exclusive)."""
     return {p: stop for p, (_, stop) in offset_ranges(bootstrap, topic).items()}
+
+
+Ranges = dict[int, tuple[int, int]]
+
+
+def log_snapshot(bootstrap: str, topics: tuple[str, ...]) -> dict[str, Ranges]:
+    """``[beginning, end)`` now per partition of each topic; a topic never created has no partitions."""
+    from streams.topics import topic_partitions
+
+    return {topic: offset_ranges(bootstrap, topic) if topic_partitions(bootstrap, topic) else {} for topic in topics}
+
+
+def plan_from(snapshot: dict[str, Ranges], committed: dict[tuple[str, int], int]) -> dict[str, Ranges]:
+    """The one offset planner of every job (backfill, stream, training replay): each partition
+    from its committed offset, or else from its log *beginning*, which retention moves past 0,
+    to the snapshot's end."""
+    return {
+        topic: {p: (committed.get((topic, p), begin), end) for p, (begin, end) in ranges.items()}
+        for topic, ranges in snapshot.items()
+    }

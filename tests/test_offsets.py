@@ -6,7 +6,7 @@ import pytest
 from kafka import KafkaProducer
 
 from kapparec.errors import KapparecError
-from streams import offsets
+from streams import offsets, topics
 from tests.logs import create_topic
 
 
@@ -34,3 +34,22 @@ def test_missing_topic_fails_fast(stack):
     for lookup in (offsets.partitions_for, offsets.end_offsets, offsets.beginning_offsets, offsets.offset_ranges):
         with pytest.raises(KapparecError, match="'ghost' does not exist"):
             lookup(stack.bootstrap, "ghost")
+
+
+def test_the_planner_starts_where_the_log_begins_not_at_zero():
+    """Retention moves a partition's beginning past 0 (Tansu, the broker here, drops the
+    connection on DeleteRecords, so the moved beginning is given as a snapshot)."""
+    snapshot = {"events": {0: (500, 900), 1: (0, 40)}, "items": {0: (7, 7)}, "impressions": {}}
+    assert offsets.plan_from(snapshot, {}) == {"events": {0: (500, 900), 1: (0, 40)}, "items": {0: (7, 7)},
+                                               "impressions": {}}
+    assert offsets.plan_from(snapshot, {("events", 0): 650})["events"] == {0: (650, 900), 1: (0, 40)}
+
+
+def test_every_job_plans_with_the_one_planner(stack):
+    from transforms.jobs import READ_TOPICS, plan_batch
+
+    topics.ensure_topics(stack.bootstrap, partitions=2)
+    snapshot = offsets.log_snapshot(stack.bootstrap, READ_TOPICS)
+    assert set(snapshot) == set(READ_TOPICS) and all(len(ranges) >= 1 for ranges in snapshot.values())
+    plan = plan_batch({**snapshot, "events": {0: (120, 300), 1: (0, 0)}}, {("events", 0): 150}, {})
+    assert plan.events == {0: (150, 300)}  # a committed partition resumes, an empty one is left out

@@ -26,6 +26,7 @@ from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving.config import SOURCES
 from serving.filters import AGE_SCALE
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
+from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
@@ -37,7 +38,7 @@ from training.replay import replay_log
 from training.two_tower.export import USER_TOWER_DIR, export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 from featurestore.redis_store import RedisFeatureStore
-from transforms.jobs import backfill, snapshot_ends
+from transforms.jobs import READ_TOPICS, backfill
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
@@ -447,8 +448,8 @@ def wait_until_committed(served: Served, timeout_s: float = 90) -> None:
     """Until the current version's committed offsets reach the log's ends (the stream job caught up)."""
     store = RedisFeatureStore(served.redis_url)
     deadline = time.monotonic() + timeout_s
-    while any(store.offsets(store.current_version()).get(position, 0) < end
-              for position, end in snapshot_ends(served.bootstrap).items()):
+    while any(store.offsets(store.current_version()).get((topic, p), 0) < end
+              for topic, ranges in log_snapshot(served.bootstrap, READ_TOPICS).items() for p, (_, end) in ranges.items()):
         assert time.monotonic() < deadline, "the stream job did not catch up with the log"
         time.sleep(0.5)
 

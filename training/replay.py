@@ -126,10 +126,8 @@ def _event_ranges(bootstrap: str, until_offsets: dict[int, int] | None) -> Range
 
 
 def _snapshot(bootstrap: str, topic: str) -> Ranges:
-    """``[beginning, end)`` per partition now; no partitions if the topic was never created."""
-    if not topics.topic_partitions(bootstrap, topic):
-        return {}
-    return offsets.offset_ranges(bootstrap, topic)
+    """Everything of ``topic`` from its log beginning: the jobs' planner with nothing committed."""
+    return offsets.plan_from(offsets.log_snapshot(bootstrap, (topic,)), {})[topic]
 
 
 def _before(record: Interaction, until_event_time_ms: int | None) -> bool:

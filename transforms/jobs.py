@@ -80,33 +80,19 @@ class BatchStats:
             self.metrics[name] = self.metrics.get(name, 0) + value
 
 
-def plan_batch(
-    committed: dict[tuple[str, int], int],
-    high_water: dict[int, int],
-    ends: dict[tuple[str, int], int],
-) -> BatchPlan:
-    """Ranges from the committed offsets to the end snapshot."""
-    ranges: dict[str, dict[int, tuple[int, int]]] = {topics.EVENTS: {}, topics.ITEMS: {}, topics.IMPRESSIONS: {}}
-    for (topic, partition), end in ends.items():
-        start = committed.get((topic, partition), 0)
-        if end > start:
-            ranges[topic][partition] = (start, end)
-    return BatchPlan(ranges[topics.EVENTS], ranges[topics.ITEMS], dict(high_water), ranges[topics.IMPRESSIONS])
+# What the feature pipeline reads. A log without an impressions topic (written by other
+# producers) is read as interactions and catalog alone.
+READ_TOPICS = (topics.EVENTS, topics.ITEMS, topics.IMPRESSIONS)
 
 
-def snapshot_ends(bootstrap: str) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for topic in _read_topics(bootstrap):
-        ends.update({(topic, p): end for p, end in log_offsets.end_offsets(bootstrap, topic).items()})
-    return ends
+def plan_batch(snapshot: dict[str, log_offsets.Ranges], committed: dict[tuple[str, int], int],
+               high_water: dict[int, int]) -> BatchPlan:
+    """The ranges of ``snapshot`` not yet committed (``log_offsets.plan_from``), empty ones left out."""
+    planned = {topic: {p: (start, end) for p, (start, end) in ranges.items() if end > start}
+               for topic, ranges in log_offsets.plan_from(snapshot, committed).items()}
+    return BatchPlan(planned[topics.EVENTS], planned[topics.ITEMS], dict(high_water), planned[topics.IMPRESSIONS])
 
 
-def _read_topics(bootstrap: str) -> tuple[str, ...]:
-    """The topics the feature pipeline reads; impressions only where the log has that topic
-    (a log written by other producers may hold interactions and the catalog alone)."""
-    if topics.topic_partitions(bootstrap, topics.IMPRESSIONS):
-        return (topics.EVENTS, topics.ITEMS, topics.IMPRESSIONS)
-    return (topics.EVENTS, topics.ITEMS)
 
 
 def run_pipeline(
@@ -176,9 +162,9 @@ def backfill(
     ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
     memory, whatever the log's length."""
     store = RedisFeatureStore(redis_url)
-    ends = snapshot_ends(bootstrap)
+    snapshot = log_offsets.log_snapshot(bootstrap, READ_TOPICS)
     version = store.create_version("backfill")
-    plan = plan_batch({}, {}, ends)
+    plan = plan_batch(snapshot, {}, {})
     stats = run_bounded(bootstrap, store, version, plan, config or FeatureConfig(), runner,
                         max_keys=max_keys, progress=progress)
     store.publish(version)
@@ -239,7 +225,8 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
     store = RedisFeatureStore(redis_url)
     if once:
         version = _stream_version(store, None)
-        plan = plan_batch(store.offsets(version), store.high_water(version, topics.EVENTS), snapshot_ends(bootstrap))
+        plan = plan_batch(log_offsets.log_snapshot(bootstrap, READ_TOPICS), store.offsets(version),
+                          store.high_water(version, topics.EVENTS))
         return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records,
                            lease=lease.value)
     total = BatchStats()
@@ -250,20 +237,15 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
         watcher = _CommitWatcher(store, version, stop, stop_key, poll_interval_s, on_commit)
         watcher.start()
         try:
-            committed = store.offsets(version)
-            starts = {topic: _partition_offsets(committed, topic, bootstrap) for topic in _read_topics(bootstrap)}
+            planned = log_offsets.plan_from(log_offsets.log_snapshot(bootstrap, READ_TOPICS), store.offsets(version))
+            starts = {topic: {p: start for p, (start, _) in ranges.items()} for topic, ranges in planned.items()}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
-                              VersionStop(redis_url, version, stop_key), starts.get(topics.IMPRESSIONS, {}))
+                              VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
             commits = CommitSettings(CommitTarget(redis_url, version, lease.value), max_batch_records)
             total.add(run_pipeline(bootstrap, plan, commits, config, runner))
         finally:
             watcher.finish()
     return total
-
-
-def _partition_offsets(committed: dict[tuple[str, int], int], topic: str, bootstrap: str) -> dict[int, int]:
-    """Where each partition's read starts: its committed offset, else the log beginning."""
-    return {p: committed.get((topic, p), begin) for p, (begin, _) in log_offsets.offset_ranges(bootstrap, topic).items()}
 
 
 class _CommitWatcher(threading.Thread):
