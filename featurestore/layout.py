@@ -5,7 +5,9 @@ kr:current                          STRING  the version readers use, e.g. "v7"
 kr:previous                         STRING  the version before it, kept for rollback
 kr:version_seq                      STRING  counter for new version ids
 kr:versions                         HASH    version -> JSON {state, created_at, source}
-kr:lock:stream                      STRING  fencing token of the one continuous job
+kr:lock:stream                      STRING  the writer lease of the one continuous job: "<fencing token>@<holder>"
+kr:lock:stream:fence                STRING  the fencing token counter
+kr:dlq:written                      SET     source positions already dead-lettered (streams/dlq.py)
 kr:<v>:<feature>:<entity>           HASH | SET | ZSET, by the feature's merge op:
                                       count, max, latest -> HASH (field -> value)
                                       add               -> SET  (members)

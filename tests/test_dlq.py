@@ -26,9 +26,9 @@ def create_dlq(bootstrap: str) -> None:
         admin.close()
 
 
-def write(bootstrap: str, letters: list[DeadLetter]) -> int:
+def write(bootstrap: str, redis_url: str, letters: list[DeadLetter]) -> int:
     pipeline = beam.Pipeline(runner="DirectRunner")
-    _ = pipeline | beam.Create(letters) | WriteDeadLetters(bootstrap)
+    _ = pipeline | beam.Create(letters) | WriteDeadLetters(bootstrap, redis_url)
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name("dead_letters_written"))["counters"]
@@ -37,13 +37,13 @@ def write(bootstrap: str, letters: list[DeadLetter]) -> int:
 
 def test_dead_letters_round_trip_byte_for_byte(stack):
     create_dlq(stack.bootstrap)
-    assert write(stack.bootstrap, LETTERS) == len(LETTERS)
+    assert write(stack.bootstrap, stack.redis_url, LETTERS) == len(LETTERS)
     assert sorted(read_dead_letters(stack.bootstrap)) == sorted(LETTERS)
 
 
 def test_dlq_record_is_the_original_value_and_key_with_reason_and_source_headers(stack):
     create_dlq(stack.bootstrap)
-    write(stack.bootstrap, LETTERS[:1])
+    write(stack.bootstrap, stack.redis_url, LETTERS[:1])
     consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=None)
     tp = TopicPartition(EVENTS_DLQ, 0)
     consumer.assign([tp])
@@ -65,3 +65,17 @@ def test_read_dead_letters_of_an_empty_dlq_is_empty(stack):
 def test_source_label_names_topic_partition_and_offset():
     assert LETTERS[2].source == "items/1@1099511627776"
     assert dlq._parse_source("my.topic-x/12@345") == ("my.topic-x", 12, 345)
+
+
+def test_a_position_is_dead_lettered_once_however_often_it_is_written(stack):
+    create_dlq(stack.bootstrap)
+    assert write(stack.bootstrap, stack.redis_url, LETTERS[:2]) == 2
+    assert write(stack.bootstrap, stack.redis_url, LETTERS) == 1  # a retry, or the next backfill
+    assert sorted(read_dead_letters(stack.bootstrap)) == sorted(LETTERS)
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=None)
+    tp = TopicPartition(EVENTS_DLQ, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    records = consumer.poll(timeout_ms=5_000)[tp]
+    consumer.close()
+    assert len(records) == len(LETTERS)  # on the topic itself, not only in the reader's view

@@ -19,10 +19,11 @@ import pytest
 
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
+from streams import offsets
 from streams.dlq import read_dead_letters
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
-from streams.topics import EVENTS
+from streams.topics import EVENTS, EVENTS_DLQ
 from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill, stream
 
@@ -98,6 +99,10 @@ def test_bad_records_are_dead_lettered_with_reason_and_bytes(stack):
     assert all(letter.reason for letter in letters)
     reasons = {letter.reason.split(":", 1)[0] for letter in letters}
     assert {"bad_json", "missing", "oversized", "future_event_time"} <= reasons
+
+    backfill(stack.bootstrap, stack.redis_url, progress=False)  # the same bad records, read again
+    stream(stack.bootstrap, stack.redis_url, once=True)
+    assert sum(offsets.end_offsets(stack.bootstrap, EVENTS_DLQ).values()) == len(bad)  # each once on the topic
 
 
 def test_late_records_are_counted_and_within_lateness_update_their_window(stack):

@@ -160,7 +160,7 @@ def test_malformed_records_go_to_the_dlq_with_reason_and_original_bytes(stack):
 
     def build(p):
         read = p | ReadFromKafka(stack.bootstrap, EVENTS)
-        read[DEAD_LETTER] | dlq.WriteDeadLetters(stack.bootstrap)
+        read[DEAD_LETTER] | dlq.WriteDeadLetters(stack.bootstrap, stack.redis_url)
         assert_that(read[RECORDS] | beam.Map(lambda r: r.user_id), equal_to(["good", "good"]))
 
     counters = run(build)

@@ -90,7 +90,7 @@ def build_feature_pipeline(
     if plan.impressions:
         read = read.and_topic(ReadFromKafka(bootstrap, topics.IMPRESSIONS, parse_impression, **impressions_read))
     log = pipeline | "ReadLog" >> read
-    _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap)
+    _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap, commits.target.redis_url)
     _ = log[RECORDS] | "Features" >> CommitFeatures(
         commits.target, config, max_records=commits.max_records, max_keys=commits.max_keys
     )
