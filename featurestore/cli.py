@@ -24,6 +24,12 @@ def register(verbs) -> None:
     cliargs.add_redis(rollback)
     rollback.set_defaults(run=run_rollback)
 
+    gc = sub.add_parser("gc", help="drop versions neither current nor previous, and builds that crashed")
+    cliargs.add_redis(gc)
+    gc.add_argument("--grace-minutes", type=cliargs.positive_float, default=15.0,
+                    help="a build whose heartbeat is older than this crashed (default 15)")
+    gc.set_defaults(run=run_gc)
+
 
 def _store(args):
     from featurestore.redis_store import RedisFeatureStore
@@ -53,4 +59,10 @@ def run_versions(args) -> int:
 
 def run_rollback(args) -> int:
     print(f"features: current version is now {_store(args).rollback()}")
+    return 0
+
+
+def run_gc(args) -> int:
+    dropped = _store(args).collect_garbage(build_grace_s=args.grace_minutes * 60)
+    print(f"dropped {', '.join(dropped)}" if dropped else "nothing to drop")
     return 0

@@ -24,6 +24,9 @@ from featurestore.definitions import Feature, Mutation, Op
 from kapparec.errors import KapparecError
 
 STAGE_SHARDS = 16
+# A backfill beats its heartbeat every ``HEARTBEAT_S``; a build silent for ``BUILD_GRACE_S`` crashed.
+HEARTBEAT_S = 30.0
+BUILD_GRACE_S = 15 * 60.0
 _MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
@@ -85,10 +88,19 @@ class RedisFeatureStore:
     def versions(self) -> dict[str, dict]:
         return {v: json.loads(meta) for v, meta in sorted(self.client.hgetall(layout.VERSIONS).items())}
 
-    def create_version(self, source: str) -> str:
+    def create_version(self, source: str, config: dict | None = None) -> str:
+        """A new version in state "building", with the feature ``config`` it is built with pinned to it."""
         version = f"v{self.client.incr(layout.VERSION_SEQ)}"
-        self._set_meta(version, state="building", source=source, created_at=int(time.time() * 1000))
+        now = int(time.time() * 1000)
+        self._set_meta(version, state="building", source=source, created_at=now, heartbeat_at=now, config=config)
         return version
+
+    def heartbeat(self, version: str) -> None:
+        """A build in progress says it is alive; ``collect_garbage`` drops builds that stopped saying so."""
+        self._set_meta(version, heartbeat_at=int(time.time() * 1000))
+
+    def pin_config(self, version: str, config: dict) -> None:
+        self._set_meta(version, config=config)
 
     def _set_meta(self, version: str, **fields) -> None:
         meta = json.loads(self.client.hget(layout.VERSIONS, version) or "{}")
@@ -117,11 +129,14 @@ class RedisFeatureStore:
             tx.execute()
         return previous
 
-    def collect_garbage(self) -> list[str]:
-        """Delete every version but the current and the previous one (and builds in progress)."""
+    def collect_garbage(self, build_grace_s: float = BUILD_GRACE_S) -> list[str]:
+        """Delete every version but the current and the previous one, and builds in progress:
+        a build whose heartbeat is older than ``build_grace_s`` crashed, and goes too."""
         keep = {self.client.get(layout.CURRENT), self.client.get(layout.PREVIOUS)}
+        crashed_before = (time.time() - build_grace_s) * 1000
         dropped = [
-            v for v, meta in self.versions().items() if v not in keep and meta.get("state") != "building"
+            v for v, meta in self.versions().items() if v not in keep and (
+                meta.get("state") != "building" or meta.get("heartbeat_at", meta.get("created_at", 0)) < crashed_before)
         ]
         for version in dropped:
             self.drop_version(version)

@@ -8,6 +8,7 @@ override the defaults through ``FeatureConfig.from_dict``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,16 @@ class FeatureConfig:
         if "rating_weights" in settings:
             settings["rating_weights"] = tuple((float(t), int(w)) for t, w in settings["rating_weights"])
         return cls(**settings)
+
+    def pinned(self) -> dict[str, Any]:
+        """The settings as the store keeps them with a version (JSON types)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+    def differences(self, pinned: Mapping[str, Any]) -> list[str]:
+        """The settings where ``pinned`` (a version's) differs from these, as "name: theirs != ours"."""
+        ours = self.pinned()
+        return [f"{name}: {pinned.get(name)!r} != {ours.get(name)!r}"
+                for name in sorted(set(ours) | set(pinned)) if pinned.get(name) != ours.get(name)]
 
     def weight(self, event: Interaction) -> int:
         """The integer interest weight of one interaction."""

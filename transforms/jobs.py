@@ -24,7 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from featurestore import layout
 from featurestore.lease import DEFAULT_TTL_S, WriterLease
-from featurestore.redis_store import RedisFeatureStore
+from featurestore.redis_store import HEARTBEAT_S, RedisFeatureStore
+from kapparec.errors import KapparecError
 from streams import offsets as log_offsets
 from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
@@ -162,13 +163,34 @@ def backfill(
     ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
     memory, whatever the log's length."""
     store = RedisFeatureStore(redis_url)
+    config = config or FeatureConfig()
     snapshot = log_offsets.log_snapshot(bootstrap, READ_TOPICS)
-    version = store.create_version("backfill")
+    version = store.create_version("backfill", config.pinned())
     plan = plan_batch(snapshot, {}, {})
-    stats = run_bounded(bootstrap, store, version, plan, config or FeatureConfig(), runner,
-                        max_keys=max_keys, progress=progress)
+    with _Heartbeat(store, version):
+        stats = run_bounded(bootstrap, store, version, plan, config, runner, max_keys=max_keys, progress=progress)
     store.publish(version)
     return version, stats
+
+
+class _Heartbeat(threading.Thread):
+    """Beats a build's heartbeat while it runs, so garbage collection tells it from a crashed one."""
+
+    def __init__(self, store: RedisFeatureStore, version: str):
+        super().__init__(name="build-heartbeat", daemon=True)
+        self._store, self._version, self._done = store, version, threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(HEARTBEAT_S):
+            self._store.heartbeat(self._version)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self.join()
 
 
 class VersionStop:
@@ -224,7 +246,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             on_commit) -> BatchStats:
     store = RedisFeatureStore(redis_url)
     if once:
-        version = _stream_version(store, None)
+        version = _stream_version(store, None, config)
         plan = plan_batch(log_offsets.log_snapshot(bootstrap, READ_TOPICS), store.offsets(version),
                           store.high_water(version, topics.EVENTS))
         return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records,
@@ -232,7 +254,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
     total = BatchStats()
     version = None
     while not stop.is_set():
-        version = _stream_version(store, version)
+        version = _stream_version(store, version, config)
         stop_key = f"{layout.ROOT}:stream:stop:{store.new_batch_id()}"
         watcher = _CommitWatcher(store, version, stop, stop_key, poll_interval_s, on_commit)
         watcher.start()
@@ -277,12 +299,24 @@ class _CommitWatcher(threading.Thread):
         self._store.client.delete(self._stop_key)
 
 
-def _stream_version(store: RedisFeatureStore, following: str | None) -> str:
-    """The version to extend: the current one (a published backfill takes over), created if none."""
+def _stream_version(store: RedisFeatureStore, following: str | None, config: FeatureConfig) -> str:
+    """The version to extend: the current one (a published backfill takes over), created if none.
+
+    A version keeps the feature configuration it was built with: extending it with other
+    settings would mix two meanings in one state, so that is refused with what differs.
+    """
     version = store.current_version()
     if version is None:
-        version = store.create_version("stream")
+        version = store.create_version("stream", config.pinned())
         store.publish(version)
+    pinned = store.versions().get(version, {}).get("config")
+    if pinned is None:
+        store.pin_config(version, config.pinned())  # a version from before configurations were pinned
+    elif config.differences(pinned):
+        raise KapparecError(
+            f"feature version {version} was built with other settings ({'; '.join(config.differences(pinned))}): "
+            f"run `kapparec backfill` with this job's settings to build a version for them, or start the stream "
+            f"with the version's settings")
     if version != following:
         log.info("stream: following feature version %s", version)
     return version
