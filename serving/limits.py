@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from kapparec.errors import KapparecError
+from streams.schema import ID_PATTERN
 from serving.filters import AGE_SCALE
 
 DEFAULT_K, MAX_K = 20, 200
@@ -32,8 +35,8 @@ def identifier(name: str, value: str, required: bool = True) -> str:
         raise InvalidRequest(f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidRequest(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(char) < 0x20 or char == "\x7f" for char in value):
-        raise InvalidRequest(f"{name} contains a control character")
+    if value and not re.fullmatch(ID_PATTERN, value):
+        raise InvalidRequest(f"{name} has a character no id may hold (a space, a control character or '|')")
     return value
 
 

@@ -46,7 +46,11 @@ class EventType(str, enum.Enum):
 
 EVENT_TYPES = tuple(t.value for t in EventType)
 
-Id = Field(min_length=1, max_length=128)
+# The id contract: 1 to 128 characters, none of them a space, a control character or "|". The
+# store joins ids with "|" and "\x1f" into keys and members, so an id holding one could be read
+# back as two; such a record is refused (dead-lettered) rather than escaped.
+ID_PATTERN = r"^[^\x00-\x20\x7f|]+$"
+Id = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
 
 # Ids and times are strict (a number is not an id, a string is not a time); enums and
 # floats stay lax so "view" and a rating of 4 parse as users write them.

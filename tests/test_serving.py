@@ -192,7 +192,8 @@ def test_similar_items_and_trending(served):
     ({"user_id": "u1", "k": -1}, "k must be between"),
     ({"user_id": ""}, "user_id is required"),
     ({"user_id": "x" * 129}, "longer than 128"),
-    ({"user_id": "u\x1fi9"}, "user_id contains a control character"),
+    ({"user_id": "u\x1fi9"}, "user_id has a character no id may hold"),
+    ({"user_id": "u|i9"}, "user_id has a character no id may hold"),
     ({"user_id": "u1", "filters": pb.Filters(max_age_rating="XXX")}, "max_age_rating"),
     ({"user_id": "u1", "context": pb.Context(page="basement")}, "context.page"),
 ])
