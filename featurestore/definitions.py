@@ -22,6 +22,11 @@ class Op:
     TOP = "top"  # keep the ``limit`` members with the highest (score, member)
     LATEST = "latest"  # keep the payload with the greatest ``order`` (a fixed-width string)
     MAX = "max"  # field = max(field, value)
+    # field "member|actor": field += value; the member's score in the entity's ranking (a ZSET
+    # beside the HASH) is the number of its actors whose count stays below ``limit`` (the cap
+    # past which an actor is taken for a bot). ``order`` holds the window's expiry in log time:
+    # once the log clock passes it, both keys are compacted away.
+    DISTINCT = "distinct"
 
 
 class Mutation(NamedTuple):
@@ -30,7 +35,7 @@ class Mutation(NamedTuple):
     entity: str
     field: str
     value: int | float | str = 0
-    order: str = ""  # LATEST only: compared as a string, so writers pad it to fixed width
+    order: str = ""  # LATEST: compared as a string, so writers pad it to fixed width; DISTINCT: expiry ms
     limit: int = 0  # TOP only: members kept per (feature, entity)
 
     @property
@@ -56,8 +61,12 @@ class Feature:
     POPULARITY = "popularity"  # COUNT: field "event_type|bucket_start_ms"
     CATALOG = "catalog"  # LATEST: entity "", field item, payload catalog JSON, order log position
 
-    # trending, entity = "global" or "region:<r>"
-    TRENDING = "trending"  # COUNT: field "bucket_start_ms|item", value integer weight
+    # trending, entity "<scope>|<bucket_start_ms>" with scope "global" or "region:<r>": DISTINCT,
+    # field "item|user" -> the user's engagements with the item in that hour; its ranking
+    # TRENDING_RANK holds item -> distinct users below the actor cap, so one actor moves an
+    # item by 1 at most, and a bot not at all.
+    TRENDING = "trending"
+    TRENDING_RANK = "trending_rank"
 
     # co-occurrence
     SESSION_ITEMS = "session_items"  # ADD: entity "user|window_start_ms", member item
@@ -76,6 +85,10 @@ REGION_SCOPE_PREFIX = "region:"
 
 def region_scope(region: str) -> str:
     return f"{REGION_SCOPE_PREFIX}{region}"
+
+
+def window_entity(scope: str, bucket_start_ms: int) -> str:
+    return f"{scope}|{bucket_start_ms}"
 
 
 # -- the user tower's inputs: one definition, used by the Beam transform that maintains them

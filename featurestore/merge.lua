@@ -9,7 +9,8 @@
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
 -- fields, n expected values ("" = absent) and n new values.
 -- Each staged field is op \31 feature \31 entity \31 field; its value depends on op:
---   count/max: an integer; add: ignored; top: score \31 limit; latest: order \t payload.
+--   count/max: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
+--   distinct: count \31 expiry \31 cap (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
 local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -46,7 +47,12 @@ local function split(text)
   end
 end
 
-local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset'}
+local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash'}
+local EXPIRY = prefix .. 'expiry'
+
+local function type_of(key)
+  return redis.call('TYPE', key)['ok']
+end
 local merges = {}
 for s = 3, #KEYS do
   local staged = redis.call('HGETALL', KEYS[s])
@@ -57,7 +63,7 @@ for s = 3, #KEYS do
       return refuse('MALFORMED', 'staged mutation ' .. staged[i])
     end
     local key = prefix .. p[2] .. ':' .. p[3]
-    local kind = redis.call('TYPE', key)['ok']
+    local kind = type_of(key)
     if kind ~= 'none' and kind ~= TYPES[op] then
       return refuse('MALFORMED', key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
     end
@@ -73,6 +79,13 @@ for s = 3, #KEYS do
       local tab = string.find(value, '\t', 1, true)
       if not tab then return refuse('MALFORMED', 'latest value without an order') end
       m.order = string.sub(value, 1, tab - 1)
+    elseif op == 'distinct' then
+      local v, bar = split(value), string.find(p[4], '|', 1, true)
+      m.number, m.expiry, m.cap = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
+      if not (m.number and m.expiry and m.cap and bar) then return refuse('MALFORMED', 'distinct ' .. p[4] .. ' ' .. value) end
+      m.member, m.ranking = string.sub(p[4], 1, bar - 1), prefix .. p[2] .. '_rank:' .. p[3]
+      local ranked = type_of(m.ranking)
+      if ranked ~= 'none' and ranked ~= 'zset' then return refuse('MALFORMED', m.ranking .. ' is a ' .. ranked) end
     end
     merges[#merges + 1] = m
   end
@@ -96,12 +109,39 @@ for _, m in ipairs(merges) do
     if not current or order < m.order or (order == m.order and string.sub(current, tab + 1) < string.sub(m.value, #m.order + 2)) then
       redis.call('HSET', m.key, m.field, m.value)
     end
+  elseif m.op == 'distinct' then
+    -- An actor counts 1 from their first event on, and 0 again once their count reaches the
+    -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
+    -- whatever order) brought the events: the ranking ends as the actors below the cap.
+    local now = redis.call('HINCRBY', m.key, m.field, m.number)
+    local before = now - m.number
+    local delta = (before == 0 and 1 or 0) - ((before < m.cap and now >= m.cap) and 1 or 0)
+    if delta ~= 0 or before == 0 then
+      redis.call('ZINCRBY', m.ranking, delta, m.member)
+    end
+    -- Named without the version's prefix, so two versions of one log hold the same index.
+    redis.call('ZADD', EXPIRY, m.expiry, string.sub(m.key, #prefix + 1), m.expiry, string.sub(m.ranking, #prefix + 1))
   else -- max
     local current = redis.call('HGET', m.key, m.field)
     if not current or tonumber(current) < m.number then
       redis.call('HSET', m.key, m.field, m.value)
     end
   end
+end
+
+-- Compaction in log time: every window whose expiry the log clock (the highest event time seen,
+-- HIGH_WATER of the events topic) has passed goes. Each commit removes all of them, so after
+-- the last commit of any split of the log the same windows remain, whole.
+local clock = 0
+for _, mark in ipairs(redis.call('HVALS', prefix .. 'high_water:events')) do
+  clock = math.max(clock, tonumber(mark))
+end
+local expired = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', '(' .. clock)
+for i = 1, #expired do
+  redis.call('DEL', prefix .. expired[i])
+end
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', EXPIRY, '-inf', '(' .. clock)
 end
 
 -- Keep the `limit` highest (score, member): ZSET order breaks score ties by member, so what

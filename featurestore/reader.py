@@ -16,12 +16,20 @@ from dataclasses import dataclass
 import redis
 
 from featurestore import layout
-from featurestore.definitions import PROFILE_FIELDS, REGION_SCOPE_PREFIX, Feature, parse_history_member, tower_history
+from featurestore.definitions import (
+    PROFILE_FIELDS,
+    REGION_SCOPE_PREFIX,
+    Feature,
+    parse_history_member,
+    tower_history,
+    window_entity,
+)
 from kapparec.errors import KapparecError
+from kapparec.timeunits import DAY_MS, HOUR_MS
 from streams import topics
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+# Trending reads this many times ``n`` of each hour's best items before merging the hours.
+CANDIDATES_PER_HOUR = 3
 
 
 @dataclass(frozen=True)
@@ -152,9 +160,10 @@ class FeatureReader:
         return {item: json.loads(_latest_payload(v)) for item, v in self.client.hgetall(self._key(Feature.CATALOG, "")).items()}
 
     def trending_regions(self) -> list[str]:
-        """The regions that have trending counts."""
-        prefix = self._key(Feature.TRENDING, REGION_SCOPE_PREFIX)
-        return sorted(key[len(prefix):] for key in self.client.scan_iter(match=f"{prefix}*", count=1000))
+        """The regions that have trending counts (within the trending retention)."""
+        prefix = self._key(Feature.TRENDING_RANK, REGION_SCOPE_PREFIX)
+        keys = self.client.scan_iter(match=f"{prefix}*", count=1000)
+        return sorted({key[len(prefix):].rsplit("|", 1)[0] for key in keys})
 
     def catalog(self, item_ids: list[str]) -> dict[str, dict]:
         """Latest catalog entry per item (items never seen in the catalog are left out)."""
@@ -182,7 +191,7 @@ class FeatureReader:
         horizon_hours: int = 72,
         now_ms: int | None = None,
     ) -> list[tuple[str, float]]:
-        """Top ``n`` items by exponentially decayed weighted counts over recent hourly windows.
+        """Top ``n`` items by distinct users per hour, decayed exponentially over recent hours.
 
         ``scope`` is "global" or "region:<r>".
         """
@@ -191,17 +200,46 @@ class FeatureReader:
     def decayed_rankings(
         self, scope: str, n: int, decays: list[tuple[float, int]], now_ms: int | None = None
     ) -> list[list[tuple[str, float]]]:
-        """``trending`` for several (half-life hours, horizon hours) at once, from one scan of the windows."""
+        """``trending`` for several (half-life hours, horizon hours) at once.
+
+        Each hour keeps its own ranking, so a read takes the ``CANDIDATES_PER_HOUR * n`` best of
+        each hour in the longest horizon (one pipelined round trip) and merges them: its cost
+        depends on ``n`` and the horizon, not on how long the log is. An item outside every
+        hour's candidates is left out, even if its sum would have placed it.
+        """
         now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        now_hour = now_ms - now_ms % HOUR_MS
+        hours = [now_hour - h * HOUR_MS for h in range(max(horizon for _, horizon in decays))]
+        pipe = self.client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.zrevrange(self._key(Feature.TRENDING_RANK, window_entity(scope, hour)), 0,
+                           CANDIDATES_PER_HOUR * n - 1, withscores=True)
         scores: list[dict[str, float]] = [{} for _ in decays]
-        for field, weight in self.client.hscan_iter(self._key(Feature.TRENDING, scope), count=5000):
-            bucket, item = field.split("|", 1)
-            bucket_ms = int(bucket)
-            age_hours = max(0, now_ms - bucket_ms) / HOUR_MS
+        for hour, ranked_hour in zip(hours, pipe.execute()):
+            age_hours = max(0, now_ms - hour) / HOUR_MS
             for (half_life_hours, horizon_hours), ranked in zip(decays, scores):
-                if bucket_ms > now_ms - horizon_hours * HOUR_MS:
-                    ranked[item] = ranked.get(item, 0.0) + int(weight) * 0.5 ** (age_hours / half_life_hours)
+                if hour > now_ms - horizon_hours * HOUR_MS:
+                    decay = 0.5 ** (age_hours / half_life_hours)
+                    for item, users in ranked_hour:
+                        if users > 0:  # an item whose only actors were bots keeps a 0
+                            ranked[item] = ranked.get(item, 0.0) + users * decay
         return [heapq.nlargest(n, ranked.items(), key=lambda kv: (kv[1], kv[0])) for ranked in scores]
+
+    def suspects(self, scope: str = "global", min_events: int = 50, horizon_hours: int = 24,
+                 now_ms: int | None = None) -> dict[str, int]:
+        """Users with at least ``min_events`` engagements with one item within one hour of the
+        horizon (bots, scripted accounts), with their largest such count. Trending counts each of
+        them once per item and hour already; this says who they are. Reads whole hours: not for
+        the request path."""
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        found: dict[str, int] = {}
+        for h in range(horizon_hours):
+            hour = now_ms - now_ms % HOUR_MS - h * HOUR_MS
+            for field, count in self.client.hscan_iter(self._key(Feature.TRENDING, window_entity(scope, hour)), count=5000):
+                if int(count) >= min_events:
+                    user = field.split("|", 1)[1]
+                    found[user] = max(found.get(user, 0), int(count))
+        return found
 
     def similar(self, item_id: str, n: int = 20) -> list[tuple[str, float]]:
         """Items co-occurring with ``item_id`` in user sessions, by cosine: c(a,b) / sqrt(n(a) n(b)).

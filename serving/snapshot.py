@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
-from featurestore.reader import DAY_MS, FeatureReader
+from featurestore.reader import FeatureReader
+from kapparec.timeunits import DAY_MS
 from serving.config import FunnelConfig
 
 Ranked = list[tuple[str, float]]

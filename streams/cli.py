@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     synthetic.add_argument("--events", type=cliargs.non_negative_int, default=100_000)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--malformed-share", type=float, default=0.0, help="share of invalid records (0..1)")
+    synthetic.add_argument("--bots", type=float, default=0.0, metavar="SHARE",
+                           help="add a bot burst of SHARE x events: 3 accounts playing 2 items within one hour")
     synthetic.add_argument("--partitions", type=cliargs.positive_int, default=None, help="partitions of newly created topics")
     cliargs.add_bootstrap(synthetic)
     synthetic.set_defaults(run=produce_synthetic)
@@ -38,14 +40,16 @@ def produce_synthetic(args: argparse.Namespace) -> None:
     from streams.topics import ensure_topics
 
     log = SyntheticLog(users=args.users, items=args.items, events=args.events, seed=args.seed,
-                       malformed_share=args.malformed_share)
+                       malformed_share=args.malformed_share, bots=args.bots)
     bootstrap = settings.bootstrap(args.bootstrap)
     ensure_topics(bootstrap, args.partitions)
     started = time.perf_counter()
-    with LogProducer(bootstrap, progress=True, total=args.items + args.events, description="producing") as producer:
+    total = args.items + args.events + log.bot_events
+    with LogProducer(bootstrap, progress=True, total=total, description="producing") as producer:
         send_synthetic(log, producer)
-    _summary(f"{args.items} catalog + {args.events} interaction records ({log.malformed_count} malformed)",
-             args.items + args.events, started)
+    bots = f", {log.bot_events} from bots" if log.bot_events else ""
+    _summary(f"{args.items} catalog + {args.events + log.bot_events} interaction records "
+             f"({log.malformed_count} malformed{bots})", total, started)
 
 
 def import_movielens(args: argparse.Namespace) -> None:

@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from kapparec.errors import KapparecError
+from kapparec.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 if TYPE_CHECKING:
     from streams.producer import LogProducer
 
 from streams.schema import MAX_FUTURE_SKEW_MS, MAX_RECORD_BYTES, CatalogEvent, Context, EventType, InteractionEvent, encode
 
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: fixed so a seed always gives the same log
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
+BOT_ACCOUNTS = 3
+BOT_ITEMS = 2
 
 CATEGORIES = (
     "action", "comedy", "drama", "documentary", "horror", "romance", "scifi", "thriller",
@@ -122,8 +123,12 @@ class SyntheticLog:
         start_ms: int = START_MS,
         days: int = 28,
         clusters: int = 8,
+        bots: float = 0.0,
     ):
         _check_arguments(users, items, events, malformed_share, regions, days, clusters)
+        if not 0.0 <= bots <= 1.0:
+            raise KapparecError(f"bots share must be between 0 and 1, got {bots}")
+        self.bot_events = int(round(events * bots))
         self.users, self.items, self.events, self.seed = users, items, events, seed
         self.regions = tuple(regions)
         self.start_ms, self.end_ms = start_ms, start_ms + days * DAY_MS
@@ -172,6 +177,16 @@ class SyntheticLog:
         region = self._item_region[_index(item_id, "i")]
         return None if region < 0 else self.regions[region]
 
+    @property
+    def bot_users(self) -> tuple[str, ...]:
+        """The accounts of the opt-in bot burst (``bots`` share): none without one."""
+        return tuple(f"bot{n}" for n in range(BOT_ACCOUNTS)) if self.bot_events else ()
+
+    @property
+    def bot_items(self) -> tuple[str, ...]:
+        """The few items the bots push: the catalog's last ones, which organic users rarely reach."""
+        return tuple(self.item_id(self.items - 1 - n) for n in range(min(BOT_ITEMS, self.items))) if self.bot_events else ()
+
     @staticmethod
     def user_id(index: int) -> str:
         return f"u{index}"
@@ -191,7 +206,23 @@ class SyntheticLog:
             yield LogRecord(event.item_id.encode(), encode(event), event.created_at, True)
 
     def records(self) -> Iterator[LogRecord]:
-        """Every interaction record in log order, keyed by user id, malformed ones included."""
+        """Every interaction record in log order, keyed by user id, malformed ones included; the bot
+        burst, if any, last."""
+        yield from self._organic_records()
+        for event in self._bot_interactions():
+            yield LogRecord(event.user_id.encode(), encode(event), event.event_time, True)
+
+    def _bot_interactions(self) -> Iterator[InteractionEvent]:
+        """``bot_events`` plays by a few accounts on a few items, all within the log's last full hour."""
+        burst_start = self.end_ms - 2 * HOUR_MS
+        for n in range(self.bot_events):
+            yield InteractionEvent(
+                user_id=self.bot_users[n % BOT_ACCOUNTS], item_id=self.bot_items[n % len(self.bot_items)],
+                event_type=EventType.PLAY, event_time=burst_start + n * HOUR_MS // max(1, self.bot_events),
+                context=Context(region=self.regions[0], device=DEVICES[0]),
+            )
+
+    def _organic_records(self) -> Iterator[LogRecord]:
         ev = self._events
         # Plain lists and prebuilt strings: per-record numpy indexing would dominate the loop.
         user_ids = [self.user_id(u) for u in range(self.users)]
@@ -208,7 +239,11 @@ class SyntheticLog:
                 yield LogRecord(user_keys[user], _malformed(broken, fields, arrival), arrival, False)
 
     def interactions(self) -> Iterator[InteractionEvent]:
-        """The valid interactions in log order, as events (no Kafka needed)."""
+        """The valid interactions in log order, as events (no Kafka needed), the bot burst last."""
+        yield from self._organic_interactions()
+        yield from self._bot_interactions()
+
+    def _organic_interactions(self) -> Iterator[InteractionEvent]:
         ev = self._events
         event_types = tuple(EventType)
         for pos in range(len(ev.user)):

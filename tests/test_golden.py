@@ -3,8 +3,9 @@
 The golden files were first written by the code at commit 59d6897 (before the batched
 pipeline): ``kapparec features dump`` of a backfill over a synthetic log with malformed records
 and late records, and the dead letters it wrote (reason, source and original bytes). They were
-regenerated once, deliberately, when attribution facts (SHOWN, RESPONDED) joined the features and
-the log gained its ``impressions`` (one malformed): every other line stayed as it was. Regenerate
+regenerated twice, deliberately: when attribution facts (SHOWN, RESPONDED) joined the features
+and the log gained its ``impressions`` (one malformed), and when trending became distinct users
+per item and hour, one ranking per hour, with an expiry index. Every other line stayed as it was. Regenerate
 them (``KAPPAREC_WRITE_GOLDEN=1``) only for a deliberate change of feature semantics, in a
 commit of its own that says why.
 """
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kapparec.timeunits import HOUR_MS
 from streams.dlq import read_dead_letters
 from streams.schema import InteractionEvent, encode
 from streams.synthetic import LogRecord, SyntheticLog
@@ -26,7 +28,6 @@ from transforms.jobs import backfill
 
 GOLDEN = Path(__file__).with_name("golden")
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
-HOUR_MS = 3_600_000
 
 
 def golden_log() -> tuple[SyntheticLog, list[LogRecord]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from featurestore.definitions import Feature, Mutation, Op
+from kapparec.timeunits import DAY_MS, HOUR_MS
 from tests.transforms_helpers import DAY0, assert_feature, interaction
 from transforms.affinity import CategoryAffinity
-from transforms.config import DAY_MS, HOUR_MS, FeatureConfig
+from transforms.config import FeatureConfig
 
 
 def test_weights_sum_per_item_and_day():

@@ -7,9 +7,10 @@ import pickle
 import pytest
 
 from kapparec.errors import UsageError
+from kapparec.timeunits import DAY_MS, HOUR_MS
 from streams.schema import EVENT_TYPES
 from tests.transforms_helpers import interaction
-from transforms.config import DAY_MS, HOUR_MS, FeatureConfig
+from transforms.config import FeatureConfig
 
 
 def test_defaults():

@@ -8,8 +8,9 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from featurestore.definitions import Feature, Mutation, Op
+from kapparec.timeunits import HOUR_MS
 from tests.transforms_helpers import DAY0, assert_feature, interaction, stamped_events
-from transforms.config import HOUR_MS, FeatureConfig
+from transforms.config import FeatureConfig
 from transforms.cooccurrence import Cooccurrence
 
 CONFIG = FeatureConfig(session_window_ms=HOUR_MS, max_items_per_session_window=3)

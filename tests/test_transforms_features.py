@@ -11,9 +11,10 @@ import apache_beam as beam
 import pytest
 
 from featurestore.definitions import Feature, Mutation
+from kapparec.timeunits import HOUR_MS
 from streams.schema import EVENT_TYPES, CatalogEntry, Interaction
 from tests.transforms_helpers import interaction, stamped_events
-from transforms.config import HOUR_MS, FeatureConfig
+from transforms.config import FeatureConfig
 from transforms.features import ComputeFeatures
 from transforms.lateness import is_late
 from transforms.mutations import merge_all

@@ -7,8 +7,9 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from featurestore.definitions import Feature, Mutation, Op
+from kapparec.timeunits import HOUR_MS
 from tests.transforms_helpers import DAY0, interaction, stamped_events
-from transforms.config import HOUR_MS, FeatureConfig
+from transforms.config import FeatureConfig
 from transforms.features import ComputeFeatures
 from transforms.lateness import Lateness, is_late
 from transforms.trending import Trending
@@ -48,8 +49,8 @@ def test_a_record_within_allowed_lateness_updates_its_window_and_a_later_one_is_
         interaction("i1", "click", DAY0 + HOUR_MS, offset=2, log_watermark=WATERMARK),
     ]
     expected = [
-        Mutation(Op.COUNT, Feature.TRENDING, "global", f"{WATERMARK}|i1", 1),
-        Mutation(Op.COUNT, Feature.TRENDING, "global", f"{WATERMARK - HOUR_MS}|i1", 1),
+        trending(WATERMARK),
+        trending(WATERMARK - HOUR_MS),
         Mutation(Op.COUNT, Feature.LATE, "events", "0", 1),
     ]
     with beam.Pipeline() as pipeline:
@@ -63,5 +64,11 @@ def test_buckets_follow_event_time_even_if_the_source_did_not_stamp_it():
     events = [interaction("i1", event_time=DAY0 + 3 * HOUR_MS + 5, offset=0)]
     with beam.Pipeline() as pipeline:
         unstamped = pipeline | beam.Create(events)
-        expected = [Mutation(Op.COUNT, Feature.TRENDING, "global", f"{DAY0 + 3 * HOUR_MS}|i1", 1)]
+        expected = [trending(DAY0 + 3 * HOUR_MS)]
         assert_that(unstamped | Trending(CONFIG), equal_to(expected))
+
+
+def trending(hour: int) -> Mutation:
+    """User u1's one engagement with i1 in ``hour``, globally."""
+    return Mutation(Op.DISTINCT, Feature.TRENDING, f"global|{hour}", "i1|u1", 1, str(hour + CONFIG.trending_retention_ms),
+                    CONFIG.trending_actor_cap)

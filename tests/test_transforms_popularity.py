@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from featurestore.definitions import Feature, Mutation, Op
+from kapparec.timeunits import DAY_MS
 from tests.transforms_helpers import DAY0, assert_feature, interaction
-from transforms.config import DAY_MS, FeatureConfig
+from transforms.config import FeatureConfig
 from transforms.popularity import ItemPopularity
 
 

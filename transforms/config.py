@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kapparec.errors import UsageError
+from kapparec.timeunits import DAY_MS, HOUR_MS
 from streams.schema import EVENT_TYPES, Interaction
 
-HOUR_MS = 60 * 60 * 1000
-DAY_MS = 24 * HOUR_MS
 
 # How much an interaction says about the user's taste. Integers, so counts sum exactly in
 # any order (floats would make the merged result depend on how the log was split).
@@ -54,6 +53,12 @@ class FeatureConfig:
     popularity_bucket_ms: int = DAY_MS
     # Bucket of the trending counts: short, so "trending now" reacts within the hour.
     trending_bucket_ms: int = HOUR_MS
+    # How long a trending bucket is kept, in log time: past the longest horizon serving reads
+    # (popular items, 30 days), and past the allowed lateness so an expired bucket never returns.
+    trending_retention_ms: int = 31 * DAY_MS
+    # Engagements of one user with one item within one trending bucket from which the user
+    # counts as a bot there and no longer adds to the item's trend.
+    trending_actor_cap: int = 30
     # Fixed event-time window per user within which items count as co-occurring.
     session_window_ms: int = DAY_MS
     # Items of one user window that take part in co-occurrence: caps the pairs a heavy user
@@ -71,10 +76,13 @@ class FeatureConfig:
             value = getattr(self, spec.name)
             if isinstance(value, int) and (isinstance(value, bool) or value < 0):
                 raise UsageError(f"feature setting {spec.name} must be a non-negative integer, got {value!r}")
-        for name in ("history_length", "affinity_bucket_ms", "popularity_bucket_ms", "trending_bucket_ms",
+        for name in ("history_length", "affinity_bucket_ms", "popularity_bucket_ms", "trending_bucket_ms", "trending_actor_cap",
                      "session_window_ms", "max_items_per_session_window"):
             if getattr(self, name) == 0:
                 raise UsageError(f"feature setting {name} must be positive")
+        if self.trending_retention_ms <= self.allowed_lateness_ms:
+            raise UsageError("feature setting trending_retention_ms must exceed allowed_lateness_ms, "
+                             "or a bucket could expire and then be written again by a late record")
         missing = set(EVENT_TYPES) - {RATE} - set(self.event_weights)
         unknown = set(self.event_weights) - set(EVENT_TYPES)
         if missing or unknown:

@@ -62,6 +62,7 @@ _MERGERS: dict[str, Callable[[Mutation, Mutation], Mutation]] = {
     Op.ADD: _first,  # set union: the member is the field, the value carries nothing
     Op.TOP: _greater_value,  # one member: keep its best score
     Op.LATEST: _later,
+    Op.DISTINCT: _sum,  # the count sums; the ranking follows from which fields exist
 }
 
 
