@@ -13,6 +13,7 @@ BENCHMARKS = {
     "freshness": ("transforms.bench", "freshness_benchmark", "produce-to-readable latency of the continuous job"),
     "index": ("training.bench", "index_benchmark", "ScaNN vs brute force: build time, queries/s, recall@10"),
     "serving": ("serving.bench", "serving_benchmark", "Recommend latency and QPS at 1/8/32 clients vs an empty RPC"),
+    "reads": ("featurestore.bench", "reads_benchmark", "feature reads (trending, similar, affinity) at two log lengths"),
 }
 
 
@@ -32,6 +33,9 @@ def register(verbs) -> None:
                                 help="background load while the second n events are timed")
         if name == "index":
             parser.add_argument("--sizes", default="100000,1000000", help="comma-separated catalog sizes")
+        if name == "reads":
+            parser.add_argument("--sizes", default="1000000,5000000", help="comma-separated log lengths (events)")
+            parser.add_argument("--calls", type=cliargs.positive_int, default=1000, help="calls per read")
         if name == "serving":
             parser.add_argument("--items", type=cliargs.positive_int, default=100_000, help="catalog size")
             parser.add_argument("--users", type=cliargs.positive_int, default=10_000, help="distinct users requested")
@@ -49,7 +53,7 @@ def _kwargs(args) -> dict:
         return {"items": args.items, "users": args.users, "seconds": args.seconds,
                 "clients": tuple(cliargs.positive_int(c) for c in args.clients.split(","))}
     sizes = tuple(cliargs.positive_int(s) for s in args.sizes.split(","))
-    return {"sizes": sizes}
+    return {"sizes": sizes, **({"calls": args.calls} if args.benchmark == "reads" else {})}
 
 
 def run_benchmark(args) -> int:

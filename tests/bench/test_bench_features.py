@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from featurestore.bench import reads_benchmark
 from transforms.bench import backfill_benchmark, freshness_benchmark
 
 pytestmark = pytest.mark.bench
@@ -25,3 +26,10 @@ def test_freshness_of_the_continuous_job():
     result = freshness_benchmark(n=250)
     print("\nfreshness:", json.dumps(result, sort_keys=True))
     assert result["n"] == result["load"]["n"] == 250  # every event became readable, idle and under load
+
+
+def test_feature_reads_do_not_grow_with_the_log():
+    sizes = tuple(int(s) for s in os.environ.get("KAPPAREC_BENCH_READ_SIZES", "1000000,5000000").split(","))
+    result = reads_benchmark(sizes=sizes)
+    print("\nreads:", json.dumps(result, sort_keys=True))
+    assert all(figures["trending_global"]["p50_ms"] > 0 for figures in result["sizes"].values())
