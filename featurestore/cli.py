@@ -8,7 +8,7 @@ from kapparec import cliargs
 
 
 def register(verbs) -> None:
-    features = verbs.add_parser("features", help="inspect the feature store (dump, versions, rollback)")
+    features = verbs.add_parser("features", help="inspect the feature store (dump, stats, versions, rollback, gc)")
     sub = features.add_subparsers(dest="features_verb", metavar="ACTION", required=True)
 
     dump = sub.add_parser("dump", help="print the whole feature state as canonical, sorted JSON lines")
@@ -23,6 +23,12 @@ def register(verbs) -> None:
     rollback = sub.add_parser("rollback", help="switch readers back to the previous version")
     cliargs.add_redis(rollback)
     rollback.set_defaults(run=run_rollback)
+
+    stats = sub.add_parser("stats", help="keys and bytes per feature of a version")
+    cliargs.add_redis(stats)
+    stats.add_argument("--version", help="a version id (default: the current one)")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(run=run_stats)
 
     gc = sub.add_parser("gc", help="drop versions neither current nor previous, and builds that crashed")
     cliargs.add_redis(gc)
@@ -39,8 +45,7 @@ def _store(args):
 
 def run_dump(args) -> int:
     store = _store(args)
-    version = args.version or store.require_current_version()
-    cliargs.require(version in store.versions(), f"no feature version {version!r} (see `kapparec features versions`)")
+    version = store.require_version(args.version)
     out = sys.stdout
     for line in store.dump(version):
         out.write(line + "\n")
@@ -65,4 +70,19 @@ def run_rollback(args) -> int:
 def run_gc(args) -> int:
     dropped = _store(args).collect_garbage(build_grace_s=args.grace_minutes * 60)
     print(f"dropped {', '.join(dropped)}" if dropped else "nothing to drop")
+    return 0
+
+
+def run_stats(args) -> int:
+    import json
+
+    store = _store(args)
+    version = store.require_version(args.version)
+    stats = store.stats(version)
+    if args.json:
+        print(json.dumps({"version": version, "features": stats}, sort_keys=True))
+        return 0
+    print(f"{'feature':<20}{'keys':>12}{'MiB':>10}   (version {version})")
+    for feature, entry in stats.items():
+        print(f"{feature:<20}{entry['keys']:>12,}{entry['bytes'] / 2**20:>10.1f}")
     return 0

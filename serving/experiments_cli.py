@@ -58,8 +58,7 @@ def run_report(args: argparse.Namespace) -> int:
     from serving import experiment_report, experiments
 
     store = RedisFeatureStore(cliargs.redis_url(args))
-    version = args.version or store.require_current_version()
-    cliargs.require(version in store.versions(), f"no feature version {version!r} (see `kapparec features versions`)")
+    version = store.require_version(args.version)
     configured = experiments.load(settings.experiments_file(args.experiments))
     controls = {e.name: e.control_variant for e in configured.experiment}
     outcomes = read_outcomes(store.url, version, args.window_minutes * 60_000)

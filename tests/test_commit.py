@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurestore.definitions import Feature, Mutation, Op
-from featurestore.redis_store import RedisFeatureStore, StaleBundle
+from featurestore.commit import StaleBundle
+from featurestore.redis_store import RedisFeatureStore
 from kapparec.errors import KapparecError
 from streams.topics import EVENTS
 from transforms.mutations import merge_all

@@ -13,7 +13,8 @@ import pytest
 from featurestore import layout
 from featurestore.definitions import Feature, Mutation, Op
 from featurestore.lease import WriterBusy, WriterLease
-from featurestore.redis_store import LeaseLost, RedisFeatureStore
+from featurestore.commit import LeaseLost
+from featurestore.redis_store import RedisFeatureStore
 from streams.synthetic import SyntheticLog
 from streams.topics import EVENTS
 from tests.logs import produce_synthetic

@@ -18,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaProducer
 
 from kapparec.errors import KapparecError, UsageError
-from streams import dlq, source
+from streams import dlq, partition_read
 from streams.schema import (
     MAX_FUTURE_SKEW_MS,
     MAX_RECORD_BYTES,
@@ -29,17 +29,11 @@ from streams.schema import (
     parse_catalog,
     parse_interaction,
 )
-from streams.source import (
-    DEAD_LETTER,
-    DEFAULT_CONSUMER_CONFIG,
-    NO_EVENT_TIME,
-    RECORDS,
-    UNBOUNDED,
-    LogRestriction,
-    LogRestrictionTracker,
-    PartitionRead,
-    ReadFromKafka,
-)
+from streams.partition_read import DEAD_LETTER, DEFAULT_CONSUMER_CONFIG, RECORDS, FollowPartitionFn
+from streams.read_plan import NO_EVENT_TIME, UNBOUNDED, PartitionRead
+from streams.restriction import RESTRICTIONS, LogRestriction, LogRestrictionTracker
+from streams.source import ReadFromKafka
+from streams.watermark import IDLE_WATERMARK_LAG_S
 from streams.topics import EVENTS, EVENTS_DLQ, ITEMS
 from tests.logs import create_topic
 
@@ -68,7 +62,7 @@ def run(build) -> dict[str, int]:
     build(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_namespace(source.METRICS_NAMESPACE))["counters"]
+    counters = result.metrics().query(MetricsFilter().with_namespace(partition_read.METRICS_NAMESPACE))["counters"]
     return {c.key.metric.name: c.committed for c in counters}
 
 
@@ -250,7 +244,7 @@ def test_tracker_refuses_to_finish_with_unread_offsets():
 
 
 def test_restriction_coder_round_trips_unbounded_and_empty_high_water():
-    coder = source._RESTRICTIONS.restriction_coder()
+    coder = RESTRICTIONS.restriction_coder()
     for restriction in (LogRestriction(0, UNBOUNDED, NO_EVENT_TIME), LogRestriction(7, 9, BASE_MS)):
         assert coder.decode(coder.encode(restriction)) == restriction
 
@@ -266,15 +260,15 @@ class FollowHarness:
     """Drives the follow-mode DoFn the way the SDK harness does: one process() call per restriction."""
 
     def __init__(self, bootstrap: str, idle_timeout_s: float, topic: str = EVENTS, parse=parse_interaction):
-        self.fn = source._FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
+        self.fn = FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
         self.fn.setup()
         self.element = PartitionRead(topic, 0, 0, UNBOUNDED)
-        self.restriction = source._RESTRICTIONS.initial_restriction(self.element)
+        self.restriction = RESTRICTIONS.initial_restriction(self.element)
         self.estimator_state = self.fn.initial_estimator_state(self.element, self.restriction)
 
     def resume(self):
         """One process() call: returns its outputs, its residual restriction and its watermark estimator."""
-        tracker = ThreadsafeRestrictionTracker(source._RESTRICTIONS.create_tracker(self.restriction))
+        tracker = ThreadsafeRestrictionTracker(RESTRICTIONS.create_tracker(self.restriction))
         estimator = ThreadsafeWatermarkEstimator(self.fn.create_watermark_estimator(self.estimator_state))
         view = RestrictionTrackerView(tracker)
         outputs = list(self.fn.process(self.element, window=GlobalWindow(), tracker=view, watermark=estimator))
@@ -307,7 +301,7 @@ def test_follow_mode_claims_defers_when_idle_and_resumes_from_the_residual(stack
         assert residual == LogRestriction(5, UNBOUNDED, BASE_MS + 30)
 
         time.sleep(0.5)  # longer than the idle timeout: the watermark falls back to the wall clock
-        assert estimator.current_watermark() > Timestamp.now() - source.IDLE_WATERMARK_LAG_S - 1
+        assert estimator.current_watermark() > Timestamp.now() - IDLE_WATERMARK_LAG_S - 1
     finally:
         harness.close()
 

@@ -41,3 +41,19 @@ def test_a_build_that_stopped_beating_is_collected_and_a_live_one_is_kept(stack)
     store.client.set(f"kr:{crashed}:offsets", "x")  # a key of the crashed build
     assert store.collect_garbage() == [crashed] and set(store.versions()) == {alive}
     assert not list(store.client.scan_iter(match=f"kr:{crashed}:*"))
+
+
+def test_features_stats_counts_keys_and_bytes_per_feature(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=20, items=20, events=300, seed=1))
+    version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    env = {**os.environ, "KAPPAREC_REDIS_URL": stack.redis_url}
+    shown = subprocess.run([KAPPAREC, "features", "stats", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    stats = json.loads(shown.stdout)
+    dumped = list(RedisFeatureStore(stack.redis_url).dump(version))
+    assert stats["version"] == version
+    assert sum(entry["keys"] for entry in stats["features"].values()) == len(dumped)
+    assert stats["features"]["history"]["keys"] == sum(line.startswith("{\"key\":\"history:") for line in dumped)
+    assert all(entry["bytes"] > 0 for entry in stats["features"].values())
+    unknown = subprocess.run([KAPPAREC, "features", "stats", "--version", "v999"], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no feature version 'v999'" in unknown.stderr

@@ -32,7 +32,7 @@ from infra.services import ManagedService, broker_spec, free_port, redis_spec
 from streams import offsets, topics
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
-from streams.source import DEFAULT_CONSUMER_CONFIG
+from streams.partition_read import DEFAULT_CONSUMER_CONFIG
 from streams.synthetic import SyntheticLog, send_synthetic
 
 

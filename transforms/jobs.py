@@ -24,7 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from featurestore import layout
 from featurestore.lease import DEFAULT_TTL_S, WriterLease
-from featurestore.redis_store import HEARTBEAT_S, RedisFeatureStore
+from featurestore.maintenance import HEARTBEAT_S
+from featurestore.redis_store import RedisFeatureStore
 from kapparec.errors import KapparecError
 from streams import offsets as log_offsets
 from streams import topics

@@ -1,0 +1,218 @@
+"""Reading one partition's restriction: the DoFn behind ``ReadFromKafka``, bounded and followed.
+
+The bounded and the followed read are one loop: a followed restriction only has no stop, so the
+loop defers when the log is idle and checkpoints every ``FOLLOW_CHECKPOINT_S``;
+``FollowPartitionFn`` declares the same read unbounded so Beam treats its output as a stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.transforms.core import WatermarkEstimatorProvider
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+from kafka import KafkaConsumer, TopicPartition
+
+from kapparec.errors import KapparecError
+from streams.dlq import DeadLetter
+from streams.read_plan import NO_EVENT_TIME, UNBOUNDED, PartitionRead, StopSignal
+from streams.restriction import RESTRICTIONS, LogRestriction
+from streams.schema import Interaction, InvalidRecord, parse_interaction
+from streams.watermark import EventTimeWatermarkEstimator
+
+RECORDS = "records"
+DEAD_LETTER = "dead_letter"
+METRICS_NAMESPACE = "kapparec.source"
+
+# A bounded read waits this long for records it knows exist before failing loudly.
+STALL_TIMEOUT_S = 60.0
+# A followed partition hands control back to the runner this often even while records flow,
+# so bundles finish and downstream stages see output.
+FOLLOW_CHECKPOINT_S = 0.25
+
+# Big fetches: the per-poll cost of kafka-python is fixed, the per-record cost is not.
+# check_crcs=False, as librdkafka defaults: without the optional crc32c C extension
+# kafka-python checksums in pure Python, which costs more than decoding the records; the
+# broker verifies CRCs on produce and TCP guards the transfer.
+DEFAULT_CONSUMER_CONFIG: dict[str, Any] = {
+    "check_crcs": False,
+    "max_poll_records": 20_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+    "fetch_max_wait_ms": 100,
+}
+
+
+class _Interactions:
+    """Interactions: timed by event time, carrying the log-order watermark."""
+
+    def __init__(self, parse: Callable):
+        self._parse = parse
+
+    def parse(self, record: Any, partition: int) -> Any:
+        return self._parse(record.value, partition=partition, offset=record.offset, log_time_ms=record.timestamp)
+
+    @staticmethod
+    def time_ms(value: Any, record: Any) -> int:
+        return value.event_time
+
+    @staticmethod
+    def stamp(value: Any, high_water: int, time_ms: int, windows: tuple) -> WindowedValue:
+        # log_watermark is the last field; tuple.__new__ is _replace without its per-call
+        # field lookups, and this runs per record.
+        with_watermark = tuple.__new__(Interaction, value[:-1] + (high_water,))
+        return WindowedValue(with_watermark, Timestamp(micros=time_ms * 1000), windows)
+
+
+class _LogTimed:
+    """Anything else (the catalog): timed by the record's log time, no log watermark to carry.
+
+    A catalog version takes effect when it is appended, not when the item was created:
+    ``created_at`` of an updated old item would make the update look years late.
+    """
+
+    def __init__(self, parse: Callable):
+        self._parse = parse
+
+    def parse(self, record: Any, partition: int) -> Any:
+        return self._parse(record.value, partition=partition, offset=record.offset)
+
+    @staticmethod
+    def time_ms(value: Any, record: Any) -> int:
+        return record.timestamp
+
+    @staticmethod
+    def stamp(value: Any, high_water: int, time_ms: int, windows: tuple) -> WindowedValue:
+        return WindowedValue(value, Timestamp(micros=time_ms * 1000), windows)
+
+
+def _record_kind(parse: Callable) -> _Interactions | _LogTimed:
+    return _Interactions(parse) if parse is parse_interaction else _LogTimed(parse)
+
+
+class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
+    """Reads one partition's restriction; one consumer per DoFn instance, reused across elements."""
+
+    def __init__(
+        self, bootstrap: str, parsers: dict[str, Callable], consumer_config: dict, poll_timeout_ms: int,
+        idle_timeout_s: float, stop: StopSignal | None = None,
+    ):
+        self._bootstrap = bootstrap
+        self._stop = stop
+        self._kinds = {topic: _record_kind(parse) for topic, parse in parsers.items()}
+        self._consumer_config = consumer_config
+        self._poll_timeout_ms = poll_timeout_ms
+        self._idle_timeout_s = idle_timeout_s
+        self._records_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_read")
+        self._valid = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "valid")
+        self._dead_lettered = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
+
+    # The DoFn is its own watermark estimator provider because the estimator needs its idle timeout.
+    def initial_estimator_state(
+        self, element: PartitionRead, restriction: LogRestriction
+    ) -> tuple[Timestamp, Timestamp]:
+        start = MIN_TIMESTAMP if restriction.high_water < 0 else Timestamp(micros=restriction.high_water * 1000)
+        return start, Timestamp.now()
+
+    def create_watermark_estimator(self, state: tuple[Timestamp, Timestamp]) -> EventTimeWatermarkEstimator:
+        return EventTimeWatermarkEstimator(state, self._idle_timeout_s)
+
+    def setup(self) -> None:
+        # auto_offset_reset="none": a start offset already gone from the log is an error, not a skip.
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            **self._consumer_config,
+        )
+
+    def teardown(self) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.close()
+
+    def process(
+        self,
+        element: PartitionRead,
+        window=beam.DoFn.WindowParam,
+        tracker=beam.DoFn.RestrictionParam(RESTRICTIONS),
+        watermark=beam.DoFn.WatermarkEstimatorParam(),
+    ) -> Iterator[Any]:
+        start, stop, high_water = tracker.current_restriction()
+        if self._stop is not None and self._stop.should_stop():
+            tracker.try_claim((stop, NO_EVENT_TIME))  # ends the restriction: nothing left to read
+            return
+        # Outputs are WindowedValues in the element's (global) window: what a TimestampedValue
+        # would become, without Beam assigning a window per record.
+        windows = (window,)
+        tp = TopicPartition(element.topic, element.partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        position = start
+        began = last_progress = time.monotonic()
+        while position < stop:
+            batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms).get(tp)
+            if not batch:
+                if stop == UNBOUNDED:
+                    tracker.defer_remainder(Duration(seconds=self._poll_timeout_ms / 1000))
+                    return
+                if time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                    raise KapparecError(f"{tp.topic}/{tp.partition} yielded nothing at offset {position} before {stop}")
+                continue
+            last_progress = time.monotonic()
+            # The kind's methods are bound once: this loop runs per record.
+            kind = self._kinds[element.topic]
+            parse, time_of, stamp = kind.parse, kind.time_ms, kind.stamp
+            valid = dead = 0
+            for record in batch:
+                try:
+                    value = parse(record, tp.partition)
+                except InvalidRecord as invalid:
+                    if not tracker.try_claim((record.offset, NO_EVENT_TIME)):
+                        break
+                    dead += 1
+                    letter = DeadLetter(invalid.reason, record.value, record.key, tp.topic, tp.partition, record.offset)
+                    log_time = Timestamp(micros=record.timestamp * 1000)
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(letter, log_time, windows))
+                    continue
+                time_ms = time_of(value, record)
+                if not tracker.try_claim((record.offset, time_ms)):
+                    break
+                valid += 1
+                yield stamp(value, high_water, time_ms, windows)
+                if time_ms > high_water:
+                    high_water = time_ms
+            self._count(valid, dead)
+            watermark.advance(high_water)
+            if valid + dead < len(batch):  # a claim failed: the stop or a checkpoint was reached
+                return
+            position = self._consumer.position(tp)
+            if stop == UNBOUNDED and time.monotonic() - began > FOLLOW_CHECKPOINT_S:
+                tracker.defer_remainder()
+                return
+        # Offsets up to stop may be missing (compaction, transaction markers): the position is proof enough.
+        tracker.try_claim((stop, NO_EVENT_TIME))
+
+    def _count(self, valid: int, dead: int) -> None:
+        self._records_read.inc(valid + dead)
+        self._valid.inc(valid)
+        self._dead_lettered.inc(dead)
+
+
+class FollowPartitionFn(ReadPartitionFn):
+    """The same read, declared unbounded so Beam treats its output as a stream."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: PartitionRead,
+        window=beam.DoFn.WindowParam,
+        tracker=beam.DoFn.RestrictionParam(RESTRICTIONS),
+        watermark=beam.DoFn.WatermarkEstimatorParam(),
+    ) -> Iterator[Any]:
+        return super().process(element, window, tracker, watermark)
