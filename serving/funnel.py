@@ -53,6 +53,7 @@ class Page:
     items: list[RankedItem]
     served_from: str  # "full" | "degraded"
     widened: bool = False
+    candidates: Counter = field(default_factory=Counter)  # how many candidates each source proposed
 
 
 StageTimer = Callable[[str, float], None]
@@ -92,7 +93,8 @@ class Funnel:
             ranked = blend(pool, self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user)
-        return Page(page.items, "full" if self.reader else "degraded", page.widened)
+        return Page(page.items, "full" if self.reader else "degraded", page.widened,
+                    Counter(candidate.source for candidate in pool))
 
     def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
         blocked = {item_id}

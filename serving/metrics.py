@@ -13,6 +13,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125,
 RPC_SECONDS = Histogram("kapparec_rpc_seconds", "RPC latency", ["rpc"], buckets=LATENCY_BUCKETS)
 STAGE_SECONDS = Histogram("kapparec_funnel_stage_seconds", "Funnel stage latency", ["stage"], buckets=LATENCY_BUCKETS)
 REQUESTS = Counter("kapparec_requests", "Requests by RPC and status code", ["rpc", "code"])
+CANDIDATES = Histogram("kapparec_candidates", "Candidates one Recommend drew from each source", ["source"],
+                       buckets=(0, 5, 10, 20, 50, 100, 200, 500))
 ITEMS_BY_SOURCE = Counter("kapparec_items_served", "Items served, by candidate source", ["source"])
 RESPONSES_BY_ORIGIN = Counter("kapparec_responses", "Responses by origin (full, degraded) and widening", ["served_from", "widened"])
 CACHE_LOOKUPS = Counter("kapparec_cache_lookups", "Response cache lookups by result (hit, miss)", ["result"])

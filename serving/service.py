@@ -95,6 +95,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         else:
             metrics.CACHE_LOOKUPS.labels("miss").inc()
             page = self._run(lambda funnel: funnel.recommend(query), treatment)
+            for source, count in page.candidates.items():
+                metrics.CANDIDATES.labels(source).observe(count)
             if stamp and page.served_from == "full":
                 self.cache.put(key, stamp, page)
         response = self._response(page, treatment)

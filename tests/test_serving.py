@@ -219,6 +219,7 @@ def test_metrics_are_exported(served):
     recommend(served, served.users[0])
     text = metrics_text(served.server)
     for family in ("kapparec_rpc_seconds_bucket", "kapparec_funnel_stage_seconds_bucket", "kapparec_requests_total",
+                   'kapparec_candidates_count{source="two_tower"}', 'kapparec_candidates_count{source="co_occurrence"}',
                    "kapparec_items_served_total", "kapparec_responses_total", "kapparec_features_healthy 1.0"):
         assert family in text, family
     assert f'kapparec_model_loaded{{version="{served.registry.production().id}"}} 1.0' in text
