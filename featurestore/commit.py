@@ -34,6 +34,8 @@ def encode_staged(mutation: Mutation) -> tuple[str, str]:
         value = f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
     elif mutation.op == Op.ADD:
         value = ""
+    elif mutation.op == Op.TALLY:
+        value = str(int(mutation.value))
     elif mutation.op == Op.DISTINCT:
         value = f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
     else:

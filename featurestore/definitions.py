@@ -27,6 +27,7 @@ class Op:
     # past which an actor is taken for a bot). ``order`` holds the window's expiry in log time:
     # once the log clock passes it, both keys are compacted away.
     DISTINCT = "distinct"
+    TALLY = "tally"  # member score += value, kept as a ZSET so a read takes the largest first
 
 
 class Mutation(NamedTuple):
@@ -70,7 +71,7 @@ class Feature:
 
     # co-occurrence
     SESSION_ITEMS = "session_items"  # ADD: entity "user|window_start_ms", member item
-    COOCCURRENCE = "cooc"  # COUNT: entity item a, field item b: windows holding both
+    COOCCURRENCE = "cooc"  # TALLY: entity item a, member item b: windows holding both
     OCCURRENCE = "occ"  # COUNT: entity "", field item: windows holding it
 
     # log bookkeeping, entity = topic

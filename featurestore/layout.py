@@ -13,6 +13,7 @@ kr:<v>:<feature>:<entity>           HASH | SET | ZSET, by the feature's merge op
                                       add               -> SET  (members)
                                       top               -> ZSET (member -> score)
                                       distinct          -> HASH, and a ZSET ranking beside it
+                                      tally             -> ZSET (member -> summed score)
 kr:<v>:expiry                       ZSET    windowed key -> its expiry in log time (compacted past it)
 kr:<v>:offsets                      HASH    "topic/partition" -> next offset to read
 kr:<v>:stage:<batch>:<shard>        HASH    one batch's mutations before they merge
@@ -38,7 +39,7 @@ LATEST_SEPARATOR = "\t"
 # Separates the parts of a staged mutation's field; ids never contain this control byte.
 STAGE_SEPARATOR = "\x1f"
 
-REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set", Op.TOP: "zset", Op.DISTINCT: "hash"}
+REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set", Op.TOP: "zset", Op.DISTINCT: "hash", Op.TALLY: "zset"}
 
 # Keys of a version that are bookkeeping, not features.
 OFFSETS = "offsets"

@@ -9,7 +9,7 @@
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
 -- fields, n expected values ("" = absent) and n new values.
 -- Each staged field is op \31 feature \31 entity \31 field; its value depends on op:
---   count/max: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
+--   count/max/tally: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
 --   distinct: count \31 expiry \31 cap (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
@@ -47,7 +47,7 @@ local function split(text)
   end
 end
 
-local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash'}
+local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash', tally = 'zset'}
 local EXPIRY = prefix .. 'expiry'
 
 local function type_of(key)
@@ -68,7 +68,7 @@ for s = 3, #KEYS do
       return refuse('MALFORMED', key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
     end
     local m = {op = op, key = key, field = p[4], value = value}
-    if op == 'count' or op == 'max' then
+    if op == 'count' or op == 'max' or op == 'tally' then
       m.number = tonumber(value)
       if not m.number then return refuse('MALFORMED', op .. ' value ' .. value) end
     elseif op == 'top' then
@@ -95,6 +95,8 @@ local trim = {}
 for _, m in ipairs(merges) do
   if m.op == 'count' then
     redis.call('HINCRBY', m.key, m.field, m.value)
+  elseif m.op == 'tally' then
+    redis.call('ZINCRBY', m.key, m.number, m.field)
   elseif m.op == 'add' then
     redis.call('SADD', m.key, m.field)
   elseif m.op == 'top' then

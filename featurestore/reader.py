@@ -30,6 +30,8 @@ from streams import topics
 
 # Trending reads this many times ``n`` of each hour's best items before merging the hours.
 CANDIDATES_PER_HOUR = 3
+# Similar items: this many times ``n`` of the most frequent co-occurring items are normalised.
+CANDIDATES_PER_NEIGHBOUR = 5
 
 
 @dataclass(frozen=True)
@@ -245,17 +247,18 @@ class FeatureReader:
         """Items co-occurring with ``item_id`` in user sessions, by cosine: c(a,b) / sqrt(n(a) n(b)).
 
         Normalising by both occurrences keeps blockbusters from being "similar" to everything.
+        The pairs are stored in order of c(a,b), so a read takes only the ``CANDIDATES_PER_NEIGHBOUR
+        * n`` most frequent: its cost depends on ``n``, not on how many items ever met this one.
+        An item outside them is left out even if its cosine would have placed it.
         """
-        pairs = self.client.hgetall(self._key(Feature.COOCCURRENCE, item_id))
+        pairs = self.client.zrevrange(self._key(Feature.COOCCURRENCE, item_id), 0, CANDIDATES_PER_NEIGHBOUR * n - 1,
+                                      withscores=True)
         if not pairs:
             return []
-        others = list(pairs)
-        occurrences = self.client.hmget(self._key(Feature.OCCURRENCE, ""), [item_id, *others])
+        occurrences = self.client.hmget(self._key(Feature.OCCURRENCE, ""), [item_id, *(other for other, _ in pairs)])
         own = int(occurrences[0] or 0)
-        scored = []
-        for other, together, theirs in zip(others, pairs.values(), occurrences[1:]):
-            if own and theirs:
-                scored.append((other, int(together) / math.sqrt(own * int(theirs))))
+        scored = [(other, together / math.sqrt(own * int(theirs)))
+                  for (other, together), theirs in zip(pairs, occurrences[1:]) if own and theirs]
         return heapq.nlargest(n, scored, key=lambda kv: (kv[1], kv[0]))
 
     def late_records(self) -> int:

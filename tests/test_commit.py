@@ -72,6 +72,7 @@ MUTATIONS = st.one_of(
     st.builds(lambda e, f, o, v: Mutation(Op.LATEST, "last", e, f, v, order=f"{o:03d}"), MEMBERS, MEMBERS,
               st.integers(0, 3), MEMBERS),  # few orders: ties that the payload must break
     st.builds(lambda e, f, v: Mutation(Op.MAX, "max", e, f, v), MEMBERS, MEMBERS, st.integers(0, 50)),
+    st.builds(lambda e, f, v: Mutation(Op.TALLY, "tally", e, f, v), MEMBERS, MEMBERS, st.integers(1, 5)),
     # a small cap, so actors cross it in some splits within a batch and in others across batches
     st.builds(lambda e, m, a, v: Mutation(Op.DISTINCT, "dist", e, f"{m}|{a}", v, "9999", 4), MEMBERS, MEMBERS, MEMBERS,
               st.integers(1, 3)),

@@ -31,7 +31,7 @@ class StoredItems:
 
 
 def both_ways(a: str, b: str) -> list[Mutation]:
-    return [Mutation(Op.COUNT, Feature.COOCCURRENCE, a, b, 1), Mutation(Op.COUNT, Feature.COOCCURRENCE, b, a, 1)]
+    return [Mutation(Op.TALLY, Feature.COOCCURRENCE, a, b, 1), Mutation(Op.TALLY, Feature.COOCCURRENCE, b, a, 1)]
 
 
 def test_pairs_of_the_positive_items_of_each_window():

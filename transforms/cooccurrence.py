@@ -61,8 +61,8 @@ def window_mutations(max_items: int, entity: str, items: list[str], stored: set[
         yield Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item)
         yield Mutation(Op.COUNT, Feature.OCCURRENCE, "", item, 1)
         for other in (*stored, *new[:index]):
-            yield Mutation(Op.COUNT, Feature.COOCCURRENCE, item, other, 1)
-            yield Mutation(Op.COUNT, Feature.COOCCURRENCE, other, item, 1)
+            yield Mutation(Op.TALLY, Feature.COOCCURRENCE, item, other, 1)
+            yield Mutation(Op.TALLY, Feature.COOCCURRENCE, other, item, 1)
 
 
 class _PairsFn(beam.DoFn):
@@ -96,7 +96,7 @@ class SessionPairs(beam.PTransform):
 
 
 class Cooccurrence(beam.PTransform):
-    """SESSION_ITEMS ADD, COOCCURRENCE COUNT (both directions) and OCCURRENCE COUNT over the
+    """SESSION_ITEMS ADD, COOCCURRENCE TALLY (both directions) and OCCURRENCE COUNT over the
     positive, on-time records of each (user, session window), capped at
     ``max_items_per_session_window`` items per window in log order."""
 

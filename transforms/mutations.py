@@ -63,6 +63,7 @@ _MERGERS: dict[str, Callable[[Mutation, Mutation], Mutation]] = {
     Op.TOP: _greater_value,  # one member: keep its best score
     Op.LATEST: _later,
     Op.DISTINCT: _sum,  # the count sums; the ranking follows from which fields exist
+    Op.TALLY: _sum,
 }
 
 
