@@ -75,9 +75,7 @@ class Experiment(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":
-        names = [v.name for v in self.variant]
-        if len(set(names)) != len(names):
-            raise ValueError(f"experiment {self.name}: variant names repeat: {names}")
+        names = _unique_names(f"experiment {self.name}: variant", self.variant)
         total = sum(v.share for v in self.variant)
         if abs(total - 1.0) > SHARE_TOLERANCE:
             raise ValueError(f"experiment {self.name}: variant shares sum to {total:g}, not 1")
@@ -97,9 +95,7 @@ class ExperimentsFile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentsFile":
-        names = [e.name for e in self.experiment]
-        if len(set(names)) != len(names):
-            raise ValueError(f"experiment names repeat: {names}")
+        _unique_names("experiment", self.experiment)
         total = sum(e.traffic for e in self.experiment)
         if total > 1.0 + SHARE_TOLERANCE:
             raise ValueError(f"experiments' traffic sums to {total:g}, more than 1")
@@ -107,6 +103,13 @@ class ExperimentsFile(BaseModel):
 
     def model_versions(self) -> set[str]:
         return {v.model_version for e in self.experiment for v in e.variant if v.model_version}
+
+
+def _unique_names(what: str, entries) -> list[str]:
+    names = [entry.name for entry in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} names repeat: {names}")
+    return names
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from featurestore import layout
 from featurestore.reader import FeatureReader
 from infra.services import ManagedService, broker_spec, free_port, redis_spec
+from kapparec.threads import Beside
 from streams import offsets, topics
+from streams.partition_read import DEFAULT_CONSUMER_CONFIG
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
-from streams.partition_read import DEFAULT_CONSUMER_CONFIG
 from streams.synthetic import SyntheticLog, send_synthetic
 
 
@@ -197,23 +197,7 @@ def _percentiles(latencies: list[float]) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} | {"max_ms": round(float(ms.max()), 1)}
 
 
-class _Beside(threading.Thread):
-    """A thread that runs for the duration of a ``with`` block."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self._done = threading.Event()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self.join()
-
-
-class _BackgroundLoad(_Beside):
+class _BackgroundLoad(Beside):
     """Produces synthetic events at ``rate_per_s`` until the block ends; measures the rate it reached."""
 
     def __init__(self, bootstrap: str, rate_per_s: float, seed: int):
@@ -236,7 +220,7 @@ class _BackgroundLoad(_Beside):
         self.events_per_s = sent / (time.perf_counter() - started)
 
 
-class _LagSampler(_Beside):
+class _LagSampler(Beside):
     """Every half second: records in the events log not yet committed by the continuous job."""
 
     def __init__(self, client: redis.Redis, bootstrap: str):

@@ -27,6 +27,7 @@ from featurestore.lease import DEFAULT_TTL_S, WriterLease
 from featurestore.maintenance import HEARTBEAT_S
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.errors import KapparecError
+from kapparec.threads import Beside
 from streams import offsets as log_offsets
 from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
@@ -174,24 +175,16 @@ def backfill(
     return version, stats
 
 
-class _Heartbeat(threading.Thread):
+class _Heartbeat(Beside):
     """Beats a build's heartbeat while it runs, so garbage collection tells it from a crashed one."""
 
     def __init__(self, store: RedisFeatureStore, version: str):
-        super().__init__(name="build-heartbeat", daemon=True)
-        self._store, self._version, self._done = store, version, threading.Event()
+        super().__init__(name="build-heartbeat")
+        self._store, self._version = store, version
 
     def run(self) -> None:
         while not self._done.wait(HEARTBEAT_S):
             self._store.heartbeat(self._version)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self.join()
 
 
 class VersionStop:
