@@ -34,8 +34,10 @@ def encode_staged(mutation: Mutation) -> tuple[str, str]:
         value = f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
     elif mutation.op == Op.ADD:
         value = ""
-    elif mutation.op == Op.TALLY:
+    elif mutation.op == Op.TALLY or (mutation.op == Op.COUNT and not mutation.order):
         value = str(int(mutation.value))
+    elif mutation.op == Op.COUNT:
+        value = f"{int(mutation.value)}{sep}{mutation.order}"
     elif mutation.op == Op.DISTINCT:
         value = f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
     else:

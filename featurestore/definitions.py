@@ -17,7 +17,7 @@ from typing import NamedTuple
 class Op:
     """Merge operations. Values: COUNT int, MAX int, TOP float score, LATEST str payload, ADD ignored."""
 
-    COUNT = "count"  # field += value
+    COUNT = "count"  # field += value; an ``order`` is the key's expiry in log time (a windowed key)
     ADD = "add"  # set union: field is a member
     TOP = "top"  # keep the ``limit`` members with the highest (score, member)
     LATEST = "latest"  # keep the payload with the greatest ``order`` (a fixed-width string)
@@ -54,12 +54,12 @@ class Feature:
     PROGRESS = "progress"  # LATEST: field item, payload watch fraction ("1" when complete)
     # LATEST: field "region" / "device", payload the value of the user's latest event that had one
     PROFILE = "profile"
-    # COUNT: field "item|bucket_start_ms", value integer weight. Categories are joined with the
-    # catalog at read time: a join while processing would depend on how the log was split.
+    # COUNT: entity "user|bucket_start_ms", field item, value integer weight. Categories are joined
+    # with the catalog at read time: a join while processing would depend on how the log was split.
     AFFINITY = "affinity"
 
     # item features, entity = item_id
-    POPULARITY = "popularity"  # COUNT: field "event_type|bucket_start_ms"
+    POPULARITY = "popularity"  # COUNT: entity "item|bucket_start_ms", field event_type
     CATALOG = "catalog"  # LATEST: entity "", field item, payload catalog JSON, order log position
 
     # trending, entity "<scope>|<bucket_start_ms>" with scope "global" or "region:<r>": DISTINCT,

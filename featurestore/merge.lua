@@ -9,7 +9,7 @@
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
 -- fields, n expected values ("" = absent) and n new values.
 -- Each staged field is op \31 feature \31 entity \31 field; its value depends on op:
---   count/max/tally: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
+--   count: an integer, and \31 expiry for a windowed key; max/tally: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
 --   distinct: count \31 expiry \31 cap (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
@@ -69,8 +69,12 @@ for s = 3, #KEYS do
     end
     local m = {op = op, key = key, field = p[4], value = value}
     if op == 'count' or op == 'max' or op == 'tally' then
-      m.number = tonumber(value)
-      if not m.number then return refuse('MALFORMED', op .. ' value ' .. value) end
+      local v = split(value)
+      m.number = tonumber(v[1])
+      m.expiry = v[2] and tonumber(v[2])
+      if not m.number or (v[2] and not m.expiry) or #v > 2 or (#v == 2 and op ~= 'count') then
+        return refuse('MALFORMED', op .. ' value ' .. value)
+      end
     elseif op == 'top' then
       local v = split(value)
       m.score, m.limit = tonumber(v[1]), tonumber(v[2])
@@ -94,7 +98,10 @@ end
 local trim = {}
 for _, m in ipairs(merges) do
   if m.op == 'count' then
-    redis.call('HINCRBY', m.key, m.field, m.value)
+    redis.call('HINCRBY', m.key, m.field, m.number)
+    if m.expiry then
+      redis.call('ZADD', EXPIRY, m.expiry, string.sub(m.key, #prefix + 1))
+    end
   elseif m.op == 'tally' then
     redis.call('ZINCRBY', m.key, m.number, m.field)
   elseif m.op == 'add' then

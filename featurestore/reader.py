@@ -27,6 +27,7 @@ from featurestore.definitions import (
 from kapparec.errors import KapparecError
 from kapparec.timeunits import DAY_MS, HOUR_MS
 from streams import topics
+from transforms.config import FeatureConfig
 
 # Trending reads this many times ``n`` of each hour's best items before merging the hours.
 CANDIDATES_PER_HOUR = 3
@@ -65,6 +66,7 @@ class FeatureReader:
         self.client = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
+        self._pinned: dict | None = None
         self.version = version or self.client.get(layout.CURRENT)
         if self.version is None:
             raise KapparecError("the feature store is empty: run `kapparec backfill` or `kapparec stream` first")
@@ -138,16 +140,15 @@ class FeatureReader:
         return _started(self.client.hgetall(self._key(Feature.PROGRESS, user_id)), low, high)
 
     def category_affinity(self, user_id: str, half_life_days: float = 14.0, now_ms: int | None = None) -> dict[str, float]:
-        """Time-decayed interest per category, normalised to sum to 1."""
-        weights = self.client.hgetall(self._key(Feature.AFFINITY, user_id))
-        if not weights:
-            return {}
+        """Time-decayed interest per category, normalised to sum to 1 (over the retained buckets)."""
         now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        settings = self._settings()
         per_item: dict[str, float] = {}
-        for field, weight in weights.items():
-            item, bucket = field.rsplit("|", 1)
-            age_days = max(0, now_ms - int(bucket)) / DAY_MS
-            per_item[item] = per_item.get(item, 0.0) + int(weight) * 0.5 ** (age_days / half_life_days)
+        for bucket, weights in self._windows(Feature.AFFINITY, user_id, now_ms, settings["affinity_bucket_ms"],
+                                             settings["affinity_retention_ms"]):
+            decay = 0.5 ** (max(0, now_ms - bucket) / DAY_MS / half_life_days)
+            for item, weight in weights.items():
+                per_item[item] = per_item.get(item, 0.0) + int(weight) * decay
         scores: dict[str, float] = {}
         for item, entry in self.catalog(list(per_item)).items():
             for category in entry.get("categories", ()):
@@ -175,15 +176,30 @@ class FeatureReader:
         return {item: json.loads(_latest_payload(v)) for item, v in zip(item_ids, values) if v is not None}
 
     def popularity(self, item_id: str, days: int = 7, now_ms: int | None = None) -> dict[str, int]:
-        """Event counts per type over the last ``days`` day buckets."""
+        """Event counts per type over the buckets of the last ``days`` days."""
         now_ms = self.log_clock_ms() if now_ms is None else now_ms
-        since = now_ms - days * DAY_MS
         counts: dict[str, int] = {}
-        for field, count in self.client.hgetall(self._key(Feature.POPULARITY, item_id)).items():
-            event_type, bucket = field.rsplit("|", 1)
-            if int(bucket) > since:
+        for _, per_type in self._windows(Feature.POPULARITY, item_id, now_ms, self._settings()["popularity_bucket_ms"],
+                                         days * DAY_MS):
+            for event_type, count in per_type.items():
                 counts[event_type] = counts.get(event_type, 0) + int(count)
         return counts
+
+    def _windows(self, feature: str, entity: str, now_ms: int, bucket_ms: int, span_ms: int) -> list[tuple[int, dict]]:
+        """(bucket start, hash) of every bucket of ``entity`` within ``span_ms`` before ``now_ms``, in one round trip."""
+        newest = now_ms - now_ms % bucket_ms
+        buckets = [bucket for bucket in range(newest, now_ms - span_ms, -bucket_ms)]
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.hgetall(self._key(feature, window_entity(entity, bucket)))
+        return [(bucket, values) for bucket, values in zip(buckets, pipe.execute()) if values]
+
+    def _settings(self) -> dict:
+        """The feature settings this version was built with (the defaults for a version from before pinning)."""
+        if self._pinned is None:
+            meta = json.loads(self.client.hget(layout.VERSIONS, self.version) or "{}")
+            self._pinned = {**FeatureConfig().pinned(), **(meta.get("config") or {})}
+        return self._pinned
 
     def trending(
         self,

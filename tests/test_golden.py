@@ -3,10 +3,11 @@
 The golden files were first written by the code at commit 59d6897 (before the batched
 pipeline): ``kapparec features dump`` of a backfill over a synthetic log with malformed records
 and late records, and the dead letters it wrote (reason, source and original bytes). They were
-regenerated deliberately three times: when attribution facts (SHOWN, RESPONDED) joined the
+regenerated deliberately four times: when attribution facts (SHOWN, RESPONDED) joined the
 features and the log gained its ``impressions`` (one malformed); when trending became distinct
-users per item and hour, one ranking per hour, with an expiry index; and when co-occurrence
-counts moved from hashes to sorted sets (the same counts, read largest first). Every other line
+users per item and hour, one ranking per hour, with an expiry index; when co-occurrence counts
+moved from hashes to sorted sets (the same counts, read largest first); and when popularity and
+affinity moved to one key per bucket (the same counts, expiring in log time). Every other line
 stayed as it was. Regenerate
 them (``KAPPAREC_WRITE_GOLDEN=1``) only for a deliberate change of feature semantics, in a
 commit of its own that says why.

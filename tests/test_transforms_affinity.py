@@ -17,11 +17,7 @@ def test_weights_sum_per_item_and_day():
         interaction("i1", "purchase", DAY0 + DAY_MS + 3, offset=3),
         interaction("i2", "click", DAY0 + 4, user="u2", offset=4),
     ]
-    expected = [
-        Mutation(Op.COUNT, Feature.AFFINITY, "u1", f"i1|{DAY0}", 5),
-        Mutation(Op.COUNT, Feature.AFFINITY, "u1", f"i1|{DAY0 + DAY_MS}", 5),
-        Mutation(Op.COUNT, Feature.AFFINITY, "u2", f"i2|{DAY0}", 1),
-    ]
+    expected = [weighed("u1", DAY0, "i1", 5), weighed("u1", DAY0 + DAY_MS, "i1", 5), weighed("u2", DAY0, "i2", 1)]
     assert_feature(CategoryAffinity(FeatureConfig()), events, Feature.AFFINITY, expected)
 
 
@@ -29,5 +25,8 @@ def test_late_records_are_skipped():
     on_time = interaction("i1", "click", DAY0 + 10 * HOUR_MS, offset=0)
     late = interaction("i2", "click", DAY0, offset=1, log_watermark=on_time.event_time)
     config = FeatureConfig(allowed_lateness_ms=HOUR_MS)
-    expected = [Mutation(Op.COUNT, Feature.AFFINITY, "u1", f"i1|{DAY0}", 1)]
-    assert_feature(CategoryAffinity(config), [on_time, late], Feature.AFFINITY, expected)
+    assert_feature(CategoryAffinity(config), [on_time, late], Feature.AFFINITY, [weighed("u1", DAY0, "i1", 1)])
+
+
+def weighed(user: str, day: int, item: str, weight: int) -> Mutation:
+    return Mutation(Op.COUNT, Feature.AFFINITY, f"{user}|{day}", item, weight, str(day + FeatureConfig().affinity_retention_ms))

@@ -18,9 +18,16 @@ def test_counts_per_type_in_day_buckets():
         interaction("i2", "purchase", DAY0 + DAY_MS + 1, offset=4),
     ]
     expected = [
-        Mutation(Op.COUNT, Feature.POPULARITY, "i1", f"click|{DAY0}", 2),
-        Mutation(Op.COUNT, Feature.POPULARITY, "i1", f"impression|{DAY0}", 1),
-        Mutation(Op.COUNT, Feature.POPULARITY, "i1", f"click|{DAY0 + DAY_MS}", 1),
-        Mutation(Op.COUNT, Feature.POPULARITY, "i2", f"purchase|{DAY0 + DAY_MS}", 1),
+        counted("i1", DAY0, "click", 2),
+        counted("i1", DAY0, "impression", 1),
+        counted("i1", DAY0 + DAY_MS, "click", 1),
+        counted("i2", DAY0 + DAY_MS, "purchase", 1),
     ]
-    assert_feature(ItemPopularity(FeatureConfig()), events, Feature.POPULARITY, expected)
+    assert_feature(ItemPopularity(CONFIG), events, Feature.POPULARITY, expected)
+
+
+CONFIG = FeatureConfig()
+
+
+def counted(item: str, day: int, event_type: str, count: int) -> Mutation:
+    return Mutation(Op.COUNT, Feature.POPULARITY, f"{item}|{day}", event_type, count, str(day + CONFIG.popularity_retention_ms))

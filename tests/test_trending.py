@@ -1,9 +1,14 @@
-"""Trending that one actor cannot move, read cheaply from per-hour rankings, and kept only for its retention."""
+"""Windowed features: trending that one actor cannot move, per-bucket popularity and affinity read
+back exactly, and every window kept only for its retention in log time."""
 
 from __future__ import annotations
 
+import json
+
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
+from kapparec.timeunits import DAY_MS
+from streams.schema import encode, parse_interaction
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
 from transforms.config import FeatureConfig
@@ -34,15 +39,46 @@ def test_a_bot_burst_moves_no_trending_list_and_its_actors_are_named(stack):
     assert set(suspects) == set(botted.bot_users) and min(suspects.values()) >= 400
 
 
-def test_hours_past_their_retention_are_compacted_alike_in_a_stream_and_a_backfill(stack):
+def test_windows_past_their_retention_are_compacted_alike_in_a_stream_and_a_backfill(stack):
     produce_synthetic(stack.bootstrap, SyntheticLog(users=60, items=40, events=3000, seed=4, days=10))
-    config = FeatureConfig(trending_retention_ms=2 * 24 * 3_600_000)
+    retention = 2 * DAY_MS
+    config = FeatureConfig(trending_retention_ms=retention, popularity_retention_ms=retention,
+                           affinity_retention_ms=retention)
     stream(stack.bootstrap, stack.redis_url, config, once=True, max_batch_records=200)
     store = RedisFeatureStore(stack.redis_url)
     streamed = list(store.dump(store.require_current_version()))
     version, _ = backfill(stack.bootstrap, stack.redis_url, config, progress=False)
     assert list(store.dump(version)) == streamed
-    reader = FeatureReader(stack.redis_url, version)
-    hours = {int(line.split('|', 1)[1].split('"', 1)[0]) for line in streamed if line.startswith('{"key":"trending_rank:global|')}
-    assert hours and min(hours) >= reader.log_clock_ms() - config.trending_retention_ms  # older hours are gone
-    assert len(hours) <= 48
+    clock = FeatureReader(stack.redis_url, version).log_clock_ms()
+    for feature in ("trending_rank", "trending", "popularity", "affinity"):
+        buckets = {int(json.loads(line)["key"].rsplit("|", 1)[1]) for line in streamed
+                   if line.startswith(f'{{"key":"{feature}:')}
+        assert buckets and min(buckets) >= clock - retention, feature  # older buckets are gone
+
+
+def test_popularity_and_affinity_read_back_what_the_log_holds(stack):
+    log = SyntheticLog(users=30, items=25, events=2000, seed=6)
+    produce_synthetic(stack.bootstrap, log)
+    version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    reader, config = FeatureReader(stack.redis_url, version), FeatureConfig()
+    now = reader.log_clock_ms()
+    events = [e for e in log.interactions()]
+    item = max(log.item_categories, key=lambda i: sum(e.item_id == i for e in events))
+    expected_counts: dict[str, int] = {}
+    for event in events:
+        if event.item_id == item and event.event_time - event.event_time % DAY_MS > now - 7 * DAY_MS:
+            expected_counts[event.event_type.value] = expected_counts.get(event.event_type.value, 0) + 1
+    assert reader.popularity(item, days=7) == expected_counts and expected_counts
+
+    user = events[0].user_id
+    per_category: dict[str, float] = {}
+    for event in events:
+        bucket = event.event_time - event.event_time % DAY_MS
+        weight = config.weight(parse_interaction(encode(event)))
+        if event.user_id == user and weight and bucket > now - config.affinity_retention_ms:
+            for category in log.item_categories[event.item_id]:
+                per_category[category] = per_category.get(category, 0.0) + weight * 0.5 ** ((now - bucket) / DAY_MS / 14)
+    total = sum(per_category.values())
+    affinity = reader.category_affinity(user)
+    assert affinity.keys() == per_category.keys()
+    assert all(abs(affinity[c] - per_category[c] / total) < 1e-9 for c in affinity)

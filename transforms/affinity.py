@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from featurestore.definitions import Feature, Mutation, Op
+from featurestore.definitions import Feature, Mutation, Op, window_entity
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
 from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
@@ -18,11 +18,13 @@ from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
 def affinity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
     weight = config.weight(event)
     if weight:
-        yield Mutation(Op.COUNT, Feature.AFFINITY, event.user_id, f"{event.item_id}|{bucket_start_ms}", weight)
+        yield Mutation(Op.COUNT, Feature.AFFINITY, window_entity(event.user_id, bucket_start_ms), event.item_id, weight,
+                       str(bucket_start_ms + config.affinity_retention_ms))
 
 
 class CategoryAffinity(ExtractedFeature):
-    """AFFINITY COUNT of integer weights per (user, item, affinity bucket) of the on-time records."""
+    """AFFINITY COUNT of integer weights per (user, affinity bucket, item) of the on-time records,
+    kept ``affinity_retention_ms`` in log time."""
 
     @staticmethod
     def extractor(config: FeatureConfig) -> Extractor:

@@ -47,10 +47,13 @@ class FeatureConfig:
 
     # Most recent interactions kept per user (HISTORY).
     history_length: int = 50
-    # Bucket of the per-user item affinity counts; the reader decays them by bucket age.
+    # Bucket of the per-user item affinity counts; the reader decays them by bucket age. Kept
+    # 90 days in log time: by then a 14-day half-life has left 1% of a count's weight.
     affinity_bucket_ms: int = DAY_MS
-    # Bucket of the per-item popularity counts.
+    affinity_retention_ms: int = 90 * DAY_MS
+    # Bucket of the per-item popularity counts, kept 31 days in log time.
     popularity_bucket_ms: int = DAY_MS
+    popularity_retention_ms: int = 31 * DAY_MS
     # Bucket of the trending counts: short, so "trending now" reacts within the hour.
     trending_bucket_ms: int = HOUR_MS
     # How long a trending bucket is kept, in log time: past the longest horizon serving reads
@@ -80,9 +83,10 @@ class FeatureConfig:
                      "session_window_ms", "max_items_per_session_window"):
             if getattr(self, name) == 0:
                 raise UsageError(f"feature setting {name} must be positive")
-        if self.trending_retention_ms <= self.allowed_lateness_ms:
-            raise UsageError("feature setting trending_retention_ms must exceed allowed_lateness_ms, "
-                             "or a bucket could expire and then be written again by a late record")
+        for name in ("trending_retention_ms", "popularity_retention_ms", "affinity_retention_ms"):
+            if getattr(self, name) <= self.allowed_lateness_ms:
+                raise UsageError(f"feature setting {name} must exceed allowed_lateness_ms, "
+                                 "or a bucket could expire and then be written again by a late record")
         missing = set(EVENT_TYPES) - {RATE} - set(self.event_weights)
         unknown = set(self.event_weights) - set(EVENT_TYPES)
         if missing or unknown:
