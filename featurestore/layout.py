@@ -39,7 +39,8 @@ LATEST_SEPARATOR = "\t"
 # Separates the parts of a staged mutation's field; ids never contain this control byte.
 STAGE_SEPARATOR = "\x1f"
 
-REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set", Op.TOP: "zset", Op.DISTINCT: "hash", Op.TALLY: "zset"}
+REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set", Op.TOP: "zset",
+              Op.DISTINCT: "hash", Op.TALLY: "zset"}
 
 # Keys of a version that are bookkeeping, not features.
 OFFSETS = "offsets"

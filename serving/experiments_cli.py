@@ -46,7 +46,8 @@ def run_list(args: argparse.Namespace) -> int:
     for experiment in live.experiment:
         print(f"{experiment.name}  salt={experiment.salt}  traffic={experiment.traffic:.0%}  control={experiment.control_variant}")
         for variant in experiment.variant:
-            serves = "popular items only" if variant.popularity_only else f"model {variant.model_version or 'production'}"
+            serves = ("popular items only" if variant.popularity_only
+                      else f"model {variant.model_version or 'production'}")
             tuned = f", funnel {json.dumps(variant.funnel, sort_keys=True)}" if variant.funnel else ""
             print(f"  {variant.name:<16}{experiment.traffic * variant.share:>7.1%} of users  {serves}{tuned}")
     return 0

@@ -20,9 +20,11 @@ RESPONSES_BY_ORIGIN = Counter("kapparec_responses", "Responses by origin (full, 
 CACHE_LOOKUPS = Counter("kapparec_cache_lookups", "Response cache lookups by result (hit, miss)", ["result"])
 EVENTS_LOGGED = Counter("kapparec_events_logged", "Events appended to the log through LogEvents")
 FEATURES_HEALTHY = Gauge("kapparec_features_healthy", "1 while Redis answers, 0 while serving degraded", multiprocess_mode="min")
-REQUESTS_BY_BUCKET = Counter("kapparec_bucket_requests", "Recommend requests by A/B bucket ('' outside experiments)", ["bucket"])
+REQUESTS_BY_BUCKET = Counter("kapparec_bucket_requests", "Recommend requests by A/B bucket ('' outside experiments)",
+                             ["bucket"])
 IMPRESSIONS_WRITTEN = Counter("kapparec_impressions_written", "Impressions the log acknowledged")
-IMPRESSIONS_DROPPED = Counter("kapparec_impressions_dropped", "Impressions not written, by reason (queue_full, broker)", ["reason"])
+IMPRESSIONS_DROPPED = Counter("kapparec_impressions_dropped", "Impressions not written, by reason (queue_full, broker)",
+                              ["reason"])
 MODEL_LOADED = Gauge("kapparec_model_loaded", "1 for the model version this process serves", ["version"],
                      multiprocess_mode="max")
 

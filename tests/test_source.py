@@ -40,7 +40,6 @@ from tests.logs import create_topic
 BASE_MS = 1_700_000_000_000
 
 
-
 def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> list:
     """Sends ``(partition, key, value)`` records in order; returns their RecordMetadata."""
     producer = KafkaProducer(bootstrap_servers=bootstrap)

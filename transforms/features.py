@@ -22,8 +22,9 @@ PER_EVENT_FEATURES = (UserHistory, CategoryAffinity, ItemPopularity, Trending, L
 
 class ComputeFeatures(beam.PTransform):
     """``{"events": PCollection[Interaction], "catalog": PCollection[CatalogEntry]}`` and optionally
-    ``"impressions": PCollection[Impression]`` (one batch of each topic; the windowed features window by ``event_time`` themselves, so upstream
-    timestamps do not matter) -> ``PCollection[Mutation]``, each mutation key at most once.
+    ``"impressions": PCollection[Impression]`` (one batch of each topic; the windowed features
+    window by ``event_time`` themselves, so upstream timestamps do not matter) ->
+    ``PCollection[Mutation]``, each mutation key at most once.
     Merging the outputs of consecutive batches gives the output of one pass over them all."""
 
     def __init__(self, config: FeatureConfig | None = None, prior_session_items: SessionItemsLookup | None = None):

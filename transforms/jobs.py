@@ -96,8 +96,6 @@ def plan_batch(snapshot: dict[str, log_offsets.Ranges], committed: dict[tuple[st
     return BatchPlan(planned[topics.EVENTS], planned[topics.ITEMS], dict(high_water), planned[topics.IMPRESSIONS])
 
 
-
-
 def run_pipeline(
     bootstrap: str,
     plan: BatchPlan | FollowPlan,
