@@ -6,9 +6,8 @@ import numpy as np
 
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
-from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
-from streams.topics import ensure_topics
+from tests.logs import produce_synthetic
 from training.cli import split_of
 from training.feature_replay import replayed_features
 from training.replay import replay_log
@@ -16,13 +15,7 @@ from transforms.jobs import backfill
 
 
 def _backfilled_synthetic_log(stack) -> str:
-    ensure_topics(stack.bootstrap)
-    log = SyntheticLog(users=60, items=120, events=5_000, seed=5)
-    with LogProducer(stack.bootstrap) as producer:
-        for item in log.catalog():
-            producer.send_catalog(item)
-        for event in log.interactions():
-            producer.send_interaction(event)
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=60, items=120, events=5_000, seed=5))
     version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
     return version
 
