@@ -53,13 +53,17 @@ def blend_table(selection: dict) -> str:
     metric = selection["metric"].replace(" ", "_")
     lines = [
         f"{selection['search']}, on a validation split carved from the training part ({selection['validation_users']} "
-        f"users): {selection['trials_run']} configurations in {selection['seconds']} s. Chosen: {selection['chosen'] or 'the defaults'}.",
+        f"users): {selection['trials_run']} configurations in {selection['seconds']} s. Chosen: {_knobs(selection['chosen'])}.",
         "",
         f"| overrides of the serving defaults | {metric} |",
         "|---|---|",
     ]
-    lines += [f"| {trial['overrides'] or 'defaults'} | {trial[metric]} |" for trial in selection["trials"]]
+    lines += [f"| {_knobs(trial['overrides'])} | {trial[metric]} |" for trial in selection["trials"]]
     return "\n".join(lines)
+
+
+def _knobs(overrides: dict) -> str:
+    return ", ".join(f"{knob}={value}" for knob, value in overrides.items()) or "the defaults"
 
 
 def selection_table(selection: dict) -> str:
