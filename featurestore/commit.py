@@ -1,52 +1,59 @@
-"""The commit of one bundle: stage its merged mutations, then ``merge.lua`` checks and merges them.
+"""The commit of one bundle: its merged mutations, encoded in one argument that ``merge.lua`` checks and merges.
 
 Each bundle of the feature pipeline (``transforms.bundled``) commits its mutations and the
-offsets they cover together: the mutations go to stage hashes and one script checks the
-writer's lease, the offsets (compare-and-set) and every staged mutation before it writes
-anything, then merges them all and moves the offsets. A crash, a replayed bundle, a fenced-off
+offsets they cover together: one script call checks the writer's lease, the offsets
+(compare-and-set) and every mutation before it writes anything, then merges them all and moves
+the offsets. The mutations travel grouped by target key, as one JSON argument: packing one
+argument per field cost redis-py more than the merge itself, and the script checks each key's
+type and indexes its expiry once. A crash, a replayed bundle, a fenced-off
 writer or a malformed mutation leaves the whole bundle applied or none of it.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterable
 from importlib import resources
 
+import orjson
 import redis
 
 from featurestore import layout
 from featurestore.definitions import Feature, Mutation, Op
 from kapparec.errors import KapparecError
 
-STAGE_SHARDS = 16
 MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
-def encode_staged(mutation: Mutation) -> tuple[str, str]:
-    """The (field, value) of a mutation in a stage hash (see merge.lua)."""
+def encode_staged(mutation: Mutation) -> str:
+    """A mutation's value as the merge script reads it (see merge.lua)."""
     sep = layout.STAGE_SEPARATOR
-    field = sep.join((mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY, mutation.field))
-    if mutation.op == Op.TOP:
-        value = f"{mutation.value!r}{sep}{mutation.limit}"
-    elif mutation.op == Op.LATEST:
-        value = f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
-    elif mutation.op == Op.ADD:
-        value = ""
-    elif mutation.op == Op.TALLY or (mutation.op == Op.COUNT and not mutation.order):
-        value = str(int(mutation.value))
-    elif mutation.op == Op.COUNT:
-        value = f"{int(mutation.value)}{sep}{mutation.order}"
-    elif mutation.op == Op.DISTINCT:
-        value = f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
-    else:
-        value = str(int(mutation.value))
-    return field, value
+    op = mutation.op
+    if op == Op.TOP:
+        return f"{mutation.value!r}{sep}{mutation.limit}"
+    if op == Op.LATEST:
+        return f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
+    if op == Op.ADD:
+        return ""
+    if op == Op.COUNT and mutation.order:
+        return f"{int(mutation.value)}{sep}{mutation.order}"
+    if op == Op.DISTINCT:
+        return f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
+    return str(int(mutation.value))
 
 
-def stage_shard(field: str) -> int:
-    return zlib.crc32(field.encode()) % STAGE_SHARDS
+def encode_bundle(mutations: Iterable[Mutation]) -> bytes:
+    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, [field,
+    value, ...]], ...]``, grouped by target key so the script checks and indexes each key once.
+    A field given twice keeps its last value."""
+    groups: dict[tuple[str, str, str], dict[str, str]] = {}
+    for mutation in mutations:
+        group = (mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY)
+        fields = groups.get(group)
+        if fields is None:
+            fields = groups[group] = {}
+        fields[mutation.field] = encode_staged(mutation)
+    return orjson.dumps([[*group, [part for pair in fields.items() for part in pair]] for group, fields in groups.items()])
 
 
 class StaleBundle(KapparecError):
@@ -104,24 +111,16 @@ class Commits:
         """
         if set(expected) != set(offsets):
             raise ValueError("a commit moves exactly the offsets it expected")
-        stage = layout.stage_prefix(version, self.new_batch_id())
-        shards: dict[str, dict[str, str]] = {}
-        for mutation in mutations:
-            field, value = encode_staged(mutation)
-            shards.setdefault(f"{stage}{stage_shard(field)}", {})[field] = value
         positions = list(offsets)
         args = [layout.version_prefix(version), lease, len(positions),
                 *(layout.offset_field(t, p) for t, p in positions),
                 *("" if expected[position] is None else str(expected[position]) for position in positions),
-                *(str(offsets[position]) for position in positions)]
-        with self.client.pipeline(transaction=True) as tx:
-            for shard, values in shards.items():
-                tx.hset(shard, mapping=values)
-            self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK, *shards], args=args, client=tx)
-            try:
-                merged = tx.execute()[-1]
-            except redis.ResponseError as exc:
-                raise _refusal(version, str(exc)) from None
+                *(str(offsets[position]) for position in positions),
+                encode_bundle(mutations)]
+        try:
+            merged = self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK], args=args)
+        except redis.ResponseError as exc:
+            raise _refusal(version, str(exc)) from None
         return int(merged)
     def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int]) -> None:
         """Move offsets to a bounded read's ends: records missing at a range's end (dead
