@@ -21,7 +21,7 @@ import apache_beam as beam
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.extract import bucket_start, is_late
+from transforms.extract import EventBatch
 from transforms.mutations import CombineMutations
 
 # Windows whose prior items are fetched in one lookup call.
@@ -38,11 +38,17 @@ def session_entity(user_id: str, window_start_ms: int) -> str:
     return f"{user_id}|{window_start_ms}"
 
 
-def session_record(config: FeatureConfig, event: Interaction) -> Iterator[tuple[str, tuple[int, int, str]]]:
-    """A positive, on-time record as ("user|window_start", (partition, offset, item))."""
-    if config.is_positive(event) and not is_late(event, config.allowed_lateness_ms):
-        window = bucket_start(event.event_time, config.session_window_ms)
+def session_records(batch: EventBatch) -> Iterator[tuple[str, tuple[int, int, str]]]:
+    """The positive, on-time records of ``batch`` as ("user|window_start", (partition, offset, item))."""
+    window_ms = batch.config.session_window_ms
+    for event in batch.positive:
+        window = event.event_time - event.event_time % window_ms
         yield session_entity(event.user_id, window), (event.partition, event.offset, event.item_id)
+
+
+def session_record(config: FeatureConfig, event: Interaction) -> Iterator[tuple[str, tuple[int, int, str]]]:
+    """``session_records`` of one event."""
+    return session_records(EventBatch(config, [event]))
 
 
 def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[str, list[str]]:

@@ -6,15 +6,15 @@ the LATEST order (event time, then log position) puts it in its place.
 
 from __future__ import annotations
 
-import functools
+import operator
 from collections.abc import Iterator
 
-from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation, Op
+from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation
 from featurestore.definitions import history_member as _member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor
-from transforms.mutations import log_order
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations, log_order
 
 # A rating at least this high takes an earlier dislike back, like a "like" does.
 LIKING_RATING = 4.0
@@ -23,6 +23,7 @@ LIKING_RATING = 4.0
 # progress or completion exists: LATEST keeps the state with the greatest log order.
 _COMPLETE_STATE = "1"
 _PLAY_STATE = "0"
+_profile = operator.attrgetter(*PROFILE_FIELDS)
 
 
 def history_member(event: Interaction) -> str:
@@ -47,23 +48,34 @@ def _progress_state(event: Interaction) -> str | None:
     return None
 
 
+def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
+    """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
+    limit, add_latest, add_top, seen = batch.config.history_length, merged.add_latest, merged.add_top, merged.members
+    for event in batch.events:
+        user, item = event.user_id, event.item_id
+        order = None  # the LATEST order, formatted once and only if a LATEST needs it
+        # Impressions carry the request's context too, so they count for where the user comes from.
+        for name, value in zip(PROFILE_FIELDS, _profile(event)):
+            if value:
+                order = order or log_order(event)
+                add_latest((Feature.PROFILE, user, name), order, value)
+        if event.event_type in HISTORY_EXCLUDED_TYPES:
+            continue
+        add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
+        seen[(Feature.SEEN, user, item)] = None
+        disliked = _disliked_state(event)
+        if disliked is not None:
+            add_latest((Feature.DISLIKED, user, item), order or log_order(event), disliked)
+        progress = _progress_state(event)
+        if progress is not None:
+            add_latest((Feature.PROGRESS, user, item), order or log_order(event), progress)
+
+
 def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:
-    user, item = event.user_id, event.item_id
-    # Impressions carry the request's context too, so they count for where the user comes from.
-    for name in PROFILE_FIELDS:
-        value = getattr(event, name)
-        if value:
-            yield Mutation(Op.LATEST, Feature.PROFILE, user, name, value, order=log_order(event))
-    if event.event_type in HISTORY_EXCLUDED_TYPES:
-        return
-    yield Mutation(Op.TOP, Feature.HISTORY, user, history_member(event), float(event.event_time), limit=config.history_length)
-    yield Mutation(Op.ADD, Feature.SEEN, user, item)
-    disliked = _disliked_state(event)
-    if disliked is not None:
-        yield Mutation(Op.LATEST, Feature.DISLIKED, user, item, disliked, order=log_order(event))
-    progress = _progress_state(event)
-    if progress is not None:
-        yield Mutation(Op.LATEST, Feature.PROGRESS, user, item, progress, order=log_order(event))
+    """The user-state mutations of one event (``add_user_state`` of a batch of one)."""
+    merged = MergedMutations()
+    add_user_state(EventBatch(config, [event]), merged)
+    return merged.mutations()
 
 
 class UserHistory(ExtractedFeature):
@@ -71,6 +83,4 @@ class UserHistory(ExtractedFeature):
     with), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
     non-impression record; PROFILE LATEST (region, device) from every record that has them."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return functools.partial(user_state_mutations, config)
+    extract = staticmethod(add_user_state)
