@@ -120,16 +120,24 @@ local function variadic(command, key, args, flag)
   end
 end
 
--- The current values of `entries`' fields, one HMGET per chunk.
-local function current_values(key, entries)
+-- The current values of `entries`' fields (HMGET) or members (ZMSCORE), one call per chunk.
+local function current_values(command, key, entries)
   local values = {}
   for start = 1, #entries, CHUNK do
     local fields = {}
     for i = start, math.min(start + CHUNK - 1, #entries) do fields[#fields + 1] = entries[i].field end
-    local found = redis.call('HMGET', key, unpack(fields))
-    for i = 1, #found do values[start + i - 1] = found[i] end
+    local found = redis.call(command, key, unpack(fields))
+    for i = 1, #fields do
+      local value = found[i]
+      values[start + i - 1] = value ~= false and value or nil  -- a missing field or member is nil
+    end
   end
   return values
+end
+
+-- Sums stay integers (counts are), written without an exponent.
+local function integer(number)
+  return string.format('%d', number)
 end
 
 -- Named without the version's prefix, so two versions of one log hold the same index.
@@ -145,12 +153,21 @@ for _, group in ipairs(groups) do
   local op, key, entries, indexed = group.op, group.key, group.entries, {}
   merged = merged + #entries
   if op == 'count' then
-    for _, m in ipairs(entries) do
-      redis.call('HINCRBY', key, m.field, m.number)
+    -- Read every field, then write every sum: two calls per key, not one per field.
+    local current, sums = current_values('HMGET', key, entries), {}
+    for i, m in ipairs(entries) do
+      sums[#sums + 1] = m.field
+      sums[#sums + 1] = integer(tonumber(current[i] or 0) + m.number)
       index_expiry(key, m.expiry, indexed)
     end
+    variadic('HSET', key, sums)
   elseif op == 'tally' then
-    for _, m in ipairs(entries) do redis.call('ZINCRBY', key, m.number, m.field) end
+    local current, scores = current_values('ZMSCORE', key, entries), {}
+    for i, m in ipairs(entries) do
+      scores[#scores + 1] = integer(tonumber(current[i] or 0) + m.number)
+      scores[#scores + 1] = m.field
+    end
+    variadic('ZADD', key, scores)
   elseif op == 'add' then
     local members = {}
     for i, m in ipairs(entries) do members[i] = m.field end
@@ -165,7 +182,7 @@ for _, group in ipairs(groups) do
     variadic('ZADD', key, scored, 'GT')
     trim[key] = entries[1].limit
   elseif op == 'latest' or op == 'max' then
-    local current, winners = current_values(key, entries), {}
+    local current, winners = current_values('HMGET', key, entries), {}
     for i, m in ipairs(entries) do
       local now, wins = current[i], false
       if not now then
@@ -188,18 +205,31 @@ for _, group in ipairs(groups) do
     -- An actor counts 1 from their first event on, and 0 again once their count reaches the
     -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
     -- whatever order) brought the events: the ranking ends as the actors below the cap.
-    for _, m in ipairs(entries) do
-      local now = redis.call('HINCRBY', key, m.field, m.number)
-      local before = now - m.number
+    local current, counts, deltas, members = current_values('HMGET', key, entries), {}, {}, {}
+    for i, m in ipairs(entries) do
+      local before = tonumber(current[i] or 0)
+      local now = before + m.number
+      counts[#counts + 1] = m.field
+      counts[#counts + 1] = integer(now)
       local delta = (before == 0 and 1 or 0) - ((before < m.cap and now >= m.cap) and 1 or 0)
-      if delta ~= 0 or before == 0 then
-        redis.call('ZINCRBY', group.ranking, delta, m.member)
+      if delta ~= 0 or before == 0 then  -- a first actor enters the ranking even at 0
+        if deltas[m.member] == nil then members[#members + 1] = m.member end
+        deltas[m.member] = (deltas[m.member] or 0) + delta
       end
       if indexed[m.expiry] == nil then
         indexed[m.expiry] = true
         redis.call('ZADD', EXPIRY, m.expiry, string.sub(key, #prefix + 1), m.expiry, string.sub(group.ranking, #prefix + 1))
       end
     end
+    variadic('HSET', key, counts)
+    local ranked = {}
+    for i, member in ipairs(members) do ranked[i] = {field = member} end
+    local scores, ranking = current_values('ZMSCORE', group.ranking, ranked), {}
+    for i, member in ipairs(members) do
+      ranking[#ranking + 1] = integer(tonumber(scores[i] or 0) + deltas[member])
+      ranking[#ranking + 1] = member
+    end
+    variadic('ZADD', group.ranking, ranking)
   end
 end
 
