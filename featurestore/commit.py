@@ -25,34 +25,41 @@ from kapparec.errors import KapparecError
 MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
-def encode_staged(mutation: Mutation) -> str:
+def staged_attribute(mutation: Mutation) -> str:
+    """What every mutation of one target key shares, sent once per key (see merge.lua)."""
+    op = mutation.op
+    if op == Op.COUNT:
+        return mutation.order  # a windowed key's expiry; "" for a key without a window
+    if op == Op.TOP:
+        return str(mutation.limit)
+    if op == Op.DISTINCT:
+        return f"{mutation.order}{layout.STAGE_SEPARATOR}{mutation.limit}"
+    return ""
+
+
+def staged_value(mutation: Mutation) -> str:
     """A mutation's value as the merge script reads it (see merge.lua)."""
-    sep = layout.STAGE_SEPARATOR
     op = mutation.op
     if op == Op.TOP:
-        return f"{mutation.value!r}{sep}{mutation.limit}"
+        return f"{mutation.value!r}"
     if op == Op.LATEST:
         return f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
     if op == Op.ADD:
         return ""
-    if op == Op.COUNT and mutation.order:
-        return f"{int(mutation.value)}{sep}{mutation.order}"
-    if op == Op.DISTINCT:
-        return f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
     return str(int(mutation.value))
 
 
 def encode_bundle(mutations: Iterable[Mutation]) -> bytes:
-    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, [field,
-    value, ...]], ...]``, grouped by target key so the script checks and indexes each key once.
-    A field given twice keeps its last value."""
-    groups: dict[tuple[str, str, str], dict[str, str]] = {}
+    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, attribute,
+    [field, value, ...]], ...]``, grouped by target key so the script checks, reads and writes
+    each key once. A field given twice keeps its last value."""
+    groups: dict[tuple[str, str, str, str], dict[str, str]] = {}
     for mutation in mutations:
-        group = (mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY)
+        group = (mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY, staged_attribute(mutation))
         fields = groups.get(group)
         if fields is None:
             fields = groups[group] = {}
-        fields[mutation.field] = encode_staged(mutation)
+        fields[mutation.field] = staged_value(mutation)
     return orjson.dumps([[*group, [part for pair in fields.items() for part in pair]] for group, fields in groups.items()])
 
 

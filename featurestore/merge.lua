@@ -8,10 +8,12 @@
 -- ARGV[1]: the version's key prefix ("kr:v7:"); ARGV[2]: the writer's lease value ("" = no lease
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
 -- fields, n expected values ("" = absent) and n new values; last, the bundle: JSON
--- [[op, feature, entity, [field, value, field, value, ...]], ...], one group per target key.
--- A value depends on op:
---   count: an integer, and \31 expiry for a windowed key; max/tally: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
---   distinct: count \31 expiry \31 cap (field "member|actor"; see featurestore/definitions.py).
+-- [[op, feature, entity, attribute, [field, value, field, value, ...]], ...], one group per
+-- target key (see featurestore/commit.py). The attribute and the values depend on op:
+--   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
+--   max, tally: attribute "", value an integer; add: attribute "", value ignored;
+--   top: attribute the limit, value the score; latest: attribute "", value order \t payload;
+--   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
 local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -30,85 +32,77 @@ local function refuse(detail)
   return redis.error_reply('MALFORMED ' .. detail)
 end
 
-local function split(text)
-  local parts, start = {}, 1
-  while true do
-    local at = string.find(text, '\31', start, true)
-    if not at then
-      parts[#parts + 1] = string.sub(text, start)
-      return parts
-    end
-    parts[#parts + 1] = string.sub(text, start, at - 1)
-    start = at + 1
-  end
-end
-
 local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash', tally = 'zset'}
+local NUMERIC = {count = true, max = true, tally = true, top = true, distinct = true}
 local EXPIRY = prefix .. 'expiry'
--- Arguments per variadic call: Lua's unpack() is limited by its C stack.
+-- Arguments per variadic call: Lua's unpack() is limited by its C stack. Even, so pairs stay whole.
 local CHUNK = 4000
 
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
 
--- Checks one staged (field, value) of op; returns its parsed parts, or nil and why not.
-local function parse(op, field, value)
-  local m = {field = field, value = value}
-  if op == 'count' or op == 'max' or op == 'tally' then
-    local v = split(value)
-    m.number = tonumber(v[1])
-    m.expiry = v[2] and tonumber(v[2])
-    if not m.number or (v[2] and not m.expiry) or #v > 2 or (#v == 2 and op ~= 'count') then
-      return nil, op .. ' value ' .. value
-    end
+-- A group's attribute, checked: returns a table of its parts, or nil.
+local function attribute(op, text)
+  if op == 'count' then
+    if text == '' then return {} end
+    local expiry = tonumber(text)
+    return expiry and {expiry = text}
   elseif op == 'top' then
-    local v = split(value)
-    m.score, m.limit = tonumber(v[1]), tonumber(v[2])
-    if not (m.score and m.limit) then return nil, 'top value ' .. value end
-    m.score_text = v[1]
-  elseif op == 'latest' then
-    local tab = string.find(value, '\t', 1, true)
-    if not tab then return nil, 'latest value without an order' end
-    m.order = string.sub(value, 1, tab - 1)
+    local limit = tonumber(text)
+    return limit and {limit = limit}
   elseif op == 'distinct' then
-    local v, bar = split(value), string.find(field, '|', 1, true)
-    m.number, m.expiry, m.cap = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
-    if not (m.number and m.expiry and m.cap and bar) then return nil, 'distinct ' .. field .. ' ' .. value end
-    m.member = string.sub(field, 1, bar - 1)
+    local sep = string.find(text, '\31', 1, true)
+    local expiry, cap = sep and tonumber(string.sub(text, 1, sep - 1)), sep and tonumber(string.sub(text, sep + 1))
+    return expiry and cap and {expiry = string.sub(text, 1, sep - 1), cap = cap}
   end
-  return m
+  return text == '' and {} or nil
 end
 
--- Every check first: the ops, the target keys' types, every value.
+-- Every check first: the ops, the target keys' types, every attribute and value.
 local ok, bundle = pcall(cjson.decode, ARGV[4 + 3 * n])
 if not ok or type(bundle) ~= 'table' then return refuse('bundle is not JSON') end
 local groups = {}
 for g = 1, #bundle do
-  local op, feature, entity, staged = bundle[g][1], bundle[g][2], bundle[g][3], bundle[g][4]
-  if not TYPES[op] or type(feature) ~= 'string' or type(entity) ~= 'string' or type(staged) ~= 'table' then
+  if type(bundle[g]) ~= 'table' then return refuse('staged group ' .. tostring(bundle[g])) end
+  local op, feature, entity, text, staged = unpack(bundle[g])
+  if not TYPES[op] or type(feature) ~= 'string' or type(entity) ~= 'string' or type(text) ~= 'string'
+      or type(staged) ~= 'table' then
     return refuse('staged mutation ' .. tostring(op) .. '\31' .. tostring(feature) .. '\31' .. tostring(entity))
   end
-  local key = prefix .. feature .. ':' .. entity
-  local kind = type_of(key)
+  local group = attribute(op, text)
+  if not group then return refuse(op .. ' attribute ' .. text) end
+  group.op, group.key, group.fields, group.values, group.numbers = op, prefix .. feature .. ':' .. entity, {}, {}, {}
+  local kind = type_of(group.key)
   if kind ~= 'none' and kind ~= TYPES[op] then
-    return refuse(key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
+    return refuse(group.key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
   end
-  local group = {op = op, key = key, entries = {}}
   if op == 'distinct' then
-    group.ranking = prefix .. feature .. '_rank:' .. entity
+    group.ranking, group.members = prefix .. feature .. '_rank:' .. entity, {}
     local ranked = type_of(group.ranking)
     if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
   end
+  local fields, values, numbers = group.fields, group.values, group.numbers
   for i = 1, #staged, 2 do
-    local m, why = parse(op, staged[i], staged[i + 1])
-    if not m then return refuse(why) end
-    group.entries[#group.entries + 1] = m
+    local field, value = staged[i], staged[i + 1]
+    local k = #fields + 1
+    fields[k], values[k] = field, value
+    if NUMERIC[op] then
+      numbers[k] = tonumber(value)
+      if not numbers[k] then return refuse(op .. ' value ' .. tostring(value)) end
+    elseif op == 'latest' and not string.find(value, '\t', 1, true) then
+      return refuse('latest value without an order')
+    end
+    if op == 'distinct' then
+      local bar = string.find(field, '|', 1, true)
+      if not bar then return refuse('distinct field ' .. field) end
+      group.members[k] = string.sub(field, 1, bar - 1)
+    end
   end
   groups[#groups + 1] = group
 end
 
--- Calls `command key [flag] ...` with `args` in chunks of CHUNK (an even number: pairs stay whole).
+-- Calls `command key [flag] ...` with `args` in chunks of CHUNK.
 local function variadic(command, key, args, flag)
   for start = 1, #args, CHUNK do
     local stop = math.min(start + CHUNK - 1, #args)
@@ -120,16 +114,15 @@ local function variadic(command, key, args, flag)
   end
 end
 
--- The current values of `entries`' fields (HMGET) or members (ZMSCORE), one call per chunk.
-local function current_values(command, key, entries)
+-- The current values of `fields` (HMGET) or members (ZMSCORE), one call per chunk; nil where absent.
+local function current_values(command, key, fields)
   local values = {}
-  for start = 1, #entries, CHUNK do
-    local fields = {}
-    for i = start, math.min(start + CHUNK - 1, #entries) do fields[#fields + 1] = entries[i].field end
-    local found = redis.call(command, key, unpack(fields))
-    for i = 1, #fields do
-      local value = found[i]
-      values[start + i - 1] = value ~= false and value or nil  -- a missing field or member is nil
+  for start = 1, #fields, CHUNK do
+    local stop = math.min(start + CHUNK - 1, #fields)
+    local found = redis.call(command, key, unpack(fields, start, stop))
+    for i = start, stop do
+      local value = found[i - start + 1]
+      values[i] = value ~= false and value or nil
     end
   end
   return values
@@ -141,63 +134,60 @@ local function integer(number)
 end
 
 -- Named without the version's prefix, so two versions of one log hold the same index.
-local function index_expiry(key, expiry, indexed)
-  if expiry and indexed[expiry] == nil then
-    indexed[expiry] = true
-    redis.call('ZADD', EXPIRY, expiry, string.sub(key, #prefix + 1))
+local function index_expiry(...)
+  local args = {}
+  for _, key in ipairs({...}) do
+    args[#args + 1] = key.expiry
+    args[#args + 1] = string.sub(key.name, #prefix + 1)
   end
+  redis.call('ZADD', EXPIRY, unpack(args))
 end
 
 local merged, trim = 0, {}
 for _, group in ipairs(groups) do
-  local op, key, entries, indexed = group.op, group.key, group.entries, {}
-  merged = merged + #entries
+  local op, key, fields, values, numbers = group.op, group.key, group.fields, group.values, group.numbers
+  merged = merged + #fields
   if op == 'count' then
     -- Read every field, then write every sum: two calls per key, not one per field.
-    local current, sums = current_values('HMGET', key, entries), {}
-    for i, m in ipairs(entries) do
-      sums[#sums + 1] = m.field
-      sums[#sums + 1] = integer(tonumber(current[i] or 0) + m.number)
-      index_expiry(key, m.expiry, indexed)
+    local current, sums = current_values('HMGET', key, fields), {}
+    for i = 1, #fields do
+      sums[2 * i - 1], sums[2 * i] = fields[i], integer(tonumber(current[i] or 0) + numbers[i])
     end
     variadic('HSET', key, sums)
+    if group.expiry then index_expiry({name = key, expiry = group.expiry}) end
   elseif op == 'tally' then
-    local current, scores = current_values('ZMSCORE', key, entries), {}
-    for i, m in ipairs(entries) do
-      scores[#scores + 1] = integer(tonumber(current[i] or 0) + m.number)
-      scores[#scores + 1] = m.field
+    local current, scores = current_values('ZMSCORE', key, fields), {}
+    for i = 1, #fields do
+      scores[2 * i - 1], scores[2 * i] = integer(tonumber(current[i] or 0) + numbers[i]), fields[i]
     end
     variadic('ZADD', key, scores)
   elseif op == 'add' then
-    local members = {}
-    for i, m in ipairs(entries) do members[i] = m.field end
-    variadic('SADD', key, members)
+    variadic('SADD', key, fields)
   elseif op == 'top' then
     -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
     local scored = {}
-    for _, m in ipairs(entries) do
-      scored[#scored + 1] = m.score_text
-      scored[#scored + 1] = m.field
+    for i = 1, #fields do
+      scored[2 * i - 1], scored[2 * i] = values[i], fields[i]
     end
     variadic('ZADD', key, scored, 'GT')
-    trim[key] = entries[1].limit
+    trim[key] = group.limit
   elseif op == 'latest' or op == 'max' then
-    local current, winners = current_values('HMGET', key, entries), {}
-    for i, m in ipairs(entries) do
-      local now, wins = current[i], false
+    local current, winners = current_values('HMGET', key, fields), {}
+    for i = 1, #fields do
+      local now, value, wins = current[i], values[i], false
       if not now then
         wins = true
       elseif op == 'max' then
-        wins = tonumber(now) < m.number
+        wins = tonumber(now) < numbers[i]
       else
         -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
-        local tab = string.find(now, '\t', 1, true)
-        local order = string.sub(now, 1, tab - 1)
-        wins = order < m.order or (order == m.order and string.sub(now, tab + 1) < string.sub(m.value, #m.order + 2))
+        local tab, new_tab = string.find(now, '\t', 1, true), string.find(value, '\t', 1, true)
+        local order, new_order = string.sub(now, 1, tab - 1), string.sub(value, 1, new_tab - 1)
+        wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, new_tab + 1))
       end
       if wins then
-        winners[#winners + 1] = m.field
-        winners[#winners + 1] = m.value
+        winners[#winners + 1] = fields[i]
+        winners[#winners + 1] = value
       end
     end
     variadic('HSET', key, winners)
@@ -205,31 +195,25 @@ for _, group in ipairs(groups) do
     -- An actor counts 1 from their first event on, and 0 again once their count reaches the
     -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
     -- whatever order) brought the events: the ranking ends as the actors below the cap.
-    local current, counts, deltas, members = current_values('HMGET', key, entries), {}, {}, {}
-    for i, m in ipairs(entries) do
+    local current, counts, deltas, ranked = current_values('HMGET', key, fields), {}, {}, {}
+    for i = 1, #fields do
       local before = tonumber(current[i] or 0)
-      local now = before + m.number
-      counts[#counts + 1] = m.field
-      counts[#counts + 1] = integer(now)
-      local delta = (before == 0 and 1 or 0) - ((before < m.cap and now >= m.cap) and 1 or 0)
+      local now = before + numbers[i]
+      counts[2 * i - 1], counts[2 * i] = fields[i], integer(now)
+      local delta = (before == 0 and 1 or 0) - ((before < group.cap and now >= group.cap) and 1 or 0)
       if delta ~= 0 or before == 0 then  -- a first actor enters the ranking even at 0
-        if deltas[m.member] == nil then members[#members + 1] = m.member end
-        deltas[m.member] = (deltas[m.member] or 0) + delta
-      end
-      if indexed[m.expiry] == nil then
-        indexed[m.expiry] = true
-        redis.call('ZADD', EXPIRY, m.expiry, string.sub(key, #prefix + 1), m.expiry, string.sub(group.ranking, #prefix + 1))
+        local member = group.members[i]
+        if deltas[member] == nil then ranked[#ranked + 1] = member end
+        deltas[member] = (deltas[member] or 0) + delta
       end
     end
     variadic('HSET', key, counts)
-    local ranked = {}
-    for i, member in ipairs(members) do ranked[i] = {field = member} end
     local scores, ranking = current_values('ZMSCORE', group.ranking, ranked), {}
-    for i, member in ipairs(members) do
-      ranking[#ranking + 1] = integer(tonumber(scores[i] or 0) + deltas[member])
-      ranking[#ranking + 1] = member
+    for i, member in ipairs(ranked) do
+      ranking[2 * i - 1], ranking[2 * i] = integer(tonumber(scores[i] or 0) + deltas[member]), member
     end
     variadic('ZADD', group.ranking, ranking)
+    index_expiry({name = key, expiry = group.expiry}, {name = group.ranking, expiry = group.expiry})
   end
 end
 
