@@ -103,13 +103,14 @@ class Commits:
     def commit(
         self,
         version: str,
-        mutations: Iterable[Mutation],
+        mutations: Iterable[Mutation] | bytes,
         expected: dict[tuple[str, int], int | None],
         offsets: dict[tuple[str, int], int],
         lease: str = "",
     ) -> int:
-        """Merge ``mutations`` and move the committed offsets from ``expected`` (None: absent)
-        to ``offsets``, all or nothing, in one script (``merge.lua``).
+        """Merge ``mutations`` (or a bundle ``encode_bundle`` made of them) and move the committed
+        offsets from ``expected`` (None: absent) to ``offsets``, all or nothing, in one script
+        (``merge.lua``).
 
         Refused whole, with nothing applied: a bundle whose offsets moved on (``StaleBundle``:
         a replay, a retry), a writer whose ``lease`` is no longer the store's (``LeaseLost``),
@@ -123,7 +124,7 @@ class Commits:
                 *(layout.offset_field(t, p) for t, p in positions),
                 *("" if expected[position] is None else str(expected[position]) for position in positions),
                 *(str(offsets[position]) for position in positions),
-                encode_bundle(mutations)]
+                mutations if isinstance(mutations, bytes) else encode_bundle(mutations)]
         try:
             merged = self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK], args=args)
         except redis.ResponseError as exc:

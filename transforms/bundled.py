@@ -13,7 +13,9 @@ set the rate. Within a bundle the DoFn
   against the items committed before, as ``Cooccurrence`` would;
 - *commits* at a size cap and at the end of the bundle: the merged mutations and the next
   offset of every partition they cover, in one Redis transaction guarded by a
-  compare-and-set on those offsets (``RedisFeatureStore.commit``).
+  compare-and-set on those offsets (``RedisFeatureStore.commit``). One commit at a time is in
+  flight while the next records are extracted; the next commit (whose co-occurrence lookup
+  must see it) and the end of the bundle wait for it, and its refusal fails the bundle.
 
 Each commit is a micro-batch of the log in the sense of ``ComputeFeatures`` (its docstring
 holds the merge property), so any split of the log into commits gives one pass's state:
@@ -24,10 +26,12 @@ exactly the rest; a commit whose offsets moved meanwhile is refused whole.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
 
+from featurestore.commit import encode_bundle
 from featurestore.lookups import RedisSessionItems
 from streams.schema import CatalogEntry, Impression, Interaction
 from streams.topics import EVENTS, IMPRESSIONS, ITEMS
@@ -73,6 +77,14 @@ class _CommitFeaturesFn(beam.DoFn):
         self._store = RedisFeatureStore(self._target.redis_url)
         self._prior = RedisSessionItems(self._target.redis_url, self._target.version)
         self._extractors = tuple(feature.extract for feature in PER_EVENT_FEATURES)
+        # One commit in flight while the next is extracted: Redis merges on its own core.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._in_flight: Future | None = None
+
+    def teardown(self):
+        committer = getattr(self, "_committer", None)
+        if committer is not None:
+            committer.shutdown(wait=True)
 
     def start_bundle(self):
         self._expected: dict[tuple[str, int], int | None] = {}
@@ -135,20 +147,28 @@ class _CommitFeaturesFn(beam.DoFn):
 
     def finish_bundle(self):
         self._commit()
+        self._land()  # the bundle is done only once its last commit is
         return ()
 
     def _commit(self) -> None:
         if not self._next:
             return
+        self._land()
         self._add_pairs()
         expected = {position: self._expected[position] for position in self._next}
-        written = self._store.commit(self._target.version, self._merged.mutations(), expected, self._next,
-                                     self._target.lease)
-        self._expected.update(self._next)
+        bundle = encode_bundle(self._merged.mutations())
+        self._in_flight = self._committer.submit(self._store.commit, self._target.version, bundle, expected,
+                                                 dict(self._next), self._target.lease)
+        self._expected.update(self._next)  # what the next commit expects, once this one landed
         self._commits.inc()
         self._committed.inc(self._records)
-        self._written.inc(written)
         self._reset()
+
+    def _land(self) -> None:
+        """Waits for the commit in flight; its refusal (a stale bundle, a lost lease) fails the bundle."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            self._written.inc(in_flight.result())
 
     def _add_pairs(self) -> None:
         # Read only after the previous commit, so the lookup sees exactly the earlier log.
