@@ -25,42 +25,52 @@ from kapparec.errors import KapparecError
 MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
-def staged_attribute(mutation: Mutation) -> str:
-    """What every mutation of one target key shares, sent once per key (see merge.lua)."""
-    op = mutation.op
-    if op == Op.COUNT:
-        return mutation.order  # a windowed key's expiry; "" for a key without a window
-    if op == Op.TOP:
-        return str(mutation.limit)
-    if op == Op.DISTINCT:
-        return f"{mutation.order}{layout.STAGE_SEPARATOR}{mutation.limit}"
-    return ""
+# A group: (op, feature, entity, attribute) and its {field: value}, as ``MergedMutations`` holds them.
+Group = tuple[tuple[str, str, str, object], dict]
 
 
-def staged_value(mutation: Mutation) -> str:
-    """A mutation's value as the merge script reads it (see merge.lua)."""
+def _staged_value(mutation: Mutation):
     op = mutation.op
-    if op == Op.TOP:
-        return f"{mutation.value!r}"
     if op == Op.LATEST:
-        return f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
+        return (mutation.order, mutation.value)
     if op == Op.ADD:
-        return ""
-    return str(int(mutation.value))
+        return None
+    if op == Op.TOP:
+        return float(mutation.value)
+    if op in _NUMERIC:
+        return int(mutation.value)
+    return mutation.value  # an op the merge does not know: the script refuses the bundle
 
 
-def encode_bundle(mutations: Iterable[Mutation]) -> bytes:
-    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, attribute,
-    [field, value, ...]], ...]``, grouped by target key so the script checks, reads and writes
-    each key once. A field given twice keeps its last value."""
-    groups: dict[tuple[str, str, str, str], dict[str, str]] = {}
+_NUMERIC = frozenset({Op.COUNT, Op.TALLY, Op.DISTINCT, Op.MAX})
+_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit)}
+
+
+def group_mutations(mutations: Iterable[Mutation]) -> list[Group]:
+    """Mutations grouped by target key; a field given twice keeps its last value."""
+    groups: dict[tuple[str, str, str, object], dict] = {}
     for mutation in mutations:
-        group = (mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY, staged_attribute(mutation))
-        fields = groups.get(group)
-        if fields is None:
-            fields = groups[group] = {}
-        fields[mutation.field] = staged_value(mutation)
-    return orjson.dumps([[*group, [part for pair in fields.items() for part in pair]] for group, fields in groups.items()])
+        attribute = _ATTRIBUTE.get(mutation.op)
+        key = (mutation.op, mutation.feature, mutation.entity, attribute and attribute(mutation))
+        groups.setdefault(key, {})[mutation.field] = _staged_value(mutation)
+    return list(groups.items())
+
+
+def encode_bundle(groups: Iterable[Group]) -> bytes:
+    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, attribute,
+    fields], ...]``, one group per target key, so the script checks, reads and writes each key
+    once; ``fields`` is {field: value} as the group holds it (members only, for ADD). Values
+    travel as JSON numbers and arrays, so this costs per group, not per field."""
+    staged = []
+    for (op, feature, entity, attribute), fields in groups:
+        if op == Op.TOP:
+            text = str(attribute)
+        elif op == Op.DISTINCT:
+            text = f"{attribute[0]}{layout.STAGE_SEPARATOR}{attribute[1]}"
+        else:
+            text = attribute or ""
+        staged.append((op, feature, entity or layout.EMPTY_ENTITY, text, list(fields) if op == Op.ADD else fields))
+    return orjson.dumps(staged)
 
 
 class StaleBundle(KapparecError):
@@ -108,7 +118,7 @@ class Commits:
         offsets: dict[tuple[str, int], int],
         lease: str = "",
     ) -> int:
-        """Merge ``mutations`` (or a bundle ``encode_bundle`` made of them) and move the committed
+        """Merge ``mutations`` (or the bundle ``encode_bundle`` made of their groups) and move the committed
         offsets from ``expected`` (None: absent) to ``offsets``, all or nothing, in one script
         (``merge.lua``).
 
@@ -124,7 +134,7 @@ class Commits:
                 *(layout.offset_field(t, p) for t, p in positions),
                 *("" if expected[position] is None else str(expected[position]) for position in positions),
                 *(str(offsets[position]) for position in positions),
-                mutations if isinstance(mutations, bytes) else encode_bundle(mutations)]
+                mutations if isinstance(mutations, bytes) else encode_bundle(group_mutations(mutations))]
         try:
             merged = self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK], args=args)
         except redis.ResponseError as exc:

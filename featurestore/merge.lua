@@ -8,11 +8,12 @@
 -- ARGV[1]: the version's key prefix ("kr:v7:"); ARGV[2]: the writer's lease value ("" = no lease
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
 -- fields, n expected values ("" = absent) and n new values; last, the bundle: JSON
--- [[op, feature, entity, attribute, [field, value, field, value, ...]], ...], one group per
--- target key (see featurestore/commit.py). The attribute and the values depend on op:
+-- [[op, feature, entity, attribute, fields], ...], one group per target key, fields an object
+-- {field: value} (for add, an array of members; see featurestore/commit.py). The attribute and
+-- the values depend on op:
 --   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
---   max, tally: attribute "", value an integer; add: attribute "", value ignored;
---   top: attribute the limit, value the score; latest: attribute "", value order \t payload;
+--   max, tally: attribute "", value an integer; top: attribute the limit, value the score;
+--   latest: attribute "", value [order, payload];
 --   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
@@ -33,7 +34,6 @@ local function refuse(detail)
 end
 
 local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash', tally = 'zset'}
-local NUMERIC = {count = true, max = true, tally = true, top = true, distinct = true}
 local EXPIRY = prefix .. 'expiry'
 -- Arguments per variadic call: Lua's unpack() is limited by its C stack. Even, so pairs stay whole.
 local CHUNK = 4000
@@ -83,20 +83,31 @@ for g = 1, #bundle do
     if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
   end
   local fields, values, numbers = group.fields, group.values, group.numbers
-  for i = 1, #staged, 2 do
-    local field, value = staged[i], staged[i + 1]
-    local k = #fields + 1
-    fields[k], values[k] = field, value
-    if NUMERIC[op] then
-      numbers[k] = tonumber(value)
-      if not numbers[k] then return refuse(op .. ' value ' .. tostring(value)) end
-    elseif op == 'latest' and not string.find(value, '\t', 1, true) then
-      return refuse('latest value without an order')
+  if op == 'add' then
+    for i, member in ipairs(staged) do
+      if type(member) ~= 'string' then return refuse('add member ' .. tostring(member)) end
+      fields[i] = member
     end
-    if op == 'distinct' then
-      local bar = string.find(field, '|', 1, true)
-      if not bar then return refuse('distinct field ' .. field) end
-      group.members[k] = string.sub(field, 1, bar - 1)
+  else
+    for field, value in pairs(staged) do
+      local k = #fields + 1
+      fields[k] = field
+      if op == 'latest' then
+        if type(value) ~= 'table' or type(value[1]) ~= 'string' or type(value[2]) ~= 'string' then
+          return refuse('latest value of ' .. field .. ' is not [order, payload]')
+        end
+        values[k] = value[1] .. '\t' .. value[2]
+        numbers[k] = value[1]  -- the order
+      elseif type(value) ~= 'number' then
+        return refuse(op .. ' value of ' .. field .. ' is not a number')
+      else
+        numbers[k] = value
+      end
+      if op == 'distinct' then
+        local bar = string.find(field, '|', 1, true)
+        if not bar then return refuse('distinct field ' .. field) end
+        group.members[k] = string.sub(field, 1, bar - 1)
+      end
     end
   end
   groups[#groups + 1] = group
@@ -167,7 +178,7 @@ for _, group in ipairs(groups) do
     -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
     local scored = {}
     for i = 1, #fields do
-      scored[2 * i - 1], scored[2 * i] = values[i], fields[i]
+      scored[2 * i - 1], scored[2 * i] = string.format('%.17g', numbers[i]), fields[i]
     end
     variadic('ZADD', key, scored, 'GT')
     trim[key] = group.limit
@@ -181,13 +192,13 @@ for _, group in ipairs(groups) do
         wins = tonumber(now) < numbers[i]
       else
         -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
-        local tab, new_tab = string.find(now, '\t', 1, true), string.find(value, '\t', 1, true)
-        local order, new_order = string.sub(now, 1, tab - 1), string.sub(value, 1, new_tab - 1)
-        wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, new_tab + 1))
+        local tab, new_order = string.find(now, '\t', 1, true), numbers[i]
+        local order = string.sub(now, 1, tab - 1)
+        wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, #new_order + 2))
       end
       if wins then
         winners[#winners + 1] = fields[i]
-        winners[#winners + 1] = value
+        winners[#winners + 1] = op == 'max' and integer(numbers[i]) or value
       end
     end
     variadic('HSET', key, winners)

@@ -7,18 +7,18 @@ micro-batch (and would freeze categories that change later), breaking split inva
 
 from __future__ import annotations
 
-from featurestore.definitions import Feature, window_entity
+from featurestore.definitions import Feature, Op, window_entity
 from transforms.extract import EventBatch, ExtractedFeature
 from transforms.mutations import MergedMutations
 
 
 def add_affinity(batch: EventBatch, merged: MergedMutations) -> None:
-    config, counts = batch.config, merged.counts
+    config = batch.config
     bucket_ms, retention_ms = config.affinity_bucket_ms, config.affinity_retention_ms
     for event, weight in batch.engaged:
         start = event.event_time - event.event_time % bucket_ms
-        key = (Feature.AFFINITY, window_entity(event.user_id, start), event.item_id, str(start + retention_ms))
-        counts[key] = counts.get(key, 0) + weight
+        items = merged.fields(Op.COUNT, Feature.AFFINITY, window_entity(event.user_id, start), str(start + retention_ms))
+        items[event.item_id] = items.get(event.item_id, 0) + weight
 
 
 class CategoryAffinity(ExtractedFeature):

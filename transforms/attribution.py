@@ -24,11 +24,10 @@ def impression_mutations(impression: Impression) -> Iterator[Mutation]:
 
 
 def add_responses(batch: EventBatch, merged: MergedMutations) -> None:
-    members = merged.members
     for event in batch.events:
         if event.event_type in RESPONSE_TYPES:
             member = responded_member(event.event_time, event.event_type, event.request_id)
-            members[(RESPONDED, pair_entity(event.user_id, event.item_id), member)] = None
+            merged.fields(Op.ADD, RESPONDED, pair_entity(event.user_id, event.item_id))[member] = None
 
 
 class Responses(ExtractedFeature):

@@ -156,7 +156,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._land()
         self._add_pairs()
         expected = {position: self._expected[position] for position in self._next}
-        bundle = encode_bundle(self._merged.mutations())
+        bundle = encode_bundle(self._merged.merged())
         self._in_flight = self._committer.submit(self._store.commit, self._target.version, bundle, expected,
                                                  dict(self._next), self._target.lease)
         self._expected.update(self._next)  # what the next commit expects, once this one landed

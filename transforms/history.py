@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 
-from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation
+from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation, Op
 from featurestore.definitions import history_member as _member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
@@ -50,7 +50,7 @@ def _progress_state(event: Interaction) -> str | None:
 
 def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
     """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
-    limit, add_latest, add_top, seen = batch.config.history_length, merged.add_latest, merged.add_top, merged.members
+    limit, add_latest, add_top, fields = batch.config.history_length, merged.add_latest, merged.add_top, merged.fields
     for event in batch.events:
         user, item = event.user_id, event.item_id
         order = None  # the LATEST order, formatted once and only if a LATEST needs it
@@ -58,17 +58,17 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
         for name, value in zip(PROFILE_FIELDS, _profile(event)):
             if value:
                 order = order or log_order(event)
-                add_latest((Feature.PROFILE, user, name), order, value)
+                add_latest(Feature.PROFILE, user, name, order, value)
         if event.event_type in HISTORY_EXCLUDED_TYPES:
             continue
         add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
-        seen[(Feature.SEEN, user, item)] = None
+        fields(Op.ADD, Feature.SEEN, user)[item] = None
         disliked = _disliked_state(event)
         if disliked is not None:
-            add_latest((Feature.DISLIKED, user, item), order or log_order(event), disliked)
+            add_latest(Feature.DISLIKED, user, item, order or log_order(event), disliked)
         progress = _progress_state(event)
         if progress is not None:
-            add_latest((Feature.PROGRESS, user, item), order or log_order(event), progress)
+            add_latest(Feature.PROGRESS, user, item, order or log_order(event), progress)
 
 
 def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:

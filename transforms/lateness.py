@@ -9,7 +9,7 @@ each record the same way.
 
 from __future__ import annotations
 
-from featurestore.definitions import Feature
+from featurestore.definitions import Feature, Op
 from streams.topics import EVENTS
 from transforms.extract import EventBatch, ExtractedFeature, is_late
 from transforms.mutations import MergedMutations
@@ -28,9 +28,9 @@ def add_log_progress(batch: EventBatch, merged: MergedMutations) -> None:
         if is_late(event, lateness):
             late[partition] = late.get(partition, 0) + 1
     for partition, event_time in high.items():
-        merged.add_max((Feature.HIGH_WATER, EVENTS, str(partition)), event_time)
+        merged.add_max(Feature.HIGH_WATER, EVENTS, str(partition), event_time)
     for partition, count in late.items():
-        merged.add_count((Feature.LATE, EVENTS, str(partition), ""), count)
+        merged.add_sum(Op.COUNT, Feature.LATE, EVENTS, str(partition), count, "")
 
 
 class Lateness(ExtractedFeature):

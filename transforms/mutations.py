@@ -198,98 +198,96 @@ def merge_all(mutations: Iterable[Mutation]) -> list[Mutation]:
 
 class MergedMutations:
     """Mutations merged by key as they are added: what ``CombineMutations`` computes for a
-    bundle, held as one dict per op so that a batch of events adds its values with a few dict
-    updates instead of a ``Mutation`` and a merge call per value.
+    bundle, held grouped by target key so that a batch of events adds its values with a few
+    dict updates instead of a ``Mutation`` and a merge call per value, and so that the commit
+    sends each group as it is.
 
-    The ``add_*`` methods take a mutation's parts; ``add`` takes a whole ``Mutation``. A COUNT's
-    and a DISTINCT's ``order`` (the window's expiry) is part of their key: it follows from the
-    entity, so one key never sees two.
+    ``groups`` maps (op, feature, entity, attribute) to {field: value}. The attribute is what
+    all fields of the key share: a COUNT's expiry (its ``order``, "" for a key without a
+    window), a TOP's limit, a DISTINCT's (expiry, cap), None otherwise. Values: the sum
+    (COUNT, TALLY, DISTINCT), the maximum (MAX), None (ADD), (order, payload) (LATEST), the best
+    score (TOP, trimmed lazily to its limit).
     """
 
     def __init__(self):
-        self.counts: dict[tuple[str, str, str, str], int] = {}  # (feature, entity, field, order) -> sum
-        self.tallies: dict[tuple[str, str, str], int] = {}
-        self.maxima: dict[tuple[str, str, str], int] = {}
-        self.members: dict[tuple[str, str, str], None] = {}  # ADD: a dict keeps insertion order
-        self.latest: dict[tuple[str, str, str], tuple[str, object]] = {}  # -> (order, value)
-        self.distinct: dict[tuple[str, str, str, str, int], int] = {}  # (feature, entity, field, order, cap) -> sum
-        self.tops: dict[tuple[str, str], dict[str, float]] = {}  # (feature, entity) -> member -> best score
-        self._top_limits: dict[tuple[str, str], int] = {}
+        self.groups: dict[tuple[str, str, str, object], dict] = {}
 
     def __len__(self) -> int:
-        """Distinct keys held; a TOP entity counts once, as its combine key does."""
-        return (len(self.counts) + len(self.tallies) + len(self.maxima) + len(self.members) + len(self.latest)
-                + len(self.distinct) + len(self.tops))
+        """Fields held, over every key."""
+        return sum(map(len, self.groups.values()))
 
-    def add_count(self, key: tuple[str, str, str, str], value: int) -> None:
-        self.counts[key] = self.counts.get(key, 0) + value
+    def fields(self, op: str, feature: str, entity: str, attribute: object = None) -> dict:
+        """The fields of one target key, to update in place."""
+        key = (op, feature, entity, attribute)
+        fields = self.groups.get(key)
+        if fields is None:
+            fields = self.groups[key] = {}
+        return fields
 
-    def add_max(self, key: tuple[str, str, str], value: int) -> None:
-        kept = self.maxima.get(key)
+    def add_sum(self, op: str, feature: str, entity: str, field: str, value: int, attribute: object = None) -> None:
+        """COUNT, TALLY and DISTINCT: values add up."""
+        fields = self.fields(op, feature, entity, attribute)
+        fields[field] = fields.get(field, 0) + value
+
+    def add_max(self, feature: str, entity: str, field: str, value: int) -> None:
+        fields = self.fields(Op.MAX, feature, entity)
+        kept = fields.get(field)
         if kept is None or value > kept:
-            self.maxima[key] = value
+            fields[field] = value
 
-    def add_latest(self, key: tuple[str, str, str], order: str, value) -> None:
-        kept = self.latest.get(key)
-        if kept is None or (order, value) > kept:
-            self.latest[key] = (order, value)
+    def add_latest(self, feature: str, entity: str, field: str, order: str, value) -> None:
+        fields = self.fields(Op.LATEST, feature, entity)
+        kept = fields.get(field)
+        if kept is None or (order, value) > kept:  # the payload breaks ties, as ``merge`` does
+            fields[field] = (order, value)
 
     def add_top(self, feature: str, entity: str, member: str, score: float, limit: int) -> None:
-        key = (feature, entity)
-        scores = self.tops.get(key)
+        key = (Op.TOP, feature, entity, limit)
+        scores = self.groups.get(key)
         if scores is None:
-            scores = self.tops[key] = {}
-            self._top_limits[key] = limit
+            scores = self.groups[key] = {}
         kept = scores.get(member)
         if kept is None or score > kept:
             scores[member] = score
             if len(scores) > 2 * limit:  # trimmed lazily, so a trim costs O(limit) per limit inputs
-                self.tops[key] = dict(_best_scores(scores, limit))
+                self.groups[key] = _best_scores(scores, limit)
 
     def add(self, mutation: Mutation) -> None:
         op, feature, entity, field, value, order, limit = mutation
-        if op == Op.COUNT:
-            self.add_count((feature, entity, field, order), value)
-        elif op == Op.TALLY:
-            key = (feature, entity, field)
-            self.tallies[key] = self.tallies.get(key, 0) + value
+        if op in (Op.COUNT, Op.TALLY, Op.DISTINCT):
+            attribute = order if op == Op.COUNT else (order, limit) if op == Op.DISTINCT else None
+            self.add_sum(op, feature, entity, field, value, attribute)
         elif op == Op.MAX:
-            self.add_max((feature, entity, field), value)
+            self.add_max(feature, entity, field, value)
         elif op == Op.ADD:
-            self.members[(feature, entity, field)] = None
+            self.fields(op, feature, entity)[field] = None
         elif op == Op.LATEST:
-            self.add_latest((feature, entity, field), order, value)
-        elif op == Op.DISTINCT:
-            key = (feature, entity, field, order, limit)
-            self.distinct[key] = self.distinct.get(key, 0) + value
+            self.add_latest(feature, entity, field, order, value)
         elif op == Op.TOP:
             self.add_top(feature, entity, field, value, limit)
         else:
             raise ValueError(f"unknown merge op {op!r}")
 
+    def merged(self) -> Iterator[tuple[tuple[str, str, str, object], dict]]:
+        """Every (group key, fields), each TOP trimmed to its limit."""
+        for key, fields in self.groups.items():
+            yield key, (_best_scores(fields, key[3]) if key[0] == Op.TOP else fields)
+
     def mutations(self) -> Iterator[Mutation]:
-        """Each key once, merged (TOP trimmed to its limit)."""
+        """Each key once, merged."""
         new = tuple.__new__  # Mutation(...) without its keyword handling: this runs per key
-        for (feature, entity, field, order), value in self.counts.items():
-            yield new(Mutation, (Op.COUNT, feature, entity, field, value, order, 0))
-        for (feature, entity, field), value in self.tallies.items():
-            yield new(Mutation, (Op.TALLY, feature, entity, field, value, "", 0))
-        for (feature, entity, field), value in self.maxima.items():
-            yield new(Mutation, (Op.MAX, feature, entity, field, value, "", 0))
-        for feature, entity, field in self.members:
-            yield new(Mutation, (Op.ADD, feature, entity, field, 0, "", 0))
-        for (feature, entity, field), (order, value) in self.latest.items():
-            yield new(Mutation, (Op.LATEST, feature, entity, field, value, order, 0))
-        for (feature, entity, field, order, cap), value in self.distinct.items():
-            yield new(Mutation, (Op.DISTINCT, feature, entity, field, value, order, cap))
-        for (feature, entity), scores in self.tops.items():
-            limit = self._top_limits[(feature, entity)]
-            for member, score in _best_scores(scores, limit):
-                yield new(Mutation, (Op.TOP, feature, entity, member, score, "", limit))
+        for (op, feature, entity, attribute), fields in self.merged():
+            if op == Op.LATEST:
+                for field, (order, value) in fields.items():
+                    yield new(Mutation, (op, feature, entity, field, value, order, 0))
+                continue
+            order, limit = {Op.COUNT: (attribute, 0), Op.DISTINCT: attribute, Op.TOP: ("", attribute)}.get(op, ("", 0))
+            for field, value in fields.items():
+                yield new(Mutation, (op, feature, entity, field, 0 if value is None else value, order, limit))
 
 
-def _best_scores(scores: dict[str, float], limit: int) -> list[tuple[str, float]]:
+def _best_scores(scores: dict[str, float], limit: int) -> dict[str, float]:
     """The ``limit`` best (score, member) of a TOP entity, as ``best_members`` keeps them."""
     if len(scores) <= limit:
-        return list(scores.items())
-    return [(member, score) for score, member in heapq.nlargest(limit, ((s, m) for m, s in scores.items()))]
+        return scores
+    return {member: score for score, member in heapq.nlargest(limit, ((s, m) for m, s in scores.items()))}

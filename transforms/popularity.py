@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 
-from featurestore.definitions import Feature, window_entity
+from featurestore.definitions import Feature, Op, window_entity
 from transforms.extract import EventBatch, ExtractedFeature
 from transforms.mutations import MergedMutations
 
 
 def add_popularity(batch: EventBatch, merged: MergedMutations) -> None:
     # Raw counts per type (impressions too: the reader derives click-through from them).
-    config, counts = batch.config, merged.counts
+    config = batch.config
     bucket_ms, retention_ms = config.popularity_bucket_ms, config.popularity_retention_ms
     # Counted by (item, bucket, type) at C speed first: the entity strings are built once per key.
     per_key = Counter((event.item_id, event.event_time - event.event_time % bucket_ms, event.event_type)
                       for event in batch.on_time)
     for (item, start, event_type), count in per_key.items():
-        key = (Feature.POPULARITY, window_entity(item, start), event_type, str(start + retention_ms))
-        counts[key] = counts.get(key, 0) + count
+        merged.add_sum(Op.COUNT, Feature.POPULARITY, window_entity(item, start), event_type, count,
+                       str(start + retention_ms))
 
 
 class ItemPopularity(ExtractedFeature):

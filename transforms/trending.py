@@ -12,24 +12,22 @@ from __future__ import annotations
 
 from collections import Counter
 
-from featurestore.definitions import GLOBAL_SCOPE, Feature, region_scope, window_entity
+from featurestore.definitions import GLOBAL_SCOPE, Feature, Op, region_scope, window_entity
 from transforms.extract import EventBatch, ExtractedFeature
 from transforms.mutations import MergedMutations
 
 
 def add_trending(batch: EventBatch, merged: MergedMutations) -> None:
-    config, distinct = batch.config, merged.distinct
+    config = batch.config
     bucket_ms, retention_ms, cap = config.trending_bucket_ms, config.trending_retention_ms, config.trending_actor_cap
     # Counted by (scope, bucket, item, user) at C speed first: the strings are built once per key.
     per_key = Counter((event.region, event.event_time - event.event_time % bucket_ms, event.item_id, event.user_id)
                       for event, _ in batch.engaged)
     for (region, start, item, user), count in per_key.items():
-        field, expiry = f"{item}|{user}", str(start + retention_ms)
-        key = (Feature.TRENDING, window_entity(GLOBAL_SCOPE, start), field, expiry, cap)
-        distinct[key] = distinct.get(key, 0) + count
+        field, window = f"{item}|{user}", (str(start + retention_ms), cap)
+        merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(GLOBAL_SCOPE, start), field, count, window)
         if region:
-            key = (Feature.TRENDING, window_entity(region_scope(region), start), field, expiry, cap)
-            distinct[key] = distinct.get(key, 0) + count
+            merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(region_scope(region), start), field, count, window)
 
 
 class Trending(ExtractedFeature):
