@@ -144,14 +144,12 @@ local function integer(number)
   return string.format('%d', number)
 end
 
--- Named without the version's prefix, so two versions of one log hold the same index.
-local function index_expiry(...)
-  local args = {}
-  for _, key in ipairs({...}) do
-    args[#args + 1] = key.expiry
-    args[#args + 1] = string.sub(key.name, #prefix + 1)
-  end
-  redis.call('ZADD', EXPIRY, unpack(args))
+-- Windowed keys and their expiries, indexed in one call once every group merged. Named without
+-- the version's prefix, so two versions of one log hold the same index.
+local expiries = {}
+local function index_expiry(key, expiry)
+  expiries[#expiries + 1] = expiry
+  expiries[#expiries + 1] = string.sub(key, #prefix + 1)
 end
 
 local merged, trim = 0, {}
@@ -165,7 +163,7 @@ for _, group in ipairs(groups) do
       sums[2 * i - 1], sums[2 * i] = fields[i], integer(tonumber(current[i] or 0) + numbers[i])
     end
     variadic('HSET', key, sums)
-    if group.expiry then index_expiry({name = key, expiry = group.expiry}) end
+    if group.expiry then index_expiry(key, group.expiry) end
   elseif op == 'tally' then
     local current, scores = current_values('ZMSCORE', key, fields), {}
     for i = 1, #fields do
@@ -224,9 +222,12 @@ for _, group in ipairs(groups) do
       ranking[2 * i - 1], ranking[2 * i] = integer(tonumber(scores[i] or 0) + deltas[member]), member
     end
     variadic('ZADD', group.ranking, ranking)
-    index_expiry({name = key, expiry = group.expiry}, {name = group.ranking, expiry = group.expiry})
+    index_expiry(key, group.expiry)
+    index_expiry(group.ranking, group.expiry)
   end
 end
+
+variadic('ZADD', EXPIRY, expiries)
 
 -- Compaction in log time: every window whose expiry the log clock (the highest event time seen,
 -- HIGH_WATER of the events topic) has passed goes. Each commit removes all of them, so after
