@@ -41,34 +41,35 @@ def _disliked_state(event: Interaction) -> str | None:
 def _progress_state(event: Interaction) -> str | None:
     if event.event_type == "progress":
         return str(event.value)
-    if event.event_type == "complete":
-        return _COMPLETE_STATE
-    if event.event_type == "play":
-        return _PLAY_STATE
-    return None
+    return _PLAYBACK_STATES.get(event.event_type)
+
+
+_PLAYBACK_STATES = {"complete": _COMPLETE_STATE, "play": _PLAY_STATE}
+# The event types that leave a DISLIKED or a PROGRESS state: the others skip both lookups.
+_STATEFUL_TYPES = frozenset({"dislike", "like", "rate", "progress", *_PLAYBACK_STATES})
 
 
 def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
     """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
-    limit, add_latest, add_top, fields = batch.config.history_length, merged.add_latest, merged.add_top, merged.fields
+    limit, add_latest, add_top, groups = batch.config.history_length, merged.add_latest, merged.add_top, merged.groups
     for event in batch.events:
-        user, item = event.user_id, event.item_id
-        order = None  # the LATEST order, formatted once and only if a LATEST needs it
+        user, item, event_type = event.user_id, event.item_id, event.event_type
+        order = log_order(event)  # the LATEST order; nearly every record has a profile field
         # Impressions carry the request's context too, so they count for where the user comes from.
         for name, value in zip(PROFILE_FIELDS, _profile(event)):
             if value:
-                order = order or log_order(event)
                 add_latest(Feature.PROFILE, user, name, order, value)
-        if event.event_type in HISTORY_EXCLUDED_TYPES:
+        if event_type in HISTORY_EXCLUDED_TYPES:
             continue
         add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
-        fields(Op.ADD, Feature.SEEN, user)[item] = None
-        disliked = _disliked_state(event)
-        if disliked is not None:
-            add_latest(Feature.DISLIKED, user, item, order or log_order(event), disliked)
-        progress = _progress_state(event)
-        if progress is not None:
-            add_latest(Feature.PROGRESS, user, item, order or log_order(event), progress)
+        groups.setdefault((Op.ADD, Feature.SEEN, user, None), {})[item] = None
+        if event_type in _STATEFUL_TYPES:
+            disliked = _disliked_state(event)
+            if disliked is not None:
+                add_latest(Feature.DISLIKED, user, item, order, disliked)
+            progress = _progress_state(event)
+            if progress is not None:
+                add_latest(Feature.PROGRESS, user, item, order, progress)
 
 
 def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:

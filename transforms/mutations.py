@@ -24,9 +24,14 @@ _OFFSET_WIDTH = 19
 CombineKey = tuple[str, str, str, str]
 
 
+# printf-style: one formatting pass, twice as fast as the f-string; these run per record.
+_POSITION_ORDER = f"%0{_PARTITION_WIDTH}d|%0{_OFFSET_WIDTH}d"
+_LOG_ORDER = f"%0{_TIME_WIDTH}d|{_POSITION_ORDER}"
+
+
 def position_order(partition: int, offset: int) -> str:
     """A record's log position as a fixed-width string, ordered like (partition, offset)."""
-    return f"{partition:0{_PARTITION_WIDTH}d}|{offset:0{_OFFSET_WIDTH}d}"
+    return _POSITION_ORDER % (partition, offset)
 
 
 def log_order(event) -> str:
@@ -35,7 +40,7 @@ def log_order(event) -> str:
     Event time (not log position) decides, so a late-arriving old event cannot overwrite a
     newer state; the position makes the order total and identical in every replay.
     """
-    return f"{event.event_time:0{_TIME_WIDTH}d}|{position_order(event.partition, event.offset)}"
+    return _LOG_ORDER % (event.event_time, event.partition, event.offset)
 
 
 def _sum(a: Mutation, b: Mutation) -> Mutation:
@@ -218,15 +223,11 @@ class MergedMutations:
 
     def fields(self, op: str, feature: str, entity: str, attribute: object = None) -> dict:
         """The fields of one target key, to update in place."""
-        key = (op, feature, entity, attribute)
-        fields = self.groups.get(key)
-        if fields is None:
-            fields = self.groups[key] = {}
-        return fields
+        return self.groups.setdefault((op, feature, entity, attribute), {})
 
     def add_sum(self, op: str, feature: str, entity: str, field: str, value: int, attribute: object = None) -> None:
         """COUNT, TALLY and DISTINCT: values add up."""
-        fields = self.fields(op, feature, entity, attribute)
+        fields = self.groups.setdefault((op, feature, entity, attribute), {})
         fields[field] = fields.get(field, 0) + value
 
     def add_max(self, feature: str, entity: str, field: str, value: int) -> None:
@@ -236,7 +237,7 @@ class MergedMutations:
             fields[field] = value
 
     def add_latest(self, feature: str, entity: str, field: str, order: str, value) -> None:
-        fields = self.fields(Op.LATEST, feature, entity)
+        fields = self.groups.setdefault((Op.LATEST, feature, entity, None), {})
         kept = fields.get(field)
         if kept is None or (order, value) > kept:  # the payload breaks ties, as ``merge`` does
             fields[field] = (order, value)
@@ -249,7 +250,7 @@ class MergedMutations:
         kept = scores.get(member)
         if kept is None or score > kept:
             scores[member] = score
-            if len(scores) > 2 * limit:  # trimmed lazily, so a trim costs O(limit) per limit inputs
+            if len(scores) > 4 * limit:  # trimmed lazily, so a trim costs O(limit) per 3 x limit inputs
                 self.groups[key] = _best_scores(scores, limit)
 
     def add(self, mutation: Mutation) -> None:
