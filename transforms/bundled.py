@@ -38,7 +38,7 @@ from streams.topics import EVENTS, IMPRESSIONS, ITEMS
 from transforms.attribution import impression_mutations
 from transforms.catalog import catalog_mutation
 from transforms.config import FeatureConfig
-from transforms.cooccurrence import LOOKUP_BATCH_SIZE, session_records, window_mutations
+from transforms.cooccurrence import LOOKUP_BATCH_SIZE, add_window, session_records
 from transforms.extract import EventBatch
 from transforms.features import PER_EVENT_FEATURES
 from transforms.mutations import MergedMutations
@@ -177,10 +177,8 @@ class _CommitFeaturesFn(beam.DoFn):
             chunk = entities[start:start + LOOKUP_BATCH_SIZE]
             prior = self._prior.lookup(chunk)
             for entity in chunk:
-                items = list(self._windows[entity])
-                for mutation in window_mutations(self._config.max_items_per_session_window, entity, items,
-                                                 prior.get(entity, set())):
-                    self._merged.add(mutation)
+                add_window(self._merged, self._config.max_items_per_session_window, entity, list(self._windows[entity]),
+                           prior.get(entity, set()))
 
 
 class CommitFeatures(beam.PTransform):
