@@ -47,7 +47,7 @@ METRICS_NAMESPACE = "kapparec.store"
 
 _TOPIC_OF = {Interaction: EVENTS, CatalogEntry: ITEMS, Impression: IMPRESSIONS}
 
-# Distinct mutation keys held before a commit: bounds a bundle's memory whatever its length
+# Fields held in the merge before a commit: bounds a bundle's memory whatever its length
 # (a bounded read of a partition is one bundle on the local runner).
 DEFAULT_MAX_KEYS = 100_000
 # Records extracted at a time: how often the size cap is checked within a fetched batch.
