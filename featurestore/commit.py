@@ -5,8 +5,8 @@ offsets they cover together: one script call checks the writer's lease, the offs
 (compare-and-set) and every mutation before it writes anything, then merges them all and moves
 the offsets. The mutations travel grouped by target key, as one JSON argument: packing one
 argument per field cost redis-py more than the merge itself, and the script checks each key's
-type and indexes its expiry once. A crash, a replayed bundle, a fenced-off
-writer or a malformed mutation leaves the whole bundle applied or none of it.
+type and indexes its expiry once. A crash, a replayed bundle, a fenced-off writer or a
+malformed mutation leaves the whole bundle applied or none of it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 # A group: (op, feature, entity, attribute) and its {field: value}, as ``MergedMutations`` holds them.
 Group = tuple[tuple[str, str, str, object], dict]
 
+_NUMERIC = frozenset({Op.COUNT, Op.TALLY, Op.DISTINCT, Op.MAX})
+# A group's attribute from one of its mutations (see ``MergedMutations``).
+_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit)}
+
 
 def _staged_value(mutation: Mutation):
+    """A mutation's value as its group holds it."""
     op = mutation.op
     if op == Op.LATEST:
         return (mutation.order, mutation.value)
@@ -40,10 +45,6 @@ def _staged_value(mutation: Mutation):
     if op in _NUMERIC:
         return int(mutation.value)
     return mutation.value  # an op the merge does not know: the script refuses the bundle
-
-
-_NUMERIC = frozenset({Op.COUNT, Op.TALLY, Op.DISTINCT, Op.MAX})
-_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit)}
 
 
 def group_mutations(mutations: Iterable[Mutation]) -> list[Group]:
