@@ -37,6 +37,8 @@ class Query:
     current_item_id: str = ""
     filters: Filters = field(default_factory=Filters)
     onboarding_categories: tuple[str, ...] = ()
+    # When the request is made, for the user tower's hour of day; None: now, on the log's clock.
+    request_time_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ class Funnel:
             history = user.tower_history(self.model.history_length)
             with self._stage("two_tower"):
                 pool += generate.two_tower(self.model, query.user_id, history, region, device,
-                                           hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
+                                           hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None
+                                                   else query.request_time_ms), self.config.two_tower_candidates)
         return pool
 
     def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
