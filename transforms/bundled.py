@@ -26,7 +26,7 @@ exactly the rest; a commit whose offsets moved meanwhile is refused whole.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -87,6 +87,11 @@ class _CommitFeaturesFn(beam.DoFn):
             committer.shutdown(wait=True)
 
     def start_bundle(self):
+        if self._in_flight is not None:
+            # Left by a bundle that failed: settle it before the committed offsets are read again
+            # (its outcome does not matter: the offsets' compare-and-set fences whatever follows).
+            wait([self._in_flight])
+            self._in_flight = None
         self._expected: dict[tuple[str, int], int | None] = {}
         self._reset()
 
