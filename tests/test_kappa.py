@@ -152,8 +152,12 @@ def test_killing_the_continuous_job_does_not_change_its_result(stack, events, ki
     committed_at_kills = []
     with TrickleProducer(stack.bootstrap, list(log.records()), seconds=kills * alive_s[1]):
         for _ in range(kills):
+            before = _events_committed(store)
             job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(*alive_s))
+            # Killed at a random moment of its working life: how long a job takes to start depends
+            # on the machine's load, so the clock starts at its first commit, not at its launch.
+            _wait_for(lambda: _events_committed(store) > before or job.poll() is not None, timeout_s=120)
+            time.sleep(rng.uniform(0.0, alive_s[1] - alive_s[0]))
             job.send_signal(signal.SIGKILL)
             job.wait()
             committed_at_kills.append(_events_committed(store))
