@@ -49,7 +49,7 @@ class Feature:
 
     # user features, entity = user_id
     HISTORY = "history"  # TOP: member "item|event_type|event_time|partition|offset", score event_time
-    SEEN = "seen"  # ADD: item ids the user interacted with (impressions excluded)
+    SEEN = "seen"  # TOP: the items the user engaged with latest (impressions excluded), scored by that time
     DISLIKED = "disliked"  # LATEST: field item, payload "1" disliked / "0" liked again
     PROGRESS = "progress"  # LATEST: field item, payload watch fraction ("1" when complete)
     # LATEST: field "region" / "device", payload the value of the user's latest event that had one

@@ -102,14 +102,14 @@ class FeatureReader:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrevrange(self._key(Feature.HISTORY, user_id), 0, -1)
         pipe.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
-        pipe.smembers(self._key(Feature.SEEN, user_id))
+        pipe.zrange(self._key(Feature.SEEN, user_id), 0, -1)
         pipe.hgetall(self._key(Feature.DISLIKED, user_id))
         pipe.hgetall(self._key(Feature.PROGRESS, user_id))
         members, profile, seen, disliked, progress = pipe.execute()
         return UserFeatures(
             history=[_history_entry(member) for member in members],
             profile=_profile(profile),
-            seen=seen,
+            seen=set(seen),
             disliked=_disliked(disliked),
             continue_watching=_started(progress),
         )
@@ -118,19 +118,20 @@ class FeatureReader:
         """A value that changes when an event changes what ``user_features`` reads, in one round trip.
 
         Every interaction but an impression enters HISTORY (its size or its newest member
-        moves) or, when it is older than the 50 kept, still grows SEEN; an impression moves at
-        most the PROFILE, which is part of the stamp.
+        moves) or, when it is older than the 50 kept, still enters SEEN: SEEN grows, or, full,
+        loses its oldest member; an impression moves at most the PROFILE, which is part of the stamp.
         """
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(self._key(Feature.HISTORY, user_id))
         pipe.zrevrange(self._key(Feature.HISTORY, user_id), 0, 0)
-        pipe.scard(self._key(Feature.SEEN, user_id))
+        pipe.zcard(self._key(Feature.SEEN, user_id))
+        pipe.zrange(self._key(Feature.SEEN, user_id), 0, 0)
         pipe.hlen(self._key(Feature.DISLIKED, user_id))
         pipe.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
         return (self.version, *map(str, pipe.execute()))
 
     def seen(self, user_id: str) -> set[str]:
-        return self.client.smembers(self._key(Feature.SEEN, user_id))
+        return set(self.client.zrange(self._key(Feature.SEEN, user_id), 0, -1))
 
     def disliked(self, user_id: str) -> set[str]:
         return _disliked(self.client.hgetall(self._key(Feature.DISLIKED, user_id)))

@@ -6,8 +6,10 @@ and late records, and the dead letters it wrote (reason, source and original byt
 regenerated deliberately four times: when attribution facts (SHOWN, RESPONDED) joined the
 features and the log gained its ``impressions`` (one malformed); when trending became distinct
 users per item and hour, one ranking per hour, with an expiry index; when co-occurrence counts
-moved from hashes to sorted sets (the same counts, read largest first); and when popularity and
-affinity moved to one key per bucket (the same counts, expiring in log time). Every other line
+moved from hashes to sorted sets (the same counts, read largest first); when popularity and
+affinity moved to one key per bucket (the same counts, expiring in log time); and when SEEN
+became bounded (each user's latest-engaged items with their latest engagement time, up to
+``seen_limit``). Every other line
 stayed as it was. Regenerate
 them (``KAPPAREC_WRITE_GOLDEN=1``) only for a deliberate change of feature semantics, in a
 commit of its own that says why.

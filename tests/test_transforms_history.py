@@ -22,9 +22,24 @@ def test_history_keeps_the_latest_members_and_skips_impressions():
     check(events, Feature.HISTORY, expected, history_length=3)
 
 
-def test_seen_is_every_item_but_impressions():
-    events = [interaction("i1", "click"), interaction("i1", "view", offset=1), interaction("i2", "impression", offset=2)]
-    check(events, Feature.SEEN, [Mutation(Op.ADD, Feature.SEEN, "u1", "i1")])
+def check_seen(events, expected, seen_limit=2_000):
+    assert_feature(UserHistory(FeatureConfig(seen_limit=seen_limit)), events, Feature.SEEN, expected)
+
+
+def seen(item, time, limit=2_000):
+    return Mutation(Op.TOP, Feature.SEEN, "u1", item, float(time), limit=limit)
+
+
+def test_seen_is_every_item_but_impressions_at_its_latest_engagement():
+    events = [interaction("i1", "click", DAY0 + 5), interaction("i1", "view", DAY0 + 1, offset=1),
+              interaction("i2", "impression", DAY0 + 9, offset=2)]
+    check_seen(events, [seen("i1", DAY0 + 5)])
+
+
+def test_seen_keeps_the_items_engaged_with_latest_up_to_its_limit():
+    events = [interaction(f"i{n}", "play", DAY0 + 10 * n, offset=n) for n in range(6)]
+    events.append(interaction("i0", "complete", DAY0 + 100, offset=6))  # an old item engaged with again
+    check_seen(events, [seen("i0", DAY0 + 100, 3), seen("i4", DAY0 + 40, 3), seen("i5", DAY0 + 50, 3)], seen_limit=3)
 
 
 def test_a_later_like_or_high_rating_takes_a_dislike_back():
@@ -53,7 +68,7 @@ def test_progress_is_the_latest_watch_state():
 
 def test_late_records_still_count_for_user_state():
     late = interaction("i1", "click", DAY0, offset=1, log_watermark=DAY0 + 10 * 24 * 3600 * 1000)
-    check([late], Feature.SEEN, [Mutation(Op.ADD, Feature.SEEN, "u1", "i1")])
+    check_seen([late], [seen("i1", DAY0)])
 
 
 def test_profile_is_the_latest_region_of_any_record_impressions_included():

@@ -47,6 +47,10 @@ class FeatureConfig:
 
     # Most recent interactions kept per user (HISTORY).
     history_length: int = 50
+    # SEEN keeps each user's this-many most recently engaged items, so its size is bounded
+    # whatever the user's lifetime; an item engaged with before all of them may be recommended
+    # again (a rewatch), which a page of 20 from a catalog of thousands rarely reaches.
+    seen_limit: int = 2_000
     # Bucket of the per-user item affinity counts; the reader decays them by bucket age. Kept
     # 90 days in log time: by then a 14-day half-life has left 1% of a count's weight.
     affinity_bucket_ms: int = DAY_MS
@@ -79,7 +83,7 @@ class FeatureConfig:
             value = getattr(self, spec.name)
             if isinstance(value, int) and (isinstance(value, bool) or value < 0):
                 raise UsageError(f"feature setting {spec.name} must be a non-negative integer, got {value!r}")
-        for name in ("history_length", "affinity_bucket_ms", "popularity_bucket_ms", "trending_bucket_ms", "trending_actor_cap",
+        for name in ("history_length", "seen_limit", "affinity_bucket_ms", "popularity_bucket_ms", "trending_bucket_ms", "trending_actor_cap",
                      "session_window_ms", "max_items_per_session_window"):
             if getattr(self, name) == 0:
                 raise UsageError(f"feature setting {name} must be positive")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 
-from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation, Op
+from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation
 from featurestore.definitions import history_member as _member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
@@ -51,7 +51,8 @@ _STATEFUL_TYPES = frozenset({"dislike", "like", "rate", "progress", *_PLAYBACK_S
 
 def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
     """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
-    limit, add_latest, add_top, groups = batch.config.history_length, merged.add_latest, merged.add_top, merged.groups
+    limit, seen_limit = batch.config.history_length, batch.config.seen_limit
+    add_latest, add_top = merged.add_latest, merged.add_top
     for event in batch.events:
         user, item, event_type = event.user_id, event.item_id, event.event_type
         order = log_order(event)  # the LATEST order; nearly every record has a profile field
@@ -62,7 +63,7 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
         if event_type in HISTORY_EXCLUDED_TYPES:
             continue
         add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
-        groups.setdefault((Op.ADD, Feature.SEEN, user, None), {})[item] = None
+        add_top(Feature.SEEN, user, item, float(event.event_time), seen_limit)
         if event_type in _STATEFUL_TYPES:
             disliked = _disliked_state(event)
             if disliked is not None:
@@ -80,8 +81,8 @@ def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[
 
 
 class UserHistory(ExtractedFeature):
-    """HISTORY TOP (the ``history_length`` latest interactions), SEEN ADD (items interacted
-    with), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
+    """HISTORY TOP (the ``history_length`` latest interactions), SEEN TOP (the ``seen_limit``
+    items engaged with latest, each scored by its latest engagement), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
     non-impression record; PROFILE LATEST (region, device) from every record that has them."""
 
     extract = staticmethod(add_user_state)
