@@ -29,16 +29,20 @@ class ItemFilter:
         self._blocked = blocked | set(filters.exclude_item_ids)
 
     def allows(self, item_id: str) -> bool:
+        # Called for every ranked candidate of every request: the checks a request does not ask
+        # for cost nothing.
         entry = self._catalog.get(item_id)
         # Without a catalog entry nothing about the item can be checked (or titled): not shown.
-        if entry is None or not entry.get("active", True) or item_id in self._blocked:
+        if entry is None or item_id in self._blocked or not entry.get("active", True):
             return False
-        regions = entry.get("regions") or ()
-        if regions and self._region and self._region not in regions:
-            return False
-        categories = set(entry.get("categories") or ())
-        if (self._include and not categories & self._include) or categories & self._exclude:
-            return False
+        if self._region:
+            regions = entry.get("regions")
+            if regions and self._region not in regions:
+                return False
+        if self._include or self._exclude:
+            categories = set(entry.get("categories") or ())
+            if (self._include and not categories & self._include) or categories & self._exclude:
+                return False
         return self._max_age is None or _age_rank(entry.get("age_rating")) <= self._max_age
 
 

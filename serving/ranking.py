@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from serving.candidates import Candidate
 from serving.config import FunnelConfig
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
     item_id: str
     score: float
     source: str  # the source that contributed most: it names the explanation
@@ -21,16 +20,20 @@ def blend(candidates: list[Candidate], config: FunnelConfig, boost: dict[str, fl
 
     ``boost`` multiplies chosen items' scores (cold start: the onboarding categories).
     """
+    weights, offset = config.weights, config.rank_offset
     totals: dict[str, float] = {}
     best: dict[str, tuple[float, Candidate]] = {}
     for candidate in candidates:
-        credit = config.weights.get(candidate.source, 0.0) / (config.rank_offset + candidate.rank)
-        totals[candidate.item_id] = totals.get(candidate.item_id, 0.0) + credit
-        if candidate.item_id not in best or credit > best[candidate.item_id][0]:
-            best[candidate.item_id] = (credit, candidate)
-    boost = boost or {}
-    scored = [
-        Scored(item, total * boost.get(item, 1.0), best[item][1].source, best[item][1].because)
-        for item, total in totals.items()
-    ]
-    return sorted(scored, key=lambda s: (-s.score, s.item_id))
+        item = candidate.item_id
+        credit = weights.get(candidate.source, 0.0) / (offset + candidate.rank)
+        total = totals.get(item)
+        if total is None:
+            totals[item], best[item] = credit, (credit, candidate)
+        else:
+            totals[item] = total + credit
+            if credit > best[item][0]:
+                best[item] = (credit, candidate)
+    if boost:
+        totals = {item: total * boost.get(item, 1.0) for item, total in totals.items()}
+    order = sorted(totals.items(), key=lambda pair: (-pair[1], pair[0]))
+    return [Scored(item, total, best[item][1].source, best[item][1].because) for item, total in order]
