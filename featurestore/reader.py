@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from operator import itemgetter
 from dataclasses import dataclass
 
 import redis
@@ -310,7 +311,7 @@ def _cosines(flat_pairs: list[str], occurrences: list[str | None], n: int) -> li
         return []
     scored = [(other, float(together) / math.sqrt(own * int(theirs)))
               for other, together, theirs in zip(flat_pairs[::2], flat_pairs[1::2], occurrences[1:]) if theirs]
-    return heapq.nlargest(n, scored, key=lambda kv: (kv[1], kv[0]))
+    return heapq.nlargest(n, scored, key=itemgetter(1, 0))
 
 
 def _user_stamp(version: str, history_size: int, newest: list[str], seen_size: int, disliked_size: int,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # Age ratings from most to least permissive audience; an item rated outside the scale passes
 # only when the request sets no limit.
@@ -44,6 +46,39 @@ class ItemFilter:
             if (self._include and not categories & self._include) or categories & self._exclude:
                 return False
         return self._max_age is None or _age_rank(entry.get("age_rating")) <= self._max_age
+
+
+class Passing:
+    """The ranked items ``allowed`` lets through, in rank order, filtered only as far as the page's
+    stages read: a page of 20 rarely needs more than the first few dozen of a few hundred candidates.
+    Iterating again starts from the top (what was filtered once is kept)."""
+
+    def __init__(self, ranked: Iterable[Any], allowed: ItemFilter):
+        self._rest = (item for item in ranked if allowed.allows(item.item_id))
+        self._taken: list = []
+
+    def __iter__(self) -> Iterator[Any]:
+        n = 0
+        while n < len(self._taken) or self._take_next():
+            yield self._taken[n]
+            n += 1
+
+    def first(self, k: int) -> list:
+        """The first ``k`` passing items (fewer when fewer pass)."""
+        while len(self._taken) < k and self._take_next():
+            pass
+        return self._taken[:k]
+
+    def extend(self, items: Iterable[Any]) -> None:
+        """Items that follow every passing one (call it once the ranking is used up)."""
+        self._taken.extend(items)
+
+    def _take_next(self) -> bool:
+        item = next(self._rest, None)
+        if item is None:
+            return False
+        self._taken.append(item)
+        return True
 
 
 def _age_rank(rating: str | None) -> int:

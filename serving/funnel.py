@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -21,10 +21,10 @@ from serving import candidates as generate
 from serving.config import FunnelConfig
 from serving.diversity import diversify, first_category
 from serving.explain import explanation
-from serving.filters import Filters, ItemFilter
+from serving.filters import Filters, ItemFilter, Passing
 from serving.model import ServingModel, hour_of
 from serving.neighbours import NeighbourCache
-from serving.ranking import Scored, blend
+from serving.ranking import Scored, blend, ranking
 from serving.snapshot import Snapshot
 
 
@@ -101,7 +101,7 @@ class Funnel:
         pool = self._candidates(query, user, region)
         boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
         with self._stage("rank"):
-            ranked = blend(pool, self.config, boost)
+            ranked = ranking(pool, self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user)
         return Page(page.items, "full" if self.reader else "degraded", page.widened,
@@ -161,15 +161,16 @@ class Funnel:
             if chosen & set(catalog.get(candidate.item_id, {}).get("categories") or ())
         }
 
-    def _finish(self, ranked: list[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
+    def _finish(self, ranked: Iterable[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
                 *, explore: bool = True, diverse: bool = True) -> Page:
         catalog = self.snapshot.catalog
         allowed = ItemFilter(catalog, query.filters, region, blocked)
         with self._stage("filter"):
-            passing = [item for item in ranked if allowed.allows(item.item_id)]
-            widened = len(passing) < query.k
-            if widened:
-                passing += self._popular_fill(passing, allowed, region, query.k - len(passing))
+            passing = Passing(ranked, allowed)
+            first = passing.first(query.k)
+            widened = len(first) < query.k
+            if widened:  # then every passing item is in ``first``
+                passing.extend(self._popular_fill(first, allowed, region, query.k - len(first)))
         with self._stage("diversify"):
             page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
             if explore:
@@ -191,7 +192,7 @@ class Funnel:
                     break
         return fill
 
-    def _explore(self, page: list[Scored], passing: list[Scored], k: int) -> list[Scored]:
+    def _explore(self, page: list[Scored], passing: Iterable[Scored], k: int) -> list[Scored]:
         """Keep ``exploration_share`` of the page for new items: the best passing new items that the
         per-category cap allows replace the lowest-ranked others, so new items get exposure even
         before anyone engaged with them."""
@@ -203,9 +204,10 @@ class Funnel:
         per_category = Counter(map(self._first_category, (item.item_id for item in page)))
         on_page, extra = {item.item_id for item in page}, []
         for item in passing:
+            if item.item_id not in fresh or item.item_id in on_page:
+                continue
             category = self._first_category(item.item_id)
-            if item.item_id in fresh and item.item_id not in on_page and (
-                    not self.config.max_per_category or per_category[category] < self.config.max_per_category):
+            if not self.config.max_per_category or per_category[category] < self.config.max_per_category:
                 per_category[category] += 1
                 extra.append(Scored(item.item_id, item.score, "new_item", ""))
                 if len(extra) == wanted:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from operator import itemgetter
 from typing import NamedTuple
 
 from serving.candidates import Candidate
@@ -20,20 +22,28 @@ def blend(candidates: list[Candidate], config: FunnelConfig, boost: dict[str, fl
 
     ``boost`` multiplies chosen items' scores (cold start: the onboarding categories).
     """
+    return list(ranking(candidates, config, boost))
+
+
+def ranking(candidates: list[Candidate], config: FunnelConfig, boost: dict[str, float] | None = None) -> Iterator[Scored]:
+    """``blend``, as an iterator: the request path reads only as far down the ranking as its page needs."""
     weights, offset = config.weights, config.rank_offset
     totals: dict[str, float] = {}
-    best: dict[str, tuple[float, Candidate]] = {}
+    best: dict[str, Candidate] = {}
+    best_credit: dict[str, float] = {}
     for candidate in candidates:
         item = candidate.item_id
         credit = weights.get(candidate.source, 0.0) / (offset + candidate.rank)
         total = totals.get(item)
         if total is None:
-            totals[item], best[item] = credit, (credit, candidate)
+            totals[item], best[item], best_credit[item] = credit, candidate, credit
         else:
             totals[item] = total + credit
-            if credit > best[item][0]:
-                best[item] = (credit, candidate)
+            if credit > best_credit[item]:
+                best[item], best_credit[item] = candidate, credit
     if boost:
         totals = {item: total * boost.get(item, 1.0) for item, total in totals.items()}
-    order = sorted(totals.items(), key=lambda pair: (-pair[1], pair[0]))
-    return [Scored(item, total, best[item][1].source, best[item][1].because) for item, total in order]
+    # Two stable sorts (by id, then by score descending) give score order with ties by id.
+    order = sorted(totals.items(), key=itemgetter(0))
+    order.sort(key=itemgetter(1), reverse=True)
+    return (Scored(item, total, best[item].source, best[item].because) for item, total in order)
