@@ -192,7 +192,7 @@ class Funnel:
                     break
         return fill
 
-    def _explore(self, page: list[Scored], passing: Iterable[Scored], k: int) -> list[Scored]:
+    def _explore(self, page: list[Scored], passing: Passing, k: int) -> list[Scored]:
         """Keep ``exploration_share`` of the page for new items: the best passing new items that the
         per-category cap allows replace the lowest-ranked others, so new items get exposure even
         before anyone engaged with them."""
@@ -203,8 +203,8 @@ class Funnel:
         # Counted over the whole page before any item leaves it, so the cap still holds after.
         per_category = Counter(map(self._first_category, (item.item_id for item in page)))
         on_page, extra = {item.item_id for item in page}, []
-        for item in passing:
-            if item.item_id not in fresh or item.item_id in on_page:
+        for item in passing.among(fresh):
+            if item.item_id in on_page:
                 continue
             category = self._first_category(item.item_id)
             if not self.config.max_per_category or per_category[category] < self.config.max_per_category:
