@@ -1,52 +1,77 @@
-"""The commit of one bundle: stage its merged mutations, then ``merge.lua`` checks and merges them.
+"""The commit of one bundle: its merged mutations, encoded in one argument that ``merge.lua`` checks and merges.
 
 Each bundle of the feature pipeline (``transforms.bundled``) commits its mutations and the
-offsets they cover together: the mutations go to stage hashes and one script checks the
-writer's lease, the offsets (compare-and-set) and every staged mutation before it writes
-anything, then merges them all and moves the offsets. A crash, a replayed bundle, a fenced-off
-writer or a malformed mutation leaves the whole bundle applied or none of it.
+offsets they cover together: one script call checks the writer's lease, the offsets
+(compare-and-set) and every mutation before it writes anything, then merges them all and moves
+the offsets. The mutations travel grouped by target key, as one JSON argument: packing one
+argument per field cost redis-py more than the merge itself, and the script checks each key's
+type and indexes its expiry once. A crash, a replayed bundle, a fenced-off writer or a
+malformed mutation leaves the whole bundle applied or none of it.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterable
 from importlib import resources
 
+import orjson
 import redis
 
 from featurestore import layout
 from featurestore.definitions import Feature, Mutation, Op
 from kapparec.errors import KapparecError
 
-STAGE_SHARDS = 16
 MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
-def encode_staged(mutation: Mutation) -> tuple[str, str]:
-    """The (field, value) of a mutation in a stage hash (see merge.lua)."""
-    sep = layout.STAGE_SEPARATOR
-    field = sep.join((mutation.op, mutation.feature, mutation.entity or layout.EMPTY_ENTITY, mutation.field))
-    if mutation.op == Op.TOP:
-        value = f"{mutation.value!r}{sep}{mutation.limit}"
-    elif mutation.op == Op.LATEST:
-        value = f"{mutation.order}{layout.LATEST_SEPARATOR}{mutation.value}"
-    elif mutation.op == Op.ADD:
-        value = ""
-    elif mutation.op == Op.TALLY or (mutation.op == Op.COUNT and not mutation.order):
-        value = str(int(mutation.value))
-    elif mutation.op == Op.COUNT:
-        value = f"{int(mutation.value)}{sep}{mutation.order}"
-    elif mutation.op == Op.DISTINCT:
-        value = f"{int(mutation.value)}{sep}{mutation.order}{sep}{mutation.limit}"
-    else:
-        value = str(int(mutation.value))
-    return field, value
+# A group: (op, feature, entity, attribute) and its {field: value}, as ``MergedMutations`` holds them.
+Group = tuple[tuple[str, str, str, object], dict]
+
+_NUMERIC = frozenset({Op.COUNT, Op.TALLY, Op.DISTINCT, Op.MAX})
+# A group's attribute from one of its mutations (see ``MergedMutations``).
+_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit)}
 
 
-def stage_shard(field: str) -> int:
-    return zlib.crc32(field.encode()) % STAGE_SHARDS
+def _staged_value(mutation: Mutation):
+    """A mutation's value as its group holds it."""
+    op = mutation.op
+    if op == Op.LATEST:
+        return (mutation.order, mutation.value)
+    if op == Op.ADD:
+        return None
+    if op == Op.TOP:
+        return float(mutation.value)
+    if op in _NUMERIC:
+        return int(mutation.value)
+    return mutation.value  # an op the merge does not know: the script refuses the bundle
+
+
+def group_mutations(mutations: Iterable[Mutation]) -> list[Group]:
+    """Mutations grouped by target key; a field given twice keeps its last value."""
+    groups: dict[tuple[str, str, str, object], dict] = {}
+    for mutation in mutations:
+        attribute = _ATTRIBUTE.get(mutation.op)
+        key = (mutation.op, mutation.feature, mutation.entity, attribute and attribute(mutation))
+        groups.setdefault(key, {})[mutation.field] = _staged_value(mutation)
+    return list(groups.items())
+
+
+def encode_bundle(groups: Iterable[Group]) -> bytes:
+    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, attribute,
+    fields], ...]``, one group per target key, so the script checks, reads and writes each key
+    once; ``fields`` is {field: value} as the group holds it (members only, for ADD). Values
+    travel as JSON numbers and arrays, so this costs per group, not per field."""
+    staged = []
+    for (op, feature, entity, attribute), fields in groups:
+        if op == Op.TOP:
+            text = str(attribute)
+        elif op == Op.DISTINCT:
+            text = f"{attribute[0]}{layout.STAGE_SEPARATOR}{attribute[1]}"
+        else:
+            text = attribute or ""
+        staged.append((op, feature, entity or layout.EMPTY_ENTITY, text, list(fields) if op == Op.ADD else fields))
+    return orjson.dumps(staged)
 
 
 class StaleBundle(KapparecError):
@@ -89,13 +114,14 @@ class Commits:
     def commit(
         self,
         version: str,
-        mutations: Iterable[Mutation],
+        mutations: Iterable[Mutation] | bytes,
         expected: dict[tuple[str, int], int | None],
         offsets: dict[tuple[str, int], int],
         lease: str = "",
     ) -> int:
-        """Merge ``mutations`` and move the committed offsets from ``expected`` (None: absent)
-        to ``offsets``, all or nothing, in one script (``merge.lua``).
+        """Merge ``mutations`` (or the bundle ``encode_bundle`` made of their groups) and move the committed
+        offsets from ``expected`` (None: absent) to ``offsets``, all or nothing, in one script
+        (``merge.lua``).
 
         Refused whole, with nothing applied: a bundle whose offsets moved on (``StaleBundle``:
         a replay, a retry), a writer whose ``lease`` is no longer the store's (``LeaseLost``),
@@ -104,24 +130,16 @@ class Commits:
         """
         if set(expected) != set(offsets):
             raise ValueError("a commit moves exactly the offsets it expected")
-        stage = layout.stage_prefix(version, self.new_batch_id())
-        shards: dict[str, dict[str, str]] = {}
-        for mutation in mutations:
-            field, value = encode_staged(mutation)
-            shards.setdefault(f"{stage}{stage_shard(field)}", {})[field] = value
         positions = list(offsets)
         args = [layout.version_prefix(version), lease, len(positions),
                 *(layout.offset_field(t, p) for t, p in positions),
                 *("" if expected[position] is None else str(expected[position]) for position in positions),
-                *(str(offsets[position]) for position in positions)]
-        with self.client.pipeline(transaction=True) as tx:
-            for shard, values in shards.items():
-                tx.hset(shard, mapping=values)
-            self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK, *shards], args=args, client=tx)
-            try:
-                merged = tx.execute()[-1]
-            except redis.ResponseError as exc:
-                raise _refusal(version, str(exc)) from None
+                *(str(offsets[position]) for position in positions),
+                mutations if isinstance(mutations, bytes) else encode_bundle(group_mutations(mutations))]
+        try:
+            merged = self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK], args=args)
+        except redis.ResponseError as exc:
+            raise _refusal(version, str(exc)) from None
         return int(merged)
     def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int]) -> None:
         """Move offsets to a bounded read's ends: records missing at a range's end (dead

@@ -16,7 +16,6 @@ kr:<v>:<feature>:<entity>           HASH | SET | ZSET, by the feature's merge op
                                       tally             -> ZSET (member -> summed score)
 kr:<v>:expiry                       ZSET    windowed key -> its expiry in log time (compacted past it)
 kr:<v>:offsets                      HASH    "topic/partition" -> next offset to read
-kr:<v>:stage:<batch>:<shard>        HASH    one batch's mutations before they merge
 ```
 
 ``latest`` values are stored as ``<order>\\t<payload>`` so the merge can compare orders.
@@ -36,7 +35,7 @@ STREAM_LOCK = f"{ROOT}:lock:stream"
 
 EMPTY_ENTITY = "_"
 LATEST_SEPARATOR = "\t"
-# Separates the parts of a staged mutation's field; ids never contain this control byte.
+# Separates the parts of a mutation's value in a commit (merge.lua); ids never contain this control byte.
 STAGE_SEPARATOR = "\x1f"
 
 REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set", Op.TOP: "zset",
@@ -44,7 +43,6 @@ REDIS_TYPE = {Op.COUNT: "hash", Op.MAX: "hash", Op.LATEST: "hash", Op.ADD: "set"
 
 # Keys of a version that are bookkeeping, not features.
 OFFSETS = "offsets"
-STAGE = "stage"
 
 
 def version_prefix(version: str) -> str:
@@ -57,10 +55,6 @@ def feature_key(version: str, feature: str, entity: str) -> str:
 
 def offsets_key(version: str) -> str:
     return f"{version_prefix(version)}{OFFSETS}"
-
-
-def stage_prefix(version: str, batch: str) -> str:
-    return f"{version_prefix(version)}{STAGE}:{batch}:"
 
 
 def offset_field(topic: str, partition: int) -> str:

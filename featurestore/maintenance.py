@@ -51,10 +51,9 @@ class Maintenance:
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]["bytes"]))
 
     def dump(self, version: str) -> Iterator[str]:
-        """Every key of a version as canonical, sorted JSON lines (stages excluded)."""
+        """Every key of a version as canonical, sorted JSON lines."""
         prefix = layout.version_prefix(version)
-        stage = f"{prefix}{layout.STAGE}:"
-        keys = sorted(k for k in self.client.scan_iter(match=f"{prefix}*", count=1000) if not k.startswith(stage))
+        keys = sorted(self.client.scan_iter(match=f"{prefix}*", count=1000))
         for key in keys:
             kind = self.client.type(key)
             if kind == "hash":

@@ -1,142 +1,233 @@
--- Commit one bundle: check the writer's lease and the offsets, check every staged mutation,
--- then merge them all into the version's live keys and advance the offsets. One script, so no
--- other client sees a half-commit; and because nothing is written before every check passed,
--- a refused or malformed bundle leaves the store exactly as it was (Redis does not roll back a
--- script that fails half-way).
+-- Commit one bundle: check the writer's lease and the offsets, check every mutation, then merge
+-- them all into the version's live keys and advance the offsets. One script, so no other client
+-- sees a half-commit; and because nothing is written before every check passed, a refused or
+-- malformed bundle leaves the store exactly as it was (Redis does not roll back a script that
+-- fails half-way).
 --
--- KEYS[1]: the version's offsets hash; KEYS[2]: the writer lease key; KEYS[3..]: stage hashes.
+-- KEYS[1]: the version's offsets hash; KEYS[2]: the writer lease key.
 -- ARGV[1]: the version's key prefix ("kr:v7:"); ARGV[2]: the writer's lease value ("" = no lease
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
--- fields, n expected values ("" = absent) and n new values.
--- Each staged field is op \31 feature \31 entity \31 field; its value depends on op:
---   count: an integer, and \31 expiry for a windowed key; max/tally: an integer; add: ignored; top: score \31 limit; latest: order \t payload;
---   distinct: count \31 expiry \31 cap (field "member|actor"; see featurestore/definitions.py).
+-- fields, n expected values ("" = absent) and n new values; last, the bundle: JSON
+-- [[op, feature, entity, attribute, fields], ...], one group per target key, fields an object
+-- {field: value} (for add, an array of members; see featurestore/commit.py). The attribute and
+-- the values depend on op:
+--   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
+--   max, tally: attribute "", value an integer; top: attribute the limit, value the score;
+--   latest: attribute "", value [order, payload];
+--   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
 local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-local function drop_stages()
-  for s = 3, #KEYS do redis.call('DEL', KEYS[s]) end
-end
-
-local function refuse(kind, detail)
-  drop_stages()
-  return redis.error_reply(kind .. ' ' .. detail)
-end
-
 if lease ~= '' and redis.call('GET', KEYS[2]) ~= lease then
-  return refuse('LEASE', 'the writer lease ' .. lease .. ' is no longer held (now: ' .. tostring(redis.call('GET', KEYS[2])) .. ')')
+  return redis.error_reply('LEASE the writer lease ' .. lease .. ' is no longer held (now: ' .. tostring(redis.call('GET', KEYS[2])) .. ')')
 end
 for i = 1, n do
   local found = redis.call('HGET', KEYS[1], ARGV[3 + i]) or ''
   if found ~= ARGV[3 + n + i] then
-    return refuse('STALE', ARGV[3 + i] .. ' is at ' .. found .. ', the bundle expected ' .. ARGV[3 + n + i])
+    return redis.error_reply('STALE ' .. ARGV[3 + i] .. ' is at ' .. found .. ', the bundle expected ' .. ARGV[3 + n + i])
   end
 end
 
-local function split(text)
-  local parts, start = {}, 1
-  while true do
-    local at = string.find(text, '\31', start, true)
-    if not at then
-      parts[#parts + 1] = string.sub(text, start)
-      return parts
-    end
-    parts[#parts + 1] = string.sub(text, start, at - 1)
-    start = at + 1
-  end
+local function refuse(detail)
+  return redis.error_reply('MALFORMED ' .. detail)
 end
 
 local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash', tally = 'zset'}
 local EXPIRY = prefix .. 'expiry'
+-- Arguments per variadic call: Lua's unpack() is limited by its C stack. Even, so pairs stay whole.
+local CHUNK = 4000
 
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
-local merges = {}
-for s = 3, #KEYS do
-  local staged = redis.call('HGETALL', KEYS[s])
-  for i = 1, #staged, 2 do
-    local p = split(staged[i])
-    local op, value = p[1], staged[i + 1]
-    if #p ~= 4 or not TYPES[op] then
-      return refuse('MALFORMED', 'staged mutation ' .. staged[i])
+
+-- A group's attribute, checked: returns a table of its parts, or nil.
+local function attribute(op, text)
+  if op == 'count' then
+    if text == '' then return {} end
+    local expiry = tonumber(text)
+    return expiry and {expiry = text}
+  elseif op == 'top' then
+    local limit = tonumber(text)
+    return limit and {limit = limit}
+  elseif op == 'distinct' then
+    local sep = string.find(text, '\31', 1, true)
+    local expiry, cap = sep and tonumber(string.sub(text, 1, sep - 1)), sep and tonumber(string.sub(text, sep + 1))
+    return expiry and cap and {expiry = string.sub(text, 1, sep - 1), cap = cap}
+  end
+  return text == '' and {} or nil
+end
+
+-- Every check first: the ops, the target keys' types, every attribute and value.
+local ok, bundle = pcall(cjson.decode, ARGV[4 + 3 * n])
+if not ok or type(bundle) ~= 'table' then return refuse('bundle is not JSON') end
+local groups = {}
+for g = 1, #bundle do
+  if type(bundle[g]) ~= 'table' then return refuse('staged group ' .. tostring(bundle[g])) end
+  local op, feature, entity, text, staged = unpack(bundle[g])
+  if not TYPES[op] or type(feature) ~= 'string' or type(entity) ~= 'string' or type(text) ~= 'string'
+      or type(staged) ~= 'table' then
+    return refuse('staged mutation ' .. tostring(op) .. '\31' .. tostring(feature) .. '\31' .. tostring(entity))
+  end
+  local group = attribute(op, text)
+  if not group then return refuse(op .. ' attribute ' .. text) end
+  group.op, group.key, group.fields, group.values, group.numbers = op, prefix .. feature .. ':' .. entity, {}, {}, {}
+  local kind = type_of(group.key)
+  if kind ~= 'none' and kind ~= TYPES[op] then
+    return refuse(group.key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
+  end
+  if op == 'distinct' then
+    group.ranking, group.members = prefix .. feature .. '_rank:' .. entity, {}
+    local ranked = type_of(group.ranking)
+    if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
+  end
+  local fields, values, numbers = group.fields, group.values, group.numbers
+  if op == 'add' then
+    for i, member in ipairs(staged) do
+      if type(member) ~= 'string' then return refuse('add member ' .. tostring(member)) end
+      fields[i] = member
     end
-    local key = prefix .. p[2] .. ':' .. p[3]
-    local kind = type_of(key)
-    if kind ~= 'none' and kind ~= TYPES[op] then
-      return refuse('MALFORMED', key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
-    end
-    local m = {op = op, key = key, field = p[4], value = value}
-    if op == 'count' or op == 'max' or op == 'tally' then
-      local v = split(value)
-      m.number = tonumber(v[1])
-      m.expiry = v[2] and tonumber(v[2])
-      if not m.number or (v[2] and not m.expiry) or #v > 2 or (#v == 2 and op ~= 'count') then
-        return refuse('MALFORMED', op .. ' value ' .. value)
+  else
+    for field, value in pairs(staged) do
+      local k = #fields + 1
+      fields[k] = field
+      if op == 'latest' then
+        if type(value) ~= 'table' or type(value[1]) ~= 'string' or type(value[2]) ~= 'string' then
+          return refuse('latest value of ' .. field .. ' is not [order, payload]')
+        end
+        values[k] = value[1] .. '\t' .. value[2]
+        numbers[k] = value[1]  -- the order
+      elseif type(value) ~= 'number' then
+        return refuse(op .. ' value of ' .. field .. ' is not a number')
+      else
+        numbers[k] = value
       end
-    elseif op == 'top' then
-      local v = split(value)
-      m.score, m.limit = tonumber(v[1]), tonumber(v[2])
-      if not (m.score and m.limit) then return refuse('MALFORMED', 'top value ' .. value) end
-    elseif op == 'latest' then
-      local tab = string.find(value, '\t', 1, true)
-      if not tab then return refuse('MALFORMED', 'latest value without an order') end
-      m.order = string.sub(value, 1, tab - 1)
-    elseif op == 'distinct' then
-      local v, bar = split(value), string.find(p[4], '|', 1, true)
-      m.number, m.expiry, m.cap = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
-      if not (m.number and m.expiry and m.cap and bar) then return refuse('MALFORMED', 'distinct ' .. p[4] .. ' ' .. value) end
-      m.member, m.ranking = string.sub(p[4], 1, bar - 1), prefix .. p[2] .. '_rank:' .. p[3]
-      local ranked = type_of(m.ranking)
-      if ranked ~= 'none' and ranked ~= 'zset' then return refuse('MALFORMED', m.ranking .. ' is a ' .. ranked) end
+      if op == 'distinct' then
+        local bar = string.find(field, '|', 1, true)
+        if not bar then return refuse('distinct field ' .. field) end
+        group.members[k] = string.sub(field, 1, bar - 1)
+      end
     end
-    merges[#merges + 1] = m
+  end
+  groups[#groups + 1] = group
+end
+
+-- Calls `command key [flag] ...` with `args` in chunks of CHUNK.
+local function variadic(command, key, args, flag)
+  for start = 1, #args, CHUNK do
+    local stop = math.min(start + CHUNK - 1, #args)
+    if flag then
+      redis.call(command, key, flag, unpack(args, start, stop))
+    else
+      redis.call(command, key, unpack(args, start, stop))
+    end
   end
 end
 
-local trim = {}
-for _, m in ipairs(merges) do
-  if m.op == 'count' then
-    redis.call('HINCRBY', m.key, m.field, m.number)
-    if m.expiry then
-      redis.call('ZADD', EXPIRY, m.expiry, string.sub(m.key, #prefix + 1))
+-- The current values of `fields` (HMGET) or members (ZMSCORE), one call per chunk; nil where absent.
+local function current_values(command, key, fields)
+  local values = {}
+  for start = 1, #fields, CHUNK do
+    local stop = math.min(start + CHUNK - 1, #fields)
+    local found = redis.call(command, key, unpack(fields, start, stop))
+    for i = start, stop do
+      local value = found[i - start + 1]
+      values[i] = value ~= false and value or nil
     end
-  elseif m.op == 'tally' then
-    redis.call('ZINCRBY', m.key, m.number, m.field)
-  elseif m.op == 'add' then
-    redis.call('SADD', m.key, m.field)
-  elseif m.op == 'top' then
+  end
+  return values
+end
+
+-- Sums stay integers (counts are), written without an exponent.
+local function integer(number)
+  return string.format('%d', number)
+end
+
+-- Windowed keys and their expiries, indexed in one call once every group merged. Named without
+-- the version's prefix, so two versions of one log hold the same index.
+local expiries = {}
+local function index_expiry(key, expiry)
+  expiries[#expiries + 1] = expiry
+  expiries[#expiries + 1] = string.sub(key, #prefix + 1)
+end
+
+local merged, trim = 0, {}
+for _, group in ipairs(groups) do
+  local op, key, fields, values, numbers = group.op, group.key, group.fields, group.values, group.numbers
+  merged = merged + #fields
+  if op == 'count' then
+    -- Read every field, then write every sum: two calls per key, not one per field.
+    local current, sums = current_values('HMGET', key, fields), {}
+    for i = 1, #fields do
+      sums[2 * i - 1], sums[2 * i] = fields[i], integer(tonumber(current[i] or 0) + numbers[i])
+    end
+    variadic('HSET', key, sums)
+    if group.expiry then index_expiry(key, group.expiry) end
+  elseif op == 'tally' then
+    local current, scores = current_values('ZMSCORE', key, fields), {}
+    for i = 1, #fields do
+      scores[2 * i - 1], scores[2 * i] = integer(tonumber(current[i] or 0) + numbers[i]), fields[i]
+    end
+    variadic('ZADD', key, scores)
+  elseif op == 'add' then
+    variadic('SADD', key, fields)
+  elseif op == 'top' then
     -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
-    redis.call('ZADD', m.key, 'GT', m.score, m.field)
-    trim[m.key] = m.limit
-  elseif m.op == 'latest' then
-    -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
-    local current = redis.call('HGET', m.key, m.field)
-    local tab = current and string.find(current, '\t', 1, true)
-    local order = current and string.sub(current, 1, tab - 1)
-    if not current or order < m.order or (order == m.order and string.sub(current, tab + 1) < string.sub(m.value, #m.order + 2)) then
-      redis.call('HSET', m.key, m.field, m.value)
+    local scored = {}
+    for i = 1, #fields do
+      scored[2 * i - 1], scored[2 * i] = string.format('%.17g', numbers[i]), fields[i]
     end
-  elseif m.op == 'distinct' then
+    variadic('ZADD', key, scored, 'GT')
+    trim[key] = group.limit
+  elseif op == 'latest' or op == 'max' then
+    local current, winners = current_values('HMGET', key, fields), {}
+    for i = 1, #fields do
+      local now, value, wins = current[i], values[i], false
+      if not now then
+        wins = true
+      elseif op == 'max' then
+        wins = tonumber(now) < numbers[i]
+      else
+        -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
+        local tab, new_order = string.find(now, '\t', 1, true), numbers[i]
+        local order = string.sub(now, 1, tab - 1)
+        wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, #new_order + 2))
+      end
+      if wins then
+        winners[#winners + 1] = fields[i]
+        winners[#winners + 1] = op == 'max' and integer(numbers[i]) or value
+      end
+    end
+    variadic('HSET', key, winners)
+  else -- distinct
     -- An actor counts 1 from their first event on, and 0 again once their count reaches the
     -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
     -- whatever order) brought the events: the ranking ends as the actors below the cap.
-    local now = redis.call('HINCRBY', m.key, m.field, m.number)
-    local before = now - m.number
-    local delta = (before == 0 and 1 or 0) - ((before < m.cap and now >= m.cap) and 1 or 0)
-    if delta ~= 0 or before == 0 then
-      redis.call('ZINCRBY', m.ranking, delta, m.member)
+    local current, counts, deltas, ranked = current_values('HMGET', key, fields), {}, {}, {}
+    for i = 1, #fields do
+      local before = tonumber(current[i] or 0)
+      local now = before + numbers[i]
+      counts[2 * i - 1], counts[2 * i] = fields[i], integer(now)
+      local delta = (before == 0 and 1 or 0) - ((before < group.cap and now >= group.cap) and 1 or 0)
+      if delta ~= 0 or before == 0 then  -- a first actor enters the ranking even at 0
+        local member = group.members[i]
+        if deltas[member] == nil then ranked[#ranked + 1] = member end
+        deltas[member] = (deltas[member] or 0) + delta
+      end
     end
-    -- Named without the version's prefix, so two versions of one log hold the same index.
-    redis.call('ZADD', EXPIRY, m.expiry, string.sub(m.key, #prefix + 1), m.expiry, string.sub(m.ranking, #prefix + 1))
-  else -- max
-    local current = redis.call('HGET', m.key, m.field)
-    if not current or tonumber(current) < m.number then
-      redis.call('HSET', m.key, m.field, m.value)
+    variadic('HSET', key, counts)
+    local scores, ranking = current_values('ZMSCORE', group.ranking, ranked), {}
+    for i, member in ipairs(ranked) do
+      ranking[2 * i - 1], ranking[2 * i] = integer(tonumber(scores[i] or 0) + deltas[member]), member
     end
+    variadic('ZADD', group.ranking, ranking)
+    index_expiry(key, group.expiry)
+    index_expiry(group.ranking, group.expiry)
   end
 end
+
+variadic('ZADD', EXPIRY, expiries)
 
 -- Compaction in log time: every window whose expiry the log clock (the highest event time seen,
 -- HIGH_WATER of the events topic) has passed goes. Each commit removes all of them, so after
@@ -161,5 +252,4 @@ end
 for i = 1, n do
   redis.call('HSET', KEYS[1], ARGV[3 + i], ARGV[3 + 2 * n + i])
 end
-drop_stages()
-return #merges
+return merged

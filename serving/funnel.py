@@ -38,6 +38,8 @@ class Query:
     current_item_id: str = ""
     filters: Filters = field(default_factory=Filters)
     onboarding_categories: tuple[str, ...] = ()
+    # When the request is made, for the user tower's hour of day; None: now, on the log's clock.
+    request_time_ms: int | None = None
 
 
 class RankedItem(NamedTuple):
@@ -142,7 +144,8 @@ class Funnel:
             history = user.tower_history(self.model.history_length)
             with self._stage("two_tower"):
                 pool += generate.two_tower(self.model, query.user_id, history, region, device,
-                                           hour_of(self.snapshot.log_clock_ms), self.config.two_tower_candidates)
+                                           hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None
+                                                   else query.request_time_ms), self.config.two_tower_candidates)
         return pool
 
     def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> list[generate.Candidate]:

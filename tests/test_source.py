@@ -107,6 +107,32 @@ def test_sub_range_reads_only_that_range_and_starts_from_the_given_high_water(st
     assert run(build)["records_read"] == 3
 
 
+def test_batched_read_gives_the_same_records_as_lists_in_log_order(stack):
+    """batched=True: one list per fetched batch of a partition, in log order, holding exactly
+    the per-record read's records (positions, log watermarks, a stop inside the batch), with the
+    dead letters beside."""
+    create_topic(stack.bootstrap, EVENTS, 2)
+    times = [100, 50, 300, 200, 250, 400]
+    sent = [(0, b"u", event("u", BASE_MS + t)) for t in times] + [(0, b"u", b"broken")] * 2
+    sent += [(1, b"v", event("v", BASE_MS + t)) for t in times]
+    metas = produce(stack.bootstrap, EVENTS, sent)
+    ranges = {0: (1, 7), 1: (0, 6)}  # partition 0 stops inside its batch, before the second broken record
+    watermarks = {0: [BASE_MS, BASE_MS + 50, BASE_MS + 300, BASE_MS + 300, BASE_MS + 300],  # offsets 1..5
+                  1: [NO_EVENT_TIME, BASE_MS + 100, BASE_MS + 100, BASE_MS + 300, BASE_MS + 300, BASE_MS + 300]}
+    expected = [expected_interaction(sent[1 + k][2], metas[1 + k], wm) for k, wm in enumerate(watermarks[0])]
+    expected += [expected_interaction(sent[8 + k][2], metas[8 + k], wm) for k, wm in enumerate(watermarks[1])]
+
+    def build(p):
+        read = p | ReadFromKafka(stack.bootstrap, EVENTS, ranges=ranges, start_high_water={0: BASE_MS}, batched=True)
+        in_order = read[RECORDS] | beam.Map(lambda batch: [r.offset for r in batch] == sorted(r.offset for r in batch))
+        assert_that(in_order | beam.Distinct(), equal_to([True]), label="log order")
+        assert_that(read[RECORDS] | beam.FlatMap(lambda batch: batch), equal_to(expected), label="records")
+        letters = read[DEAD_LETTER] | beam.Map(lambda letter: (letter.partition, letter.offset))
+        assert_that(letters, equal_to([(0, 6)]), label="dead letters")
+
+    assert run(build) == {"records_read": 12, "valid": 11, "dead_lettered": 1}
+
+
 def test_log_watermark_ignores_invalid_records_and_reorders_nothing(stack):
     create_topic(stack.bootstrap, EVENTS, 1)
     sent = [

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from training.two_tower.train import TwoTowerRecommender
 
 TWO_TOWER = "two_tower"
-MODEL_NAMES = ("popularity", "item_knn", "ease", TWO_TOWER)
+FUNNEL = "funnel"
+MODEL_NAMES = ("popularity", "item_knn", "ease", TWO_TOWER, FUNNEL)
 DEFAULT_MARGIN = 0.02
 SCANN_QUERY_USERS = 500
 
@@ -43,7 +44,10 @@ def register(subparsers) -> None:
     evaluate.add_argument("--movielens", type=Path, metavar="PATH", help="a MovieLens folder instead of the log")
     add_log_arguments(evaluate)
     add_training_arguments(evaluate)
-    evaluate.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    evaluate.add_argument("--models", default=",".join(MODEL_NAMES),
+                          help=f"comma-separated, from {', '.join(MODEL_NAMES)} ({FUNNEL}, the serving funnel over "
+                          f"features replayed from the training part, ranks with the evaluated {TWO_TOWER}, so it "
+                          "brings that row along)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.set_defaults(run=run_eval)
 
@@ -97,6 +101,8 @@ def parse_models(text: str) -> list[str]:
     unknown = sorted(set(names) - set(MODEL_NAMES))
     if unknown or not names:
         raise UsageError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_NAMES)}")
+    if FUNNEL in names and TWO_TOWER not in names:
+        names.insert(names.index(FUNNEL), TWO_TOWER)
     return list(dict.fromkeys(names))
 
 
@@ -144,7 +150,7 @@ def selected_two_tower(args: argparse.Namespace) -> "SelectedTwoTower":
 def build_models(names: Sequence[str], args: argparse.Namespace) -> list["Recommender"]:
     from training.baselines import BASELINES
 
-    return [selected_two_tower(args) if name == TWO_TOWER else BASELINES[name]() for name in names]
+    return [selected_two_tower(args) if name == TWO_TOWER else BASELINES[name]() for name in names if name != FUNNEL]
 
 
 def with_selection(report: dict, models: Sequence["Recommender"]) -> dict:
@@ -160,7 +166,7 @@ def with_selection(report: dict, models: Sequence["Recommender"]) -> dict:
 
 def run_eval(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
-    from training.two_tower.report import markdown_table, protocol_line, search_table
+    from training.two_tower.report import markdown_table, protocol_line, selection_table
 
     names = parse_models(args.models)
     if args.movielens is not None:
@@ -172,6 +178,11 @@ def run_eval(args: argparse.Namespace) -> int:
     split = split_of(interactions, catalog)
     models = build_models(names, args)
     report = with_selection(evaluate(split, models), models)
+    if FUNNEL in names:
+        from training.funnel_eval import evaluate_funnel
+
+        two_tower = next(model for model in models if model.name == TWO_TOWER)
+        report["models"][FUNNEL] = evaluate_funnel(split, two_tower.model, seed=args.seed)
     report["protocol"]["source"] = source
     if args.json:
         print(json.dumps(report, sort_keys=True, default=str))
@@ -180,7 +191,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(markdown_table(report))
         for name, metrics in sorted(report["models"].items()):
             if "selection" in metrics:
-                print(f"\n{name}: {search_table(metrics['selection'])}")
+                print(f"\n{name}: {selection_table(metrics['selection'])}")
     return 0
 
 

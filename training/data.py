@@ -108,6 +108,9 @@ class Catalog:
     titles: dict[str, str]
     categories: dict[str, tuple[str, ...]]
     created_at: dict[str, int]
+    # Every item's latest version, inactive ones too: the CATALOG feature's state, which a
+    # replay of the catalog through the feature pipeline must rebuild (``training.feature_replay``).
+    latest: tuple[CatalogEntry, ...] = ()
 
     @classmethod
     def from_entries(cls, entries: Iterable[CatalogEntry]) -> "Catalog":
@@ -122,6 +125,7 @@ class Catalog:
             titles={item: latest[item].title for item in active},
             categories={item: tuple(latest[item].categories) for item in active},
             created_at={item: latest[item].created_at for item in active},
+            latest=tuple(latest[item] for item in sorted(latest)),
         )
 
     def __len__(self) -> int:

@@ -80,6 +80,21 @@ def measure(
     label: str = "model",
 ) -> dict[str, float]:
     """Recall@K, NDCG@K for every K and coverage of one scoring function over the split's test users."""
+    per_user, coverage = measure_per_user(split, score_batch, k_values, batch_users, progress, label)
+    metrics = {name: round(float(values.mean()), 6) for name, values in per_user.items()}
+    metrics["coverage"] = round(coverage, 6)
+    return metrics
+
+
+def measure_per_user(
+    split: Split,
+    score_batch: ScoreBatch,
+    k_values: Sequence[int] = (10, 50),
+    batch_users: int = 256,
+    progress: bool = False,
+    label: str = "model",
+) -> tuple[dict[str, np.ndarray], float]:
+    """Each metric per test user (users in sorted order), and the coverage: what ``measure`` averages."""
     if not split.test:
         raise KapparecError(
             f"nothing to evaluate: no user has at least {split.min_interactions} positive interactions"
@@ -88,7 +103,7 @@ def measure(
     columns = {item: i for i, item in enumerate(split.known_items)}
     seen = _columns_per_user(split, columns, set(users))
     k_max, k_coverage = max(k_values), min(k_values)
-    sums = {f"{metric}@{k}": 0.0 for k in k_values for metric in ("recall", "ndcg")}
+    rows: dict[str, list[np.ndarray]] = {f"{metric}@{k}": [] for k in k_values for metric in ("recall", "ndcg")}
     recommended: set[int] = set()
     batches = range(0, len(users), batch_users)
     for start in tqdm(batches, desc=f"eval {label}", unit="batch", disable=not progress):
@@ -106,12 +121,10 @@ def measure(
         hits = np.take_along_axis(relevant, top, axis=1) & ranked_finite
         n_relevant = np.array([len(split.test[user]) for user in batch])
         for k in k_values:
-            sums[f"recall@{k}"] += recall_at_k(hits, n_relevant, k).sum()
-            sums[f"ndcg@{k}"] += ndcg_at_k(hits, n_relevant, k).sum()
+            rows[f"recall@{k}"].append(recall_at_k(hits, n_relevant, k))
+            rows[f"ndcg@{k}"].append(ndcg_at_k(hits, n_relevant, k))
         recommended.update(top[:, :k_coverage][ranked_finite[:, :k_coverage]].tolist())
-    metrics = {name: round(total / len(users), 6) for name, total in sums.items()}
-    metrics["coverage"] = round(len(recommended) / len(columns), 6)
-    return metrics
+    return {name: np.concatenate(parts) for name, parts in rows.items()}, len(recommended) / len(columns)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -7,25 +7,22 @@ micro-batch (and would freeze categories that change later), breaking split inva
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from featurestore.definitions import Feature, Mutation, Op, window_entity
-from streams.schema import Interaction
-from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
+from featurestore.definitions import Feature, Op, window_entity
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations
 
 
-def affinity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
-    weight = config.weight(event)
-    if weight:
-        yield Mutation(Op.COUNT, Feature.AFFINITY, window_entity(event.user_id, bucket_start_ms), event.item_id, weight,
-                       str(bucket_start_ms + config.affinity_retention_ms))
+def add_affinity(batch: EventBatch, merged: MergedMutations) -> None:
+    config = batch.config
+    bucket_ms, retention_ms = config.affinity_bucket_ms, config.affinity_retention_ms
+    for event, weight in batch.engaged:
+        start = event.event_time - event.event_time % bucket_ms
+        items = merged.fields(Op.COUNT, Feature.AFFINITY, window_entity(event.user_id, start), str(start + retention_ms))
+        items[event.item_id] = items.get(event.item_id, 0) + weight
 
 
 class CategoryAffinity(ExtractedFeature):
     """AFFINITY COUNT of integer weights per (user, affinity bucket, item) of the on-time records,
     kept ``affinity_retention_ms`` in log time."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return on_time_in_buckets(config, config.affinity_bucket_ms, affinity_mutations)
+    extract = staticmethod(add_affinity)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 from featurestore.attribution import RESPONDED, RESPONSE_TYPES, SHOWN, pair_entity, responded_member, shown_member
 from featurestore.definitions import Mutation, Op
-from streams.schema import Impression, Interaction
-from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor
+from streams.schema import Impression
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations
 
 
 def impression_mutations(impression: Impression) -> Iterator[Mutation]:
@@ -23,15 +23,14 @@ def impression_mutations(impression: Impression) -> Iterator[Mutation]:
         yield Mutation(Op.ADD, SHOWN, pair_entity(impression.user_id, item_id), member)
 
 
-def response_mutations(event: Interaction) -> Iterator[Mutation]:
-    if event.event_type in RESPONSE_TYPES:
-        member = responded_member(event.event_time, event.event_type, event.request_id)
-        yield Mutation(Op.ADD, RESPONDED, pair_entity(event.user_id, event.item_id), member)
+def add_responses(batch: EventBatch, merged: MergedMutations) -> None:
+    for event in batch.events:
+        if event.event_type in RESPONSE_TYPES:
+            member = responded_member(event.event_time, event.event_type, event.request_id)
+            merged.fields(Op.ADD, RESPONDED, pair_entity(event.user_id, event.item_id))[member] = None
 
 
 class Responses(ExtractedFeature):
     """RESPONDED ADD per (user, item): every attributable interaction, late ones included (a set has no window)."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return response_mutations
+    extract = staticmethod(add_responses)

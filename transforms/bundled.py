@@ -5,14 +5,17 @@ One fused DoFn instead of a chain of stages with a shuffle: a shuffle behind an 
 source emits nothing on the local runner, and per-element stage overhead, not feature logic,
 set the rate. Within a bundle the DoFn
 
-- applies every per-event extractor (``PER_EVENT_FEATURES``) and the catalog's, merging their
-  mutations per combine key as ``CombineMutations`` would;
+- takes the source's batches (one element per fetched batch of a partition) and applies every
+  extractor (``PER_EVENT_FEATURES``) to each, and the catalog's and impressions' mutations,
+  merging them per key into one ``MergedMutations`` as ``CombineMutations`` would;
 - collects each (user, session window)'s distinct items in log order (a user's records sit
   in one partition, which a bundle reads in order) and turns them into co-occurrence pairs
   against the items committed before, as ``Cooccurrence`` would;
 - *commits* at a size cap and at the end of the bundle: the merged mutations and the next
   offset of every partition they cover, in one Redis transaction guarded by a
-  compare-and-set on those offsets (``RedisFeatureStore.commit``).
+  compare-and-set on those offsets (``RedisFeatureStore.commit``). One commit at a time is in
+  flight while the next records are extracted; the next commit (whose co-occurrence lookup
+  must see it) and the end of the bundle wait for it, and its refusal fails the bundle.
 
 Each commit is a micro-batch of the log in the sense of ``ComputeFeatures`` (its docstring
 holds the merge property), so any split of the log into commits gives one pass's state:
@@ -23,29 +26,32 @@ exactly the rest; a commit whose offsets moved meanwhile is refused whole.
 
 from __future__ import annotations
 
-import functools
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import apache_beam as beam
 
-from featurestore.definitions import Mutation, Op
+from featurestore.commit import encode_bundle
 from featurestore.lookups import RedisSessionItems
 from streams.schema import CatalogEntry, Impression, Interaction
 from streams.topics import EVENTS, IMPRESSIONS, ITEMS
 from transforms.attribution import impression_mutations
 from transforms.catalog import catalog_mutation
 from transforms.config import FeatureConfig
-from transforms.cooccurrence import LOOKUP_BATCH_SIZE, session_record, window_mutations
+from transforms.cooccurrence import LOOKUP_BATCH_SIZE, add_window, session_records
+from transforms.extract import EventBatch
 from transforms.features import PER_EVENT_FEATURES
-from transforms.mutations import MergeMutationsFn, combine_key, merge
+from transforms.mutations import MergedMutations
 
 METRICS_NAMESPACE = "kapparec.store"
 
 _TOPIC_OF = {Interaction: EVENTS, CatalogEntry: ITEMS, Impression: IMPRESSIONS}
 
-# Distinct mutation keys held before a commit: bounds a bundle's memory whatever its length
+# Fields held in the merge before a commit: bounds a bundle's memory whatever its length
 # (a bounded read of a partition is one bundle on the local runner).
 DEFAULT_MAX_KEYS = 100_000
+# Records extracted at a time: how often the size cap is checked within a fetched batch.
+PIECE_RECORDS = 2_000
 
 
 @dataclass(frozen=True)
@@ -70,96 +76,104 @@ class _CommitFeaturesFn(beam.DoFn):
 
         self._store = RedisFeatureStore(self._target.redis_url)
         self._prior = RedisSessionItems(self._target.redis_url, self._target.version)
-        self._extractors = tuple(feature.extractor(self._config) for feature in PER_EVENT_FEATURES)
-        self._session_record = functools.partial(session_record, self._config)
-        self._merge = MergeMutationsFn()
+        self._extractors = tuple(feature.extract for feature in PER_EVENT_FEATURES)
+        # One commit in flight while the next is extracted: Redis merges on its own core.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._in_flight: Future | None = None
+
+    def teardown(self):
+        committer = getattr(self, "_committer", None)
+        if committer is not None:
+            committer.shutdown(wait=True)
 
     def start_bundle(self):
+        if self._in_flight is not None:
+            # Left by a bundle that failed: settle it before the committed offsets are read again
+            # (its outcome does not matter: the offsets' compare-and-set fences whatever follows).
+            wait([self._in_flight])
+            self._in_flight = None
         self._expected: dict[tuple[str, int], int | None] = {}
         self._reset()
 
     def _reset(self):
-        self._merged: dict = {}
+        self._merged = MergedMutations()
         self._windows: dict[str, dict[str, None]] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._records = 0
         self._pair_keys = 0
 
-    def process(self, record):
-        position = (_TOPIC_OF[type(record)], record.partition)
+    def process(self, records: list):
+        """``records``: one fetched batch of one partition, in log order (the source's batched output)."""
+        position = (_TOPIC_OF[type(records[0])], records[0].partition)
         if position not in self._expected:
             self._expected[position] = self._store.committed_offset(self._target.version, *position)
         committed = self._expected[position]
-        if committed is not None and record.offset < committed:
-            return ()  # applied by an earlier attempt of this bundle; a sink emits nothing
-        self._next[position] = record.offset + 1
-        self._records += 1
-        if position[0] == EVENTS:
-            self._add_event(record)
-        elif position[0] == ITEMS:
-            self._add(catalog_mutation(record))
-        else:
-            for mutation in impression_mutations(record):
-                self._add(mutation)
-        if self._full():
-            self._commit()
-        return ()
+        if committed is not None and records[0].offset < committed:
+            # Applied by an earlier attempt of this bundle.
+            records = [record for record in records if record.offset >= committed]
+        while records:
+            room = PIECE_RECORDS if self._max_records is None else min(PIECE_RECORDS, self._max_records - self._records)
+            self._add_records(position, records[:room])
+            records = records[room:]
+            if self._full():
+                self._commit()
+        return ()  # a sink emits nothing
 
     def _full(self) -> bool:
         return len(self._merged) + self._pair_keys >= self._max_keys or (
             self._max_records is not None and self._records >= self._max_records
         )
 
-    def _add_event(self, event: Interaction) -> None:
+    def _add_records(self, position: tuple[str, int], records: list) -> None:
+        self._next[position] = records[-1].offset + 1
+        self._records += len(records)
+        if position[0] == EVENTS:
+            self._add_events(EventBatch(self._config, records))
+        elif position[0] == ITEMS:
+            for entry in records:
+                self._merged.add(catalog_mutation(entry))
+        else:
+            for impression in records:
+                for mutation in impression_mutations(impression):
+                    self._merged.add(mutation)
+
+    def _add_events(self, batch: EventBatch) -> None:
         for extract in self._extractors:
-            for mutation in extract(event):
-                self._add(mutation)
-        for entity, (_, _, item) in self._session_record(event):
+            extract(batch, self._merged)
+        cap = self._config.max_items_per_session_window
+        for entity, (_, _, item) in session_records(batch):
             items = self._windows.setdefault(entity, {})
             if item not in items:
                 # The keys this item adds at commit (its SESSION_ITEMS member, OCCURRENCE and
                 # both pair directions with up to the cap of others) count toward the size cap
                 # now: dense sessions would otherwise bring their pairs past it.
-                self._pair_keys += 2 + 2 * min(len(items), self._config.max_items_per_session_window)
+                self._pair_keys += 2 + 2 * min(len(items), cap)
                 items[item] = None
-
-    def _add(self, mutation: Mutation) -> None:
-        # The merge of ``CombineMutations``; every op but TOP keeps one mutation per key, held
-        # bare rather than in a list: this runs about ten times per event.
-        op = mutation[0]
-        if op == Op.TOP:
-            key = combine_key(mutation)
-            self._merged[key] = self._merge.add_input(self._merged.get(key) or [], mutation)
-            return
-        key = mutation[:4]  # Mutation.key without the property call
-        kept = self._merged.get(key)
-        self._merged[key] = mutation if kept is None else merge(op, kept, mutation)
-
-    def _merged_mutations(self) -> list[Mutation]:
-        mutations: list[Mutation] = []
-        for merged in self._merged.values():
-            if isinstance(merged, list):
-                mutations.extend(self._merge.extract_output(merged))
-            else:
-                mutations.append(merged)
-        return mutations
 
     def finish_bundle(self):
         self._commit()
+        self._land()  # the bundle is done only once its last commit is
         return ()
 
     def _commit(self) -> None:
         if not self._next:
             return
+        self._land()
         self._add_pairs()
-        mutations = self._merged_mutations()
         expected = {position: self._expected[position] for position in self._next}
-        written = self._store.commit(self._target.version, mutations, expected, self._next, self._target.lease)
-        self._expected.update(self._next)
+        bundle = encode_bundle(self._merged.merged())
+        self._in_flight = self._committer.submit(self._store.commit, self._target.version, bundle, expected,
+                                                 dict(self._next), self._target.lease)
+        self._expected.update(self._next)  # what the next commit expects, once this one landed
         self._commits.inc()
         self._committed.inc(self._records)
-        self._written.inc(written)
         self._reset()
+
+    def _land(self) -> None:
+        """Waits for the commit in flight; its refusal (a stale bundle, a lost lease) fails the bundle."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            self._written.inc(in_flight.result())
 
     def _add_pairs(self) -> None:
         # Read only after the previous commit, so the lookup sees exactly the earlier log.
@@ -168,14 +182,13 @@ class _CommitFeaturesFn(beam.DoFn):
             chunk = entities[start:start + LOOKUP_BATCH_SIZE]
             prior = self._prior.lookup(chunk)
             for entity in chunk:
-                items = list(self._windows[entity])
-                for mutation in window_mutations(self._config.max_items_per_session_window, entity, items,
-                                                 prior.get(entity, set())):
-                    self._add(mutation)
+                add_window(self._merged, self._config.max_items_per_session_window, entity, list(self._windows[entity]),
+                           prior.get(entity, set()))
 
 
 class CommitFeatures(beam.PTransform):
-    """PCollection[Interaction | CatalogEntry | Impression] -> every feature, committed into ``target`` per bundle.
+    """PCollection[list[Interaction] | list[CatalogEntry] | list[Impression]] (the source's batches)
+    -> every feature, committed into ``target`` per bundle.
 
     ``max_records`` caps the records of one commit (None: only ``max_keys`` does), so a test
     or an operator can force many small commits.

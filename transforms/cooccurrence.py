@@ -21,8 +21,8 @@ import apache_beam as beam
 from featurestore.definitions import Feature, Mutation, Op
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.extract import bucket_start, is_late
-from transforms.mutations import CombineMutations
+from transforms.extract import EventBatch
+from transforms.mutations import CombineMutations, MergedMutations
 
 # Windows whose prior items are fetched in one lookup call.
 LOOKUP_BATCH_SIZE = 256
@@ -38,11 +38,17 @@ def session_entity(user_id: str, window_start_ms: int) -> str:
     return f"{user_id}|{window_start_ms}"
 
 
-def session_record(config: FeatureConfig, event: Interaction) -> Iterator[tuple[str, tuple[int, int, str]]]:
-    """A positive, on-time record as ("user|window_start", (partition, offset, item))."""
-    if config.is_positive(event) and not is_late(event, config.allowed_lateness_ms):
-        window = bucket_start(event.event_time, config.session_window_ms)
+def session_records(batch: EventBatch) -> Iterator[tuple[str, tuple[int, int, str]]]:
+    """The positive, on-time records of ``batch`` as ("user|window_start", (partition, offset, item))."""
+    window_ms = batch.config.session_window_ms
+    for event in batch.positive:
+        window = event.event_time - event.event_time % window_ms
         yield session_entity(event.user_id, window), (event.partition, event.offset, event.item_id)
+
+
+def session_record(config: FeatureConfig, event: Interaction) -> Iterator[tuple[str, tuple[int, int, str]]]:
+    """``session_records`` of one event."""
+    return session_records(EventBatch(config, [event]))
 
 
 def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[str, list[str]]:
@@ -51,18 +57,25 @@ def _window_items(keyed: tuple[str, Iterable[tuple[int, int, str]]]) -> tuple[st
     return entity, list(dict.fromkeys(item for _, _, item in sorted(records)))
 
 
-def window_mutations(max_items: int, entity: str, items: list[str], stored: set[str]) -> Iterator[Mutation]:
+def add_window(merged: MergedMutations, max_items: int, entity: str, items: list[str], stored: set[str]) -> None:
     """A window's new ``items`` (distinct, in log order) given the ``stored`` ones of earlier batches."""
     # Items earlier batches stored count toward the cap, so the window keeps the same
     # first ``max_items`` items in log order however the log was split.
     room = max(max_items - len(stored), 0)
     new = [item for item in items if item not in stored][:room]
+    if not new:
+        return
+    groups = merged.groups
+    members = groups.setdefault((Op.ADD, Feature.SESSION_ITEMS, entity, None), {})
+    occurrences = groups.setdefault((Op.COUNT, Feature.OCCURRENCE, "", ""), {})
     for index, item in enumerate(new):
-        yield Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item)
-        yield Mutation(Op.COUNT, Feature.OCCURRENCE, "", item, 1)
+        members[item] = None
+        occurrences[item] = occurrences.get(item, 0) + 1
+        pairs = groups.setdefault((Op.TALLY, Feature.COOCCURRENCE, item, None), {})
         for other in (*stored, *new[:index]):
-            yield Mutation(Op.TALLY, Feature.COOCCURRENCE, item, other, 1)
-            yield Mutation(Op.TALLY, Feature.COOCCURRENCE, other, item, 1)
+            pairs[other] = pairs.get(other, 0) + 1
+            back = groups.setdefault((Op.TALLY, Feature.COOCCURRENCE, other, None), {})
+            back[item] = back.get(item, 0) + 1
 
 
 class _PairsFn(beam.DoFn):
@@ -72,8 +85,10 @@ class _PairsFn(beam.DoFn):
 
     def process(self, windows: list[tuple[str, list[str]]]) -> Iterator[Mutation]:
         prior = self._prior_session_items.lookup([entity for entity, _ in windows]) if self._prior_session_items else {}
+        merged = MergedMutations()
         for entity, items in windows:
-            yield from window_mutations(self._max_items, entity, items, prior.get(entity, set()))
+            add_window(merged, self._max_items, entity, items, prior.get(entity, set()))
+        return merged.mutations()
 
 
 class SessionPairs(beam.PTransform):

@@ -36,9 +36,9 @@ class ComputeFeatures(beam.PTransform):
         events, catalog = topics["events"], topics["catalog"]
         config = self._config
         # One pass for every per-event feature (see transforms/extract.py for why).
-        per_event = [feature.extractor(config) for feature in PER_EVENT_FEATURES]
+        per_event = [feature.extract for feature in PER_EVENT_FEATURES]
         features = (
-            events | "PerEventFeatures" >> ExtractMutations(per_event),
+            events | "PerEventFeatures" >> ExtractMutations(config, per_event),
             events | "Cooccurrence" >> Cooccurrence(config, self._prior_session_items),
             catalog | "CatalogState" >> CatalogState(),
         )

@@ -6,15 +6,15 @@ the LATEST order (event time, then log position) puts it in its place.
 
 from __future__ import annotations
 
-import functools
+import operator
 from collections.abc import Iterator
 
 from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation, Op
 from featurestore.definitions import history_member as _member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor
-from transforms.mutations import log_order
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations, log_order
 
 # A rating at least this high takes an earlier dislike back, like a "like" does.
 LIKING_RATING = 4.0
@@ -23,6 +23,7 @@ LIKING_RATING = 4.0
 # progress or completion exists: LATEST keeps the state with the greatest log order.
 _COMPLETE_STATE = "1"
 _PLAY_STATE = "0"
+_profile = operator.attrgetter(*PROFILE_FIELDS)
 
 
 def history_member(event: Interaction) -> str:
@@ -40,30 +41,42 @@ def _disliked_state(event: Interaction) -> str | None:
 def _progress_state(event: Interaction) -> str | None:
     if event.event_type == "progress":
         return str(event.value)
-    if event.event_type == "complete":
-        return _COMPLETE_STATE
-    if event.event_type == "play":
-        return _PLAY_STATE
-    return None
+    return _PLAYBACK_STATES.get(event.event_type)
+
+
+_PLAYBACK_STATES = {"complete": _COMPLETE_STATE, "play": _PLAY_STATE}
+# The event types that leave a DISLIKED or a PROGRESS state: the others skip both lookups.
+_STATEFUL_TYPES = frozenset({"dislike", "like", "rate", "progress", *_PLAYBACK_STATES})
+
+
+def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
+    """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
+    limit, add_latest, add_top, groups = batch.config.history_length, merged.add_latest, merged.add_top, merged.groups
+    for event in batch.events:
+        user, item, event_type = event.user_id, event.item_id, event.event_type
+        order = log_order(event)  # the LATEST order; nearly every record has a profile field
+        # Impressions carry the request's context too, so they count for where the user comes from.
+        for name, value in zip(PROFILE_FIELDS, _profile(event)):
+            if value:
+                add_latest(Feature.PROFILE, user, name, order, value)
+        if event_type in HISTORY_EXCLUDED_TYPES:
+            continue
+        add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
+        groups.setdefault((Op.ADD, Feature.SEEN, user, None), {})[item] = None
+        if event_type in _STATEFUL_TYPES:
+            disliked = _disliked_state(event)
+            if disliked is not None:
+                add_latest(Feature.DISLIKED, user, item, order, disliked)
+            progress = _progress_state(event)
+            if progress is not None:
+                add_latest(Feature.PROGRESS, user, item, order, progress)
 
 
 def user_state_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:
-    user, item = event.user_id, event.item_id
-    # Impressions carry the request's context too, so they count for where the user comes from.
-    for name in PROFILE_FIELDS:
-        value = getattr(event, name)
-        if value:
-            yield Mutation(Op.LATEST, Feature.PROFILE, user, name, value, order=log_order(event))
-    if event.event_type in HISTORY_EXCLUDED_TYPES:
-        return
-    yield Mutation(Op.TOP, Feature.HISTORY, user, history_member(event), float(event.event_time), limit=config.history_length)
-    yield Mutation(Op.ADD, Feature.SEEN, user, item)
-    disliked = _disliked_state(event)
-    if disliked is not None:
-        yield Mutation(Op.LATEST, Feature.DISLIKED, user, item, disliked, order=log_order(event))
-    progress = _progress_state(event)
-    if progress is not None:
-        yield Mutation(Op.LATEST, Feature.PROGRESS, user, item, progress, order=log_order(event))
+    """The user-state mutations of one event (``add_user_state`` of a batch of one)."""
+    merged = MergedMutations()
+    add_user_state(EventBatch(config, [event]), merged)
+    return merged.mutations()
 
 
 class UserHistory(ExtractedFeature):
@@ -71,6 +84,4 @@ class UserHistory(ExtractedFeature):
     with), DISLIKED LATEST ("1"/"0") and PROGRESS LATEST (watch fraction) per user, from every
     non-impression record; PROFILE LATEST (region, device) from every record that has them."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return functools.partial(user_state_mutations, config)
+    extract = staticmethod(add_user_state)

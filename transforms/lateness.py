@@ -9,29 +9,32 @@ each record the same way.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-
-from featurestore.definitions import Feature, Mutation, Op
-from streams.schema import Interaction
+from featurestore.definitions import Feature, Op
 from streams.topics import EVENTS
-from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor, is_late
+from transforms.extract import EventBatch, ExtractedFeature, is_late
+from transforms.mutations import MergedMutations
 
-__all__ = ["Lateness", "is_late", "log_progress_mutations"]
+__all__ = ["Lateness", "is_late", "add_log_progress"]
 
 
-def log_progress_mutations(config: FeatureConfig, event: Interaction) -> Iterator[Mutation]:
-    partition = str(event.partition)
-    yield Mutation(Op.MAX, Feature.HIGH_WATER, EVENTS, partition, event.event_time)
-    if is_late(event, config.allowed_lateness_ms):
-        yield Mutation(Op.COUNT, Feature.LATE, EVENTS, partition, 1)
+def add_log_progress(batch: EventBatch, merged: MergedMutations) -> None:
+    lateness = batch.config.allowed_lateness_ms
+    high: dict[int, int] = {}
+    late: dict[int, int] = {}
+    for event in batch.events:
+        partition = event.partition
+        if partition not in high or event.event_time > high[partition]:
+            high[partition] = event.event_time
+        if is_late(event, lateness):
+            late[partition] = late.get(partition, 0) + 1
+    for partition, event_time in high.items():
+        merged.add_max(Feature.HIGH_WATER, EVENTS, str(partition), event_time)
+    for partition, count in late.items():
+        merged.add_sum(Op.COUNT, Feature.LATE, EVENTS, str(partition), count, "")
 
 
 class Lateness(ExtractedFeature):
     """LATE: per partition, the records too late for the windowed features (counted, not lost
     silently). HIGH_WATER: per partition, the greatest event time of all records."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return functools.partial(log_progress_mutations, config)
+    extract = staticmethod(add_log_progress)

@@ -85,10 +85,13 @@ def build_feature_pipeline(
     else:
         events_read, items_read = {"ranges": plan.events}, {"ranges": plan.items}
         impressions_read = {"ranges": plan.impressions}
-    events = ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, start_high_water=plan.high_water, **events_read)
-    read = events.and_topic(ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, **items_read))
+    # Batched: one element per fetched batch, which the features take whole.
+    events = ReadFromKafka(bootstrap, topics.EVENTS, parse_interaction, start_high_water=plan.high_water, batched=True,
+                           **events_read)
+    read = events.and_topic(ReadFromKafka(bootstrap, topics.ITEMS, parse_catalog, batched=True, **items_read))
     if plan.impressions:
-        read = read.and_topic(ReadFromKafka(bootstrap, topics.IMPRESSIONS, parse_impression, **impressions_read))
+        read = read.and_topic(ReadFromKafka(bootstrap, topics.IMPRESSIONS, parse_impression, batched=True,
+                                            **impressions_read))
     log = pipeline | "ReadLog" >> read
     _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap, commits.target.redis_url)
     _ = log[RECORDS] | "Features" >> CommitFeatures(

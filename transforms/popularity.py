@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
 
-from featurestore.definitions import Feature, Mutation, Op, window_entity
-from streams.schema import Interaction
-from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
+from featurestore.definitions import Feature, Op, window_entity
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations
 
 
-def popularity_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
+def add_popularity(batch: EventBatch, merged: MergedMutations) -> None:
     # Raw counts per type (impressions too: the reader derives click-through from them).
-    yield Mutation(Op.COUNT, Feature.POPULARITY, window_entity(event.item_id, bucket_start_ms), event.event_type, 1,
-                   str(bucket_start_ms + config.popularity_retention_ms))
+    config = batch.config
+    bucket_ms, retention_ms = config.popularity_bucket_ms, config.popularity_retention_ms
+    # Counted by (item, bucket, type) at C speed first: the entity strings are built once per key.
+    per_key = Counter((event.item_id, event.event_time - event.event_time % bucket_ms, event.event_type)
+                      for event in batch.on_time)
+    for (item, start, event_type), count in per_key.items():
+        merged.add_sum(Op.COUNT, Feature.POPULARITY, window_entity(item, start), event_type, count,
+                       str(start + retention_ms))
 
 
 class ItemPopularity(ExtractedFeature):
     """POPULARITY COUNT per (item, popularity bucket, event type) of the on-time records, kept
     ``popularity_retention_ms`` in log time."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return on_time_in_buckets(config, config.popularity_bucket_ms, popularity_mutations)
+    extract = staticmethod(add_popularity)

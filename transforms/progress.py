@@ -1,7 +1,8 @@
 """Live progress of a running pipeline, visible to its driver on any runner.
 
 Beam only reports metrics once a batch run ends, so workers add their record counts to a
-Redis counter per bundle and the driver polls it for its progress bar.
+Redis counter per bundle and the driver polls it for its progress bar. They count the
+source's batched output: one element per fetched batch of records.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class _CountIntoRedis(beam.DoFn):
     def start_bundle(self):
         self.pending = 0
 
-    def process(self, _record):
-        self.pending += 1
+    def process(self, records: list):
+        self.pending += len(records)
         if self.pending >= self.FLUSH_EVERY:
             self.finish_bundle()
         return ()  # a sink: nothing goes downstream

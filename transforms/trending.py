@@ -10,29 +10,28 @@ Hours expire ``trending_retention_ms`` after they start, in log time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
 
-from featurestore.definitions import GLOBAL_SCOPE, Feature, Mutation, Op, region_scope, window_entity
-from streams.schema import Interaction
-from transforms.config import FeatureConfig
-from transforms.extract import ExtractedFeature, Extractor, on_time_in_buckets
+from featurestore.definitions import GLOBAL_SCOPE, Feature, Op, region_scope, window_entity
+from transforms.extract import EventBatch, ExtractedFeature
+from transforms.mutations import MergedMutations
 
 
-def trending_mutations(config: FeatureConfig, event: Interaction, bucket_start_ms: int) -> Iterator[Mutation]:
-    if not config.weight(event):
-        return
-    field, expiry = f"{event.item_id}|{event.user_id}", str(bucket_start_ms + config.trending_retention_ms)
-    cap = config.trending_actor_cap
-    yield Mutation(Op.DISTINCT, Feature.TRENDING, window_entity(GLOBAL_SCOPE, bucket_start_ms), field, 1, expiry, cap)
-    if event.region:
-        yield Mutation(Op.DISTINCT, Feature.TRENDING, window_entity(region_scope(event.region), bucket_start_ms),
-                       field, 1, expiry, cap)
+def add_trending(batch: EventBatch, merged: MergedMutations) -> None:
+    config = batch.config
+    bucket_ms, retention_ms, cap = config.trending_bucket_ms, config.trending_retention_ms, config.trending_actor_cap
+    # Counted by (scope, bucket, item, user) at C speed first: the strings are built once per key.
+    per_key = Counter((event.region, event.event_time - event.event_time % bucket_ms, event.item_id, event.user_id)
+                      for event, _ in batch.engaged)
+    for (region, start, item, user), count in per_key.items():
+        field, window = f"{item}|{user}", (str(start + retention_ms), cap)
+        merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(GLOBAL_SCOPE, start), field, count, window)
+        if region:
+            merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(region_scope(region), start), field, count, window)
 
 
 class Trending(ExtractedFeature):
     """TRENDING DISTINCT per (scope, trending bucket, item, user) of the on-time engagements;
     scope "global" and, for records with a region, "region:<region>"."""
 
-    @staticmethod
-    def extractor(config: FeatureConfig) -> Extractor:
-        return on_time_in_buckets(config, config.trending_bucket_ms, trending_mutations)
+    extract = staticmethod(add_trending)

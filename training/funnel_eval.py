@@ -1,0 +1,215 @@
+"""The serving funnel measured offline: the ranking code ``Recommend`` runs, on the evaluation protocol.
+
+Nothing here ranks. A ``serving.funnel.Funnel`` is built exactly as ``kapparec serve`` builds one:
+a ``FeatureReader`` over a feature version, a ``ServingModel`` loaded from a registry version
+(user tower, item embeddings, ScaNN index) and a ``Snapshot`` of the shared lists. The only
+differences are where those come from: the features are the training part of the log replayed
+through the feature pipeline (``training.feature_replay``), so nothing held out leaks, and the
+model is the evaluated two-tower, exported to a private registry. Each test user's page of
+``max(k_values)`` items is their ranking; items off the page rank nowhere.
+
+The blend is chosen on validation only: the training part is split again (each user's last
+``holdout`` training positives), a two-tower with the evaluated configuration is fitted on what
+remains, the features of what remains are replayed, and a coordinate ascent over the funnel's
+knobs, from the two-tower's candidates alone, keeps each change that raises validation
+recall@10 by more than its standard error. The test split is measured once,
+with the chosen knobs, over the features and model of the whole training part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from featurestore.reader import FeatureReader
+from serving.config import FunnelConfig
+from serving.funnel import Funnel, Query
+from serving.model import ServingModel
+from serving.neighbours import NeighbourCache
+from serving.snapshot import Snapshot
+from training.data import Interactions
+from training.evaluate import ScoreBatch, measure, measure_per_user
+from training.feature_replay import replayed_features
+from training.registry import ModelRegistry
+from training.split import Split, chronological_split
+from training.two_tower.export import export_two_tower
+from training.two_tower.train import TwoTowerRecommender
+
+NAME = "funnel"
+METRIC = "recall@10"
+# Users whose queries measure the exported index's recall against exact search.
+INDEX_QUERY_USERS = 500
+
+# Where the validation search starts: the two-tower's candidates alone, undiversified, with no
+# page kept for new items. Every other source, the diversity cap and exploration must then earn
+# their place on validation; starting from the serving defaults instead kept whatever no single
+# step could prove harmful.
+START: dict[str, Any] = {"weights.co_occurrence": 0.0, "weights.continue_watching": 0.0, "weights.trending": 0.0,
+                         "weights.popular": 0.0, "weights.new_item": 0.0, "max_per_category": 0,
+                         "exploration_share": 0.0}
+# The knobs the validation search walks, in the order it walks them, each with its values.
+# The two-tower's weight stays 1: the blend is rank-based, so only the ratios of weights matter.
+BLEND_KNOBS: dict[str, tuple[Any, ...]] = {
+    "weights.co_occurrence": (0.0, 0.1, 0.2, 0.3, 0.6, 1.0, 2.0),
+    "rank_offset": (1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
+    "weights.continue_watching": (0.0, 0.5, 2.0),
+    "weights.popular": (0.0, 0.05, 0.15, 0.5),
+    "weights.trending": (0.0, 0.1, 0.3, 1.0),
+    "weights.new_item": (0.0, 0.1, 0.2),
+    "max_per_category": (0, 3, 5),
+    "exploration_share": (0.0, 0.05, 0.1),
+    "recent_items": (1, 3, 5, 10),
+    "neighbours_per_item": (10, 20, 50),
+    "two_tower_candidates": (50, 100, 200),
+}
+# Passes of the coordinate ascent: a knob chosen early is revisited once the later ones moved.
+BLEND_PASSES = 2
+
+
+@dataclass
+class OfflineFunnel:
+    """The serving funnel over one replayed feature version and one exported model."""
+
+    reader: FeatureReader
+    model: ServingModel
+    items: list[str]  # the ranking universe (the split's known items), as score columns
+    # Each user's latest activity in the replayed part: when they come back for the page (the
+    # two-tower's own evaluation queries the same hour).
+    request_times: dict[str, int]
+
+    def __post_init__(self) -> None:
+        # Shared by every configuration tried: neighbour lists depend on the features alone.
+        self.neighbours = NeighbourCache(ttl_s=float("inf"))
+        self._columns = {item: column for column, item in enumerate(self.items)}
+
+    def scorer(self, config: FunnelConfig, page_size: int) -> ScoreBatch:
+        """Each user's funnel page as scores: ``page_size`` down to 1 by rank, -inf off the page."""
+        funnel = Funnel(self.reader, self.model, Snapshot.take(self.reader, config), config, neighbours=self.neighbours)
+
+        def score(users: list[str]) -> np.ndarray:
+            scores = np.full((len(users), len(self.items)), -np.inf, dtype=np.float32)
+            for row, user in enumerate(users):
+                page = funnel.recommend(Query(user, k=page_size, request_time_ms=self.request_times.get(user)))
+                for rank, item in enumerate(page.items):
+                    column = self._columns.get(item.item_id)
+                    if column is not None:
+                        scores[row, column] = page_size - rank
+            return scores
+
+        return score
+
+
+@contextlib.contextmanager
+def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int) -> Iterator[OfflineFunnel]:
+    """The funnel over ``split``'s training part: its replayed features and ``model`` exported with its index."""
+    users = np.unique(split.train.user_ids)
+    query_users = np.random.default_rng(seed).choice(users, min(INDEX_QUERY_USERS, len(users)), replace=False)
+    with replayed_features(split.events, split.catalog) as features, \
+            tempfile.TemporaryDirectory(prefix="kapparec-funnel-eval-") as models:
+        registry = ModelRegistry(Path(models))
+        version = registry.register(
+            lambda directory: export_two_tower(model, directory, split.known_items, sorted(query_users.tolist())),
+            metadata={"model": "two_tower", "purpose": "offline funnel evaluation"},
+        )
+        yield OfflineFunnel(features.reader(), ServingModel.load(version), split.known_items, latest_activity(split.events))
+
+
+def latest_activity(events: Interactions) -> dict[str, int]:
+    """Each user's latest event time (``events`` is time-sorted, so the last row of a user wins)."""
+    return dict(zip(events.user_ids.tolist(), events.event_times.tolist()))
+
+
+def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int) -> tuple[FunnelConfig, dict]:
+    """Coordinate ascent from ``START``: each knob in turn takes the value with the best
+    validation ``METRIC``, but only where that beats the configuration kept so far by more than one
+    standard error of the paired per-user difference. 500 validation users cannot tell apart
+    smaller differences, and taking them anyway fits the blend to validation noise."""
+    started = time.perf_counter()
+    chosen: dict[str, Any] = dict(START)
+    trials: list[dict] = []
+
+    def measured(overrides: dict[str, Any]) -> np.ndarray:
+        per_user, _ = measure_per_user(validation, funnel.scorer(config_of(overrides), page_size), k_values=(10,))
+        trials.append({"overrides": dict(overrides), f"validation_{METRIC}": round(float(per_user[METRIC].mean()), 6)})
+        return per_user[METRIC]
+
+    best = measured(chosen)
+    steps = [(knob, values) for _ in range(BLEND_PASSES) for knob, values in BLEND_KNOBS.items()]
+    for knob, values in tqdm(steps, desc="search funnel blend", unit="knob"):
+        current = chosen.get(knob, _current(knob))
+        for value in values:
+            candidate = {**chosen, knob: value}
+            if value == current or any(trial["overrides"] == candidate for trial in trials):
+                continue
+            scores = measured(candidate)
+            if clearly_better(scores, best):
+                best, chosen = scores, candidate
+    record = {
+        "search": "coordinate ascent over the funnel's knobs, from the two-tower's candidates alone; a change is kept "
+                  "when it beats the kept configuration by more than one standard error of the paired per-user "
+                  "difference",
+        "metric": f"validation {METRIC}",
+        "validation_users": len(validation.test),
+        "seconds": round(time.perf_counter() - started, 1),
+        "trials_run": len(trials),
+        "trials": trials,
+        "chosen": chosen,
+        f"validation_{METRIC}": round(float(best.mean()), 6),
+    }
+    return config_of(chosen), record
+
+
+def clearly_better(candidate: np.ndarray, kept: np.ndarray) -> bool:
+    """The per-user metric ``candidate`` beats ``kept`` by more than one standard error of the mean difference."""
+    difference = candidate - kept
+    return float(difference.mean()) > float(difference.std(ddof=1)) / np.sqrt(len(difference))
+
+
+def config_of(overrides: dict[str, Any]) -> FunnelConfig:
+    """A ``FunnelConfig`` from flat knobs (``weights.<source>`` sets one source's weight)."""
+    weights = {knob.split(".", 1)[1]: value for knob, value in overrides.items() if knob.startswith("weights.")}
+    rest = {knob: value for knob, value in overrides.items() if not knob.startswith("weights.")}
+    return FunnelConfig.from_overrides({**rest, **({"weights": weights} if weights else {})})
+
+
+def _current(knob: str) -> Any:
+    defaults = FunnelConfig()
+    if knob.startswith("weights."):
+        return defaults.weights.get(knob.split(".", 1)[1], 0.0)
+    return getattr(defaults, knob)
+
+
+def evaluate_funnel(split: Split, two_tower: TwoTowerRecommender, k_values: Sequence[int] = (10, 50),
+                    seed: int = 0) -> dict:
+    """The funnel's row of the evaluation: its metrics on ``split``'s test users, and how its blend was chosen.
+
+    ``two_tower`` is the evaluated two-tower, fitted on ``split.train``; its configuration is
+    refitted on the validation split's training part for the blend search.
+    """
+    page_size = max(k_values)
+    started = time.perf_counter()
+    validation = chronological_split(split.train, split.min_interactions, split.holdout, split.catalog,
+                                     events=split.events)
+    if validation.test:
+        tuning_model = TwoTowerRecommender(two_tower.params, progress=True)
+        tuning_model.fit(validation.train, split.catalog, events=validation.events)
+        with offline_funnel(validation, tuning_model, seed) as funnel:
+            config, selection = choose_blend(funnel, validation, page_size)
+    else:
+        config = FunnelConfig()
+        selection = {"skipped": f"no user has {split.min_interactions} training positives to carve a validation split "
+                                "from: serving defaults kept"}
+    with offline_funnel(split, two_tower, seed) as funnel:
+        fit_s = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        metrics = measure(split, funnel.scorer(config, page_size), k_values=k_values, progress=True, label=NAME)
+    return {**metrics, "fit_s": fit_s, "eval_s": round(time.perf_counter() - started, 3), "selection": selection,
+            "params": config.model_dump()}
