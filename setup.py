@@ -17,7 +17,11 @@ setup(
     install_requires=[
         "apache-beam==2.61.0",
         "kafka-python==3.0.12",
+        # kafka-python checksums record batches in pure Python unless this C implementation is there.
+        "crc32c==2.9.post0",
         "redis==5.3.1",
+        # redis-py parses replies in C with it (the request path reads a few hundred values per call).
+        "hiredis==3.5.0",
         "pydantic>=2.6,<3",
         "tqdm>=4.66",
         "numpy==2.1.3",
@@ -31,6 +35,8 @@ setup(
             "tf-keras==2.20.1",
             "tensorflow-recommenders==0.7.7",
             "scann==1.4.2",
+            # TensorFlow's own string fingerprint: the numpy user tower hashes unknown ids into the same buckets.
+            "pyfarmhash==0.5.1",
             "grpcio-tools==1.65.5",
             "grpcio-health-checking==1.65.5",
             "grpcio-reflection==1.65.5",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from operator import itemgetter
 from dataclasses import dataclass
 
 import redis
@@ -33,6 +34,20 @@ from transforms.config import FeatureConfig
 CANDIDATES_PER_HOUR = 3
 # Similar items: this many times ``n`` of the most frequent co-occurring items are normalised.
 CANDIDATES_PER_NEIGHBOUR = 5
+# KEYS: the occurrence hash, then one co-occurrence ranking per item; ARGV: how many pairs, then the items.
+# Per item: its most frequent pairs (member, count, ...) and the occurrences of the item and of each
+# partner, so that any number of items costs one round trip.
+_NEIGHBOURS = """
+local found = {}
+for i = 2, #KEYS do
+  local pairs = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  local members = {ARGV[i]}
+  for j = 1, #pairs, 2 do members[#members + 1] = pairs[j] end
+  found[#found + 1] = pairs
+  found[#found + 1] = redis.call('HMGET', KEYS[1], unpack(members))
+end
+return found
+"""
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class UserFeatures:
     seen: set[str]
     disliked: set[str]
     continue_watching: list[tuple[str, float]]
+    stamp: tuple = ()  # ``FeatureReader.user_stamp`` of the same read
 
     def tower_history(self, length: int) -> list[str]:
         return tower_history(((e.item_id, e.event_type) for e in self.history), length)
@@ -67,6 +83,7 @@ class FeatureReader:
             redis_url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._pinned: dict | None = None
+        self._neighbours = self.client.register_script(_NEIGHBOURS)
         self.version = version or self.client.get(layout.CURRENT)
         if self.version is None:
             raise KapparecError("the feature store is empty: run `kapparec backfill` or `kapparec stream` first")
@@ -80,6 +97,11 @@ class FeatureReader:
         """The highest event time seen in the log: the "now" that decay is measured from."""
         marks = self.client.hvals(self._key(Feature.HIGH_WATER, topics.EVENTS))
         return max((int(m) for m in marks), default=0)
+
+    def committed_offsets(self) -> dict[str, str]:
+        """The version's committed source positions: every commit of the pipelines moves them, so
+        while they are unchanged nothing this reader reads has changed either."""
+        return self.client.hgetall(layout.offsets_key(self.version))
 
     # -- user features ------------------------------------------------------------------
 
@@ -112,6 +134,7 @@ class FeatureReader:
             seen=set(seen),
             disliked=_disliked(disliked),
             continue_watching=_started(progress),
+            stamp=_user_stamp(self.version, len(members), members[:1], len(seen), len(disliked), profile),
         )
 
     def user_stamp(self, user_id: str) -> tuple:
@@ -128,7 +151,7 @@ class FeatureReader:
         pipe.zrange(self._key(Feature.SEEN, user_id), 0, 0)
         pipe.hlen(self._key(Feature.DISLIKED, user_id))
         pipe.hmget(self._key(Feature.PROFILE, user_id), PROFILE_FIELDS)
-        return (self.version, *map(str, pipe.execute()))
+        return _user_stamp(self.version, *pipe.execute())
 
     def seen(self, user_id: str) -> set[str]:
         return set(self.client.zrange(self._key(Feature.SEEN, user_id), 0, -1))
@@ -268,18 +291,33 @@ class FeatureReader:
         * n`` most frequent: its cost depends on ``n``, not on how many items ever met this one.
         An item outside them is left out even if its cosine would have placed it.
         """
-        pairs = self.client.zrevrange(self._key(Feature.COOCCURRENCE, item_id), 0, CANDIDATES_PER_NEIGHBOUR * n - 1,
-                                      withscores=True)
-        if not pairs:
+        return self.similar_many([item_id], n)[0]
+
+    def similar_many(self, item_ids: list[str], n: int = 20) -> list[list[tuple[str, float]]]:
+        """``similar`` of each of ``item_ids``, in one round trip (one script)."""
+        if not item_ids:
             return []
-        occurrences = self.client.hmget(self._key(Feature.OCCURRENCE, ""), [item_id, *(other for other, _ in pairs)])
-        own = int(occurrences[0] or 0)
-        scored = [(other, together / math.sqrt(own * int(theirs)))
-                  for (other, together), theirs in zip(pairs, occurrences[1:]) if own and theirs]
-        return heapq.nlargest(n, scored, key=lambda kv: (kv[1], kv[0]))
+        keys = [self._key(Feature.OCCURRENCE, ""), *(self._key(Feature.COOCCURRENCE, item) for item in item_ids)]
+        replies = self._neighbours(keys=keys, args=[CANDIDATES_PER_NEIGHBOUR * n, *item_ids])
+        return [_cosines(flat, occurrences, n) for flat, occurrences in zip(replies[::2], replies[1::2])]
 
     def late_records(self) -> int:
         return sum(int(v) for v in self.client.hvals(self._key(Feature.LATE, topics.EVENTS)))
+
+
+def _cosines(flat_pairs: list[str], occurrences: list[str | None], n: int) -> list[tuple[str, float]]:
+    """The ``n`` best partners by cosine, from (partner, count, ...) and the occurrences of the item and each partner."""
+    own = int(occurrences[0] or 0)
+    if not own:
+        return []
+    scored = [(other, float(together) / math.sqrt(own * int(theirs)))
+              for other, together, theirs in zip(flat_pairs[::2], flat_pairs[1::2], occurrences[1:]) if theirs]
+    return heapq.nlargest(n, scored, key=itemgetter(1, 0))
+
+
+def _user_stamp(version: str, history_size: int, newest: list[str], seen_size: int, disliked_size: int,
+                profile: list[str | None]) -> tuple:
+    return (version, *map(str, (history_size, newest, seen_size, disliked_size, profile)))
 
 
 def _profile(values: list[str | None]) -> dict[str, str]:

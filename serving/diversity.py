@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 from serving.ranking import Scored
 
 
-def diversify(ranked: list[Scored], catalog: dict[str, dict], max_per_category: int, k: int) -> list[Scored]:
+def diversify(ranked: Iterable[Scored], catalog: dict[str, dict], max_per_category: int, k: int) -> list[Scored]:
     """The first ``k`` of ``ranked`` under the per-category cap, topped up in rank order if the cap
     leaves the page short (a page of fewer items would be worse than a less varied one)."""
     if max_per_category <= 0:
-        return ranked[:k]
+        return list(itertools.islice(ranked, k))
     page, held_back, per_category = [], [], {}
     for item in ranked:
         category = first_category(catalog, item.item_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # Age ratings from most to least permissive audience; an item rated outside the scale passes
 # only when the request sets no limit.
@@ -29,17 +31,79 @@ class ItemFilter:
         self._blocked = blocked | set(filters.exclude_item_ids)
 
     def allows(self, item_id: str) -> bool:
+        # Called for every ranked candidate of every request: the checks a request does not ask
+        # for cost nothing.
         entry = self._catalog.get(item_id)
         # Without a catalog entry nothing about the item can be checked (or titled): not shown.
-        if entry is None or not entry.get("active", True) or item_id in self._blocked:
+        if entry is None or item_id in self._blocked or not entry.get("active", True):
             return False
-        regions = entry.get("regions") or ()
-        if regions and self._region and self._region not in regions:
-            return False
-        categories = set(entry.get("categories") or ())
-        if (self._include and not categories & self._include) or categories & self._exclude:
-            return False
+        if self._region:
+            regions = entry.get("regions")
+            if regions and self._region not in regions:
+                return False
+        if self._include or self._exclude:
+            categories = set(entry.get("categories") or ())
+            if (self._include and not categories & self._include) or categories & self._exclude:
+                return False
         return self._max_age is None or _age_rank(entry.get("age_rating")) <= self._max_age
+
+
+class Passing:
+    """The ranked items ``allowed`` lets through, in rank order, filtered only as far as the page's
+    stages read: a page of 20 rarely needs more than the first few dozen of a few hundred candidates.
+    Iterating again starts from the top (what was filtered once is kept)."""
+
+    def __init__(self, ranked: Iterable[Any], allowed: ItemFilter):
+        self._ranked = iter(ranked)
+        self._allowed = allowed
+        self._taken: list = []  # the passing items so far, in rank order
+        self._unchecked: list = []  # items read past the last passing one by ``among``, not filtered yet
+        self._unchecked_from = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        n = 0
+        while n < len(self._taken) or self._take_next():
+            yield self._taken[n]
+            n += 1
+
+    def first(self, k: int) -> list:
+        """The first ``k`` passing items (fewer when fewer pass)."""
+        while len(self._taken) < k and self._take_next():
+            pass
+        return self._taken[:k]
+
+    def among(self, wanted: frozenset[str] | set[str]) -> Iterator[Any]:
+        """The passing items whose id is in ``wanted``, in rank order; only those are filtered (the
+        page's new items are a few of the ranking's hundreds)."""
+        yield from (item for item in self._taken if item.item_id in wanted)
+        n = self._unchecked_from
+        while True:
+            if n == len(self._unchecked):
+                item = next(self._ranked, None)
+                if item is None:
+                    return
+                self._unchecked.append(item)
+            item = self._unchecked[n]
+            n += 1
+            if item.item_id in wanted and self._allowed.allows(item.item_id):
+                yield item
+
+    def extend(self, items: Iterable[Any]) -> None:
+        """Items that follow every passing one (call it once the ranking is used up)."""
+        self._taken.extend(items)
+
+    def _take_next(self) -> bool:
+        while True:
+            if self._unchecked_from < len(self._unchecked):
+                item = self._unchecked[self._unchecked_from]
+                self._unchecked_from += 1
+            else:
+                item = next(self._ranked, None)
+                if item is None:
+                    return False
+            if self._allowed.allows(item.item_id):
+                self._taken.append(item)
+                return True
 
 
 def _age_rank(rating: str | None) -> int:

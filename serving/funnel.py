@@ -11,19 +11,20 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from featurestore.reader import FeatureReader, UserFeatures
 from serving import candidates as generate
 from serving.config import FunnelConfig
 from serving.diversity import diversify, first_category
 from serving.explain import explanation
-from serving.filters import Filters, ItemFilter
+from serving.filters import Filters, ItemFilter, Passing
 from serving.model import ServingModel, hour_of
 from serving.neighbours import NeighbourCache
-from serving.ranking import Scored, blend
+from serving.ranking import Scored, blend, ranking
 from serving.snapshot import Snapshot
 
 
@@ -41,8 +42,7 @@ class Query:
     request_time_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class RankedItem:
+class RankedItem(NamedTuple):
     item_id: str
     score: float
     source: str
@@ -71,9 +71,14 @@ class Funnel:
         self._neighbours = neighbours
 
     def _similar(self, item_id: str, n: int) -> list[tuple[str, float]]:
+        return self._similar_many([item_id], n)[0]
+
+    def _similar_many(self, item_ids: list[str], n: int) -> list[list[tuple[str, float]]]:
         if self.reader is None:
-            return []
-        return self._neighbours.similar(self.reader, item_id, n) if self._neighbours else self.reader.similar(item_id, n)
+            return [[] for _ in item_ids]
+        if self._neighbours:
+            return self._neighbours.similar_many(self.reader, item_ids, n)
+        return self.reader.similar_many(item_ids, n)
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -84,15 +89,21 @@ class Funnel:
 
     # -- the three read RPCs -----------------------------------------------------------
 
-    def recommend(self, query: Query) -> Page:
-        """A personal page; ``reader`` None (Redis unreachable) serves the snapshot alone, degraded."""
-        with self._stage("features"):
-            user = self.reader.user_features(query.user_id) if self.reader else None
+    def recommend(self, query: Query, user: UserFeatures | None = None) -> Page:
+        """A personal page; ``reader`` None (Redis unreachable) serves the snapshot alone, degraded.
+
+        ``user``: the user's features, when the caller has read them already through ``reader``.
+        """
+        if self.reader is None:
+            user = None
+        elif user is None:
+            with self._stage("features"):
+                user = self.reader.user_features(query.user_id)
         region = query.region or (user.profile["region"] if user else "")
         pool = self._candidates(query, user, region)
         boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
         with self._stage("rank"):
-            ranked = blend(pool, self.config, boost)
+            ranked = ranking(pool, self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user)
         return Page(page.items, "full" if self.reader else "degraded", page.widened,
@@ -117,10 +128,7 @@ class Funnel:
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
         n, wanted = self.config.list_candidates, self.config.sources
         with self._stage("lists"):
-            lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
-                     "new_item": self.snapshot.new_items}
-            pool = [candidate for source, ranking in lists.items() if source in wanted
-                    for candidate in generate.ranked(source, ranking, n)]
+            pool = [*self.snapshot.derived(("lists", region, n, wanted), lambda: self._list_candidates(region, n, wanted))]
         if user is None or user.is_new:
             return pool
         if "co_occurrence" in wanted:
@@ -128,7 +136,7 @@ class Funnel:
             if query.current_item_id:
                 recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
-                pool += generate.co_occurrence(self._similar, recent, self.config.neighbours_per_item)
+                pool += generate.co_occurrence(self._similar_many(recent, self.config.neighbours_per_item), recent)
         if "continue_watching" in wanted:
             pool += generate.continue_watching(user)
         if self.model is not None and "two_tower" in wanted:
@@ -140,6 +148,12 @@ class Funnel:
                                                    else query.request_time_ms), self.config.two_tower_candidates)
         return pool
 
+    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> list[generate.Candidate]:
+        lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
+                 "new_item": self.snapshot.new_items}
+        return [candidate for source, ranking in lists.items() if source in wanted
+                for candidate in generate.ranked(source, ranking, n)]
+
     def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
         """The candidates in the categories a new user chose score ``onboarding_boost`` times more."""
         chosen = set(query.onboarding_categories)
@@ -150,22 +164,22 @@ class Funnel:
             if chosen & set(catalog.get(candidate.item_id, {}).get("categories") or ())
         }
 
-    def _finish(self, ranked: list[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
+    def _finish(self, ranked: Iterable[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
                 *, explore: bool = True, diverse: bool = True) -> Page:
         catalog = self.snapshot.catalog
         allowed = ItemFilter(catalog, query.filters, region, blocked)
         with self._stage("filter"):
-            passing = [item for item in ranked if allowed.allows(item.item_id)]
-            widened = len(passing) < query.k
-            if widened:
-                passing += self._popular_fill(passing, allowed, region, query.k - len(passing))
+            passing = Passing(ranked, allowed)
+            first = passing.first(query.k)
+            widened = len(first) < query.k
+            if widened:  # then every passing item is in ``first``
+                passing.extend(self._popular_fill(first, allowed, region, query.k - len(first)))
         with self._stage("diversify"):
             page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
             if explore:
                 page = self._explore(page, passing, query.k)
         with self._stage("explain"):
-            recent = user.tower_history(RECENT_FOR_EXPLANATIONS) if user else []
-            items = [self._explained(item, region, query, recent) for item in page]
+            items = self._explained(page, region, query, user)
         return Page(items, "full", widened)
 
     def _popular_fill(self, passing: list[Scored], allowed: ItemFilter, region: str, needed: int) -> list[Scored]:
@@ -181,21 +195,22 @@ class Funnel:
                     break
         return fill
 
-    def _explore(self, page: list[Scored], passing: list[Scored], k: int) -> list[Scored]:
+    def _explore(self, page: list[Scored], passing: Passing, k: int) -> list[Scored]:
         """Keep ``exploration_share`` of the page for new items: the best passing new items that the
         per-category cap allows replace the lowest-ranked others, so new items get exposure even
         before anyone engaged with them."""
-        fresh = {item for item, _ in self.snapshot.new_items}
+        fresh = self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
         wanted = round(k * self.config.exploration_share) - sum(1 for item in page if item.item_id in fresh)
         if not fresh or wanted <= 0:
             return page
         # Counted over the whole page before any item leaves it, so the cap still holds after.
         per_category = Counter(map(self._first_category, (item.item_id for item in page)))
         on_page, extra = {item.item_id for item in page}, []
-        for item in passing:
+        for item in passing.among(fresh):
+            if item.item_id in on_page:
+                continue
             category = self._first_category(item.item_id)
-            if item.item_id in fresh and item.item_id not in on_page and (
-                    not self.config.max_per_category or per_category[category] < self.config.max_per_category):
+            if not self.config.max_per_category or per_category[category] < self.config.max_per_category:
                 per_category[category] += 1
                 extra.append(Scored(item.item_id, item.score, "new_item", ""))
                 if len(extra) == wanted:
@@ -208,11 +223,20 @@ class Funnel:
     def _first_category(self, item_id: str) -> str:
         return first_category(self.snapshot.catalog, item_id)
 
-    def _explained(self, item: Scored, region: str, query: Query, recent: list[str]) -> RankedItem:
-        entry = self.snapshot.catalog.get(item.item_id, {})
-        because = item.because
-        if item.source == "two_tower" and self.model is not None:
-            because = self.model.closest(item.item_id, recent)
-        because_title = self.snapshot.catalog.get(because, {}).get("title", "") if because else ""
-        text = explanation(item.source, because_title, entry, region, set(query.onboarding_categories))
-        return RankedItem(item.item_id, round(item.score, 6), item.source, text, entry.get("title", ""))
+    def _explained(self, page: list[Scored], region: str, query: Query, user: UserFeatures | None) -> list[RankedItem]:
+        """Each item with its line; a two-tower item names the nearest of the user's latest engagements
+        (one matrix product for the whole page)."""
+        catalog, onboarding = self.snapshot.catalog, set(query.onboarding_categories)
+        because = [item.because for item in page]
+        tower = [n for n, item in enumerate(page) if item.source == "two_tower"]
+        if tower and self.model is not None and user is not None:
+            nearest = self.model.closest([page[n].item_id for n in tower], user.tower_history(RECENT_FOR_EXPLANATIONS))
+            for n, item_id in zip(tower, nearest):
+                because[n] = item_id
+        items = []
+        for item, reason in zip(page, because):
+            entry = catalog.get(item.item_id, {})
+            because_title = catalog.get(reason, {}).get("title", "") if reason else ""
+            text = explanation(item.source, because_title, entry, region, onboarding)
+            items.append(RankedItem(item.item_id, round(item.score, 6), item.source, text, entry.get("title", "")))
+        return items

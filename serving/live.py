@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -36,6 +37,21 @@ log = logging.getLogger("kapparec.serving")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # The request path's Redis calls fail after this long rather than hang a request.
 REQUEST_TIMEOUT_S = 0.25
+
+
+def freeze_heap(collect: bool = False) -> None:
+    """Exempt what is loaded now (the catalog, the model) from Python's cyclic garbage collector.
+
+    A serving process holds about 650,000 long-lived objects (a 100,000-item catalog, the model's
+    lookups); each full collection walked them all and stopped every request for 0.8-1 s (measured
+    in-process: two in 5,800 requests). Frozen objects are still freed by reference counting, which
+    frees an old catalog (no reference cycles). A swapped-out model has cycles, so a model load
+    (``collect``) first collects everything once, then freezes.
+    """
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 class Poller:
@@ -78,7 +94,10 @@ class LiveFeatures(Poller):
             version = version.decode()
             reader = self.reader if self.reader and self.reader.version == version else FeatureReader(
                 self.redis_url, version, timeout_s=REQUEST_TIMEOUT_S)
-            self.snapshot = Snapshot.take(reader, self.config, previous=self.snapshot)
+            previous = self.snapshot
+            self.snapshot = Snapshot.take(reader, self.config, previous=previous)
+            if self.snapshot.catalog is not previous.catalog:
+                freeze_heap()
             self.reader = reader
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:
@@ -122,6 +141,7 @@ class ModelWatcher(Poller):
             self._refuse(production.id, str(exc))
             return
         self.model = loaded  # one reference swap: a request uses either the old model or the new one
+        freeze_heap(collect=True)
         log.info("event=model_loaded version=%s", loaded.version)
 
     def _refuse(self, version: str, reason: str) -> None:
@@ -167,6 +187,8 @@ class ExperimentsWatcher(Poller):
             log.error("event=experiments_refused file=%s kept=%s reason=%r", self.path, self._names(self.live), str(exc))
             return
         self.live = live  # one swap: a request sees the old experiments or the new ones, whole
+        if live.models:
+            freeze_heap(collect=True)
         log.info("event=experiments_loaded file=%s experiments=%s", self.path, self._names(live))
 
     def _load(self) -> LiveExperiments:

@@ -1,7 +1,7 @@
 """Closed-loop load generator processes for the serving benchmark (no TensorFlow: spawned cheaply).
 
-Each client process opens its own channel, waits for a common start time, then calls one RPC
-back to back until the end time, recording every latency. The parent sums the processes.
+Each client process opens its own channel, waits until every client is connected, then calls
+one RPC back to back for the given time, recording every latency. The parent sums the processes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 
 RECOMMEND, EMPTY = "recommend", "empty"
-START_DELAY_S = 3.0
+# How long a client process may take to start and connect.
+CONNECT_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,31 @@ class Load:
 
 
 def run_load(address: str, rpc: str, clients: int, seconds: float, users: list[str], k: int = 20) -> Load:
+    """``clients`` processes call ``rpc`` back to back for ``seconds``, all starting together once
+    every one of them is connected (on a loaded machine spawning them takes a while)."""
     context = multiprocessing.get_context("spawn")
-    start_at = time.time() + START_DELAY_S + clients * 0.05
-    with context.Pool(clients) as pool:
-        results = pool.starmap(_client, [(address, rpc, start_at, seconds, users, k, seed) for seed in range(clients)])
-    latencies = np.concatenate([r[0] for r in results]) if results else np.empty(0)
-    errors = sum(r[1] for r in results)
+    connected, results = context.Barrier(clients + 1), context.Queue()
+    processes = [context.Process(target=_client, args=(address, rpc, connected, seconds, users, k, seed, results),
+                                 daemon=True) for seed in range(clients)]
+    for process in processes:
+        process.start()
+    try:
+        connected.wait(timeout=CONNECT_TIMEOUT_S)
+        finished = [results.get(timeout=seconds + CONNECT_TIMEOUT_S) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+    latencies = np.concatenate([latency for latency, _ in finished])
+    errors = sum(errors for _, errors in finished)
     p50, p95, p99 = (np.percentile(latencies, [50, 95, 99]) * 1000).round(3) if len(latencies) else (0.0, 0.0, 0.0)
     return Load(float(p50), float(p95), float(p99), round(len(latencies) / seconds, 1), errors, len(latencies) + errors)
 
 
-def _client(address: str, rpc: str, start_at: float, seconds: float, users: list[str], k: int,
-            seed: int) -> tuple[np.ndarray, int]:
+def _client(address: str, rpc: str, connected, seconds: float, users: list[str], k: int, seed: int, results) -> None:
     channel = grpc.insecure_channel(address)
-    grpc.channel_ready_future(channel).result(timeout=30)
+    grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
     if rpc == RECOMMEND:
         stub = pb_grpc.RecommenderStub(channel)
         order = np.random.default_rng(seed).permutation(len(users))
@@ -59,9 +71,9 @@ def _client(address: str, rpc: str, start_at: float, seconds: float, users: list
         requests = [health_pb2.HealthCheckRequest()]
         call = health_pb2_grpc.HealthStub(channel).Check
     latencies, errors, n = [], 0, 0
-    time.sleep(max(0.0, start_at - time.time()))
-    end = start_at + seconds
-    while time.time() < end:
+    connected.wait(timeout=CONNECT_TIMEOUT_S)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         request = requests[n % len(requests)]
         n += 1
         began = time.perf_counter()
@@ -71,4 +83,4 @@ def _client(address: str, rpc: str, start_at: float, seconds: float, users: list
         except grpc.RpcError:
             errors += 1
     channel.close()
-    return np.asarray(latencies), errors
+    results.put((np.asarray(latencies), errors))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from kapparec.errors import KapparecError
 from training.registry import ModelVersion
 from training.two_tower.features import hour_of_day, pad_rows, query_features
+
+log = logging.getLogger("kapparec.serving")
 
 
 class ModelLoadError(KapparecError):
@@ -20,6 +24,12 @@ class ServingModel:
         self._exported = exported
         self._index = index
         self._row_of = {item: row for row, item in enumerate(exported.item_ids.tolist())}
+        # The numpy user tower (proven equal to the SavedModel) when the version has its weights:
+        # a TensorFlow call per request costs more CPU than the rest of the funnel.
+        self._tower = exported.numpy_tower
+        if self._tower is None:
+            log.warning("event=model_tower version=%s backend=tensorflow reason='exported without "
+                        "user_tower_weights.npz (before the numpy tower): embeds through TensorFlow'", version)
 
     @classmethod
     def load(cls, version: ModelVersion) -> "ServingModel":
@@ -39,6 +49,8 @@ class ServingModel:
         return model
 
     def embed_user(self, user_id: str, history: list[str], region: str, device: str, hour: int) -> np.ndarray:
+        if self._tower is not None:
+            return self._tower.embed(user_id, history[: self.history_length], region, device, hour)
         features = query_features(
             np.array([user_id], dtype=object), pad_rows([history], max(1, self.history_length)),
             [region], [device], [hour],
@@ -49,14 +61,19 @@ class ServingModel:
         ids, scores = self._index.search(embedding[np.newaxis, :].astype(np.float32), k)
         return [(str(item), float(score)) for item, score in zip(ids[0], scores[0]) if item != ""]
 
-    def closest(self, item_id: str, among: list[str]) -> str:
-        """The item of ``among`` whose embedding is nearest ``item_id``'s ("" if none is known)."""
-        rows = [self._row_of[i] for i in among if i in self._row_of]
-        if item_id not in self._row_of or not rows:
-            return ""
+    def closest(self, item_ids: list[str], among: list[str]) -> list[str]:
+        """For each of ``item_ids``, the item of ``among`` whose embedding is nearest ("" where none is known)."""
+        known = [item for item in among if item in self._row_of]
+        targets = [n for n, item in enumerate(item_ids) if item in self._row_of]
+        found = [""] * len(item_ids)
+        if not known or not targets:
+            return found
         vectors = self._exported.item_embeddings
-        best = int(np.argmax(vectors[rows] @ vectors[self._row_of[item_id]]))
-        return [i for i in among if i in self._row_of][best]
+        rows = vectors[[self._row_of[item_ids[n]] for n in targets]]
+        best = np.argmax(rows @ vectors[[self._row_of[item] for item in known]].T, axis=1)
+        for n, column in zip(targets, best.tolist()):
+            found[n] = known[column]
+        return found
 
 
 def hour_of(now_ms: int) -> int:

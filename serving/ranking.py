@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from operator import itemgetter
+from typing import NamedTuple
 
 from serving.candidates import Candidate
 from serving.config import FunnelConfig
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
     item_id: str
     score: float
     source: str  # the source that contributed most: it names the explanation
@@ -21,16 +22,28 @@ def blend(candidates: list[Candidate], config: FunnelConfig, boost: dict[str, fl
 
     ``boost`` multiplies chosen items' scores (cold start: the onboarding categories).
     """
+    return list(ranking(candidates, config, boost))
+
+
+def ranking(candidates: list[Candidate], config: FunnelConfig, boost: dict[str, float] | None = None) -> Iterator[Scored]:
+    """``blend``, as an iterator: the request path reads only as far down the ranking as its page needs."""
+    weights, offset = config.weights, config.rank_offset
     totals: dict[str, float] = {}
-    best: dict[str, tuple[float, Candidate]] = {}
+    best: dict[str, Candidate] = {}
+    best_credit: dict[str, float] = {}
     for candidate in candidates:
-        credit = config.weights.get(candidate.source, 0.0) / (config.rank_offset + candidate.rank)
-        totals[candidate.item_id] = totals.get(candidate.item_id, 0.0) + credit
-        if candidate.item_id not in best or credit > best[candidate.item_id][0]:
-            best[candidate.item_id] = (credit, candidate)
-    boost = boost or {}
-    scored = [
-        Scored(item, total * boost.get(item, 1.0), best[item][1].source, best[item][1].because)
-        for item, total in totals.items()
-    ]
-    return sorted(scored, key=lambda s: (-s.score, s.item_id))
+        item = candidate.item_id
+        credit = weights.get(candidate.source, 0.0) / (offset + candidate.rank)
+        total = totals.get(item)
+        if total is None:
+            totals[item], best[item], best_credit[item] = credit, candidate, credit
+        else:
+            totals[item] = total + credit
+            if credit > best_credit[item]:
+                best[item], best_credit[item] = candidate, credit
+    if boost:
+        totals = {item: total * boost.get(item, 1.0) for item, total in totals.items()}
+    # Two stable sorts (by id, then by score descending) give score order with ties by id.
+    order = sorted(totals.items(), key=itemgetter(0))
+    order.sort(key=itemgetter(1), reverse=True)
+    return (Scored(item, total, best[item].source, best[item].because) for item, total in order)

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ from serving.funnel import Funnel, Page, Query, RankedItem
 from serving.impressions import ImpressionLog
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LogUnavailable
+from featurestore.reader import UserFeatures
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
 from streams.schema import ImpressionEvent, InteractionEvent, ShownItem
@@ -85,18 +87,20 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
         query = _query(request)
         treatment = self._treatment(query.user_id)
-        metrics.REQUESTS_BY_BUCKET.labels(treatment.bucket).inc()
+        metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
         key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
-        stamp = self._stamp(query.user_id, treatment.model)
+        user = self._user(query.user_id)
+        # The cache's validity stamp: the served model and the user's stored features, as just read.
+        stamp = ((treatment.model.version if treatment.model else ""), *user.stamp) if user else None
         cached = self.cache.get(key, stamp) if stamp else None
         if cached is not None:
-            metrics.CACHE_LOOKUPS.labels("hit").inc()
+            metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
             page = dataclasses.replace(cached, served_from="cached")
         else:
-            metrics.CACHE_LOOKUPS.labels("miss").inc()
-            page = self._run(lambda funnel: funnel.recommend(query), treatment)
+            metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
+            page = self._run(lambda funnel: funnel.recommend(query, user), treatment)
             for source, count in page.candidates.items():
-                metrics.CANDIDATES.labels(source).observe(count)
+                metrics.child(metrics.CANDIDATES, source).observe(count)
             if stamp and page.served_from == "full":
                 self.cache.put(key, stamp, page)
         response = self._response(page, treatment)
@@ -121,13 +125,14 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             model = self.models.model
         return Treatment(bucket.label, live.configs[(bucket.experiment, variant.name)], model)
 
-    def _stamp(self, user_id: str, model: ServingModel | None) -> tuple | None:
-        """The cache's validity stamp: the served model and the user's stored features (None: Redis is down)."""
+    def _user(self, user_id: str) -> UserFeatures | None:
+        """The user's features in one round trip (None while Redis is down: the page is degraded)."""
         reader = self.features.reader if self.features.healthy else None
         if reader is None:
             return None
         try:
-            return (model.version if model else "", *reader.user_stamp(user_id))
+            with metrics.stage_timer("features"):
+                return reader.user_features(user_id)
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
             return None
@@ -148,9 +153,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                       self.neighbours)
 
     def _response(self, page: Page, treatment: Treatment) -> pb.RecommendResponse:
-        metrics.RESPONSES_BY_ORIGIN.labels(page.served_from, str(page.widened).lower()).inc()
-        for item in page.items:
-            metrics.ITEMS_BY_SOURCE.labels(item.source).inc()
+        metrics.child(metrics.RESPONSES_BY_ORIGIN, page.served_from, str(page.widened).lower()).inc()
+        for source, count in Counter(item.source for item in page.items).items():
+            metrics.child(metrics.ITEMS_BY_SOURCE, source).inc(count)
         return pb.RecommendResponse(
             items=[_item(rank, item) for rank, item in enumerate(page.items, start=1)],
             request_id=uuid.uuid4().hex,
@@ -170,7 +175,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 items=tuple(ShownItem(item_id=i.item_id, position=i.rank, source=i.source) for i in response.items),
             )
         except ValidationError:  # an id the log's contract refuses: the page is served, its impression counted lost
-            metrics.IMPRESSIONS_DROPPED.labels("invalid").inc()
+            metrics.child(metrics.IMPRESSIONS_DROPPED, "invalid").inc()
             return
         self.impressions.offer(impression)
 
@@ -196,8 +201,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             log.exception("event=rpc_failed rpc=%s", rpc)
             code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         finally:
-            metrics.RPC_SECONDS.labels(rpc).observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(rpc, code.name).inc()
+            metrics.child(metrics.RPC_SECONDS, rpc).observe(time.perf_counter() - started)
+            metrics.child(metrics.REQUESTS, rpc, code.name).inc()
         context.abort(code, message)
 
 

@@ -8,7 +8,9 @@ pay for. The last snapshot is also what serving falls back to when Redis is unre
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
 from featurestore.reader import FeatureReader
@@ -34,11 +36,22 @@ class Snapshot:
     popular: dict[str, Ranked]
     new_items: Ranked  # created within ``fresh_days`` of the log clock, newest first
     catalog_read_at: float = field(default_factory=time.monotonic)
+    offsets: dict[str, str] = field(default_factory=dict)  # the store's committed positions it was taken at
+    # What requests derive from the lists alone (their candidates, the set of new items), computed once per snapshot.
+    _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def take(cls, reader: FeatureReader, config: FunnelConfig, previous: "Snapshot | None" = None,
              catalog_max_age_s: float = CATALOG_MAX_AGE_S) -> "Snapshot":
-        """Fresh lists; the catalog of ``previous`` is reused while it is younger than ``catalog_max_age_s``."""
+        """Fresh lists; the catalog of ``previous`` is reused while it is younger than ``catalog_max_age_s``.
+
+        ``previous`` itself is returned while the store has committed nothing since it was taken:
+        a refresh then costs one small read instead of a scan of every trending hour, which would
+        hold the GIL for tens of milliseconds that requests wait through.
+        """
+        offsets = reader.committed_offsets()
+        if previous is not None and previous.version == reader.version and offsets and previous.offsets == offsets:
+            return previous
         now = reader.log_clock_ms()
         scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
         reuse = previous is not None and previous.version == reader.version and (
@@ -62,11 +75,19 @@ class Snapshot:
             popular={s: ranked[1] for s, ranked in rankings.items()},
             new_items=new_items[:LIST_LENGTH],
             catalog_read_at=read_at,
+            offsets=offsets,
         )
 
     @classmethod
     def empty(cls) -> "Snapshot":
         return cls("", 0, {}, {}, {}, [])
+
+    def derived(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per snapshot and ``key`` (two threads may both compute it once; either result serves)."""
+        found = self._derived.get(key)
+        if found is None:
+            found = self._derived[key] = compute()
+        return found
 
     def trending_in(self, region: str) -> Ranked:
         """The region's list, or the global one where the region has none."""

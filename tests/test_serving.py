@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import subprocess
 import threading
@@ -20,6 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
+from featurestore import layout
+from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
@@ -185,6 +188,28 @@ def test_similar_items_and_trending(served):
     expected = [item for item, _ in served.reader.trending("global", 5, half_life_hours=6.0)]
     assert [i.item_id for i in trending.items] == expected
     assert served.stub.Trending(pb.TrendingRequest(region="eu", k=5), timeout=10).items[0].explanation == "Trending in your region"
+
+
+def test_the_request_paths_batched_reads_equal_the_single_reads(served):
+    """similar_many (one script for all of a user's recent items) gives each item's cosines as the
+    raw counts give them, and the stamp read with the user's features is ``user_stamp``."""
+    reader, client = served.reader, served.reader.client
+    items = sorted({i for user in served.users[:5] for i in reader.user_features(user).seen})[:12]
+
+    def occurrences(item: str) -> int:
+        return int(client.hget(layout.feature_key(reader.version, Feature.OCCURRENCE, ""), item) or 0)
+
+    expected = []
+    for item in items:
+        pairs = client.zrevrange(layout.feature_key(reader.version, Feature.COOCCURRENCE, item), 0, 5 * 8 - 1,
+                                 withscores=True)
+        cosines = [(other, count / math.sqrt(occurrences(item) * occurrences(other)))
+                   for other, count in pairs if occurrences(other)]
+        expected.append(sorted(cosines, key=lambda kv: (kv[1], kv[0]), reverse=True)[:8])
+    assert any(expected) and reader.similar_many(items, 8) == expected
+    assert reader.similar_many([], 8) == [] and reader.similar_many(["no-such-item"], 8) == [[]]
+    for user in [*served.users[:5], "never-seen-user"]:
+        assert reader.user_features(user).stamp == reader.user_stamp(user)
 
 
 @pytest.mark.parametrize("request_fields, fragment", [

@@ -11,7 +11,7 @@ from serving.candidates import Candidate
 from serving.config import FunnelConfig
 from serving.diversity import diversify
 from serving.explain import explanation
-from serving.filters import Filters, ItemFilter
+from serving.filters import Filters, ItemFilter, Passing
 from serving.funnel import Funnel, Query
 from serving.ranking import Scored, blend
 from serving.snapshot import Snapshot
@@ -88,3 +88,14 @@ def test_exploration_gives_new_items_room_within_the_category_cap():
     # More new music would break the cap, so exploration stops at two; drama's third item is the
     # top-up of a page the cap left short, which diversity allows.
     assert by_category == {"drama": 3, "music": 2, "horror": 1}
+
+
+def test_passing_filters_lazily_but_yields_what_an_eager_filter_would():
+    ranked = [Scored(item, 1.0, "popular", "") for item in ("d", "a", "unknown", "b", "c", "e")]
+    check = ItemFilter(CATALOG, Filters(), "eu", set())
+    eager = [s for s in ranked if check.allows(s.item_id)]  # d inactive, unknown has no entry, c not in eu
+    passing = Passing(iter(ranked), check)
+    assert passing.first(1) == eager[:1]
+    assert list(passing.among({"e", "c", "d"})) == [s for s in eager if s.item_id in {"e", "c", "d"}]
+    assert list(passing) == eager and list(passing) == eager  # again from the top, in order
+    assert passing.first(10) == eager

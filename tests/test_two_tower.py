@@ -16,7 +16,8 @@ from training.evaluate import evaluate
 from training.index import load_index
 from training.recommender import Recommender
 from training.split import chronological_split
-from training.two_tower.export import ExportedTwoTower, export_two_tower
+from training.two_tower.export import ExportedTwoTower, NumpyUserTower, export_two_tower
+from training.two_tower.features import pad_rows, query_features
 from training.two_tower.model import TowerShape
 from training.two_tower.train import TwoTowerParams, TwoTowerRecommender, save_training_curve
 
@@ -106,6 +107,26 @@ def test_exported_tower_accepts_a_shorter_history(split, fitted, exported):
     features["history"] = features["history"][:, :3]
     embeddings = ExportedTwoTower(exported[0]).embed_queries(features)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_numpy_user_tower_equals_the_saved_model(split, fitted, exported):
+    """Serving embeds with the numpy tower: on every test user and on made-up queries (unknown
+    users, unknown and repeated items, padding, unknown regions and devices, every hour) it gives
+    the SavedModel's embedding within 1e-5."""
+    reloaded = ExportedTwoTower(exported[0])
+    assert isinstance(reloaded.numpy_tower, NumpyUserTower)
+    known = fitted.user_features(sorted(split.test))
+    rng = np.random.default_rng(0)
+    users = [*rng.choice(sorted(split.test), 150).tolist(), *(f"never-seen-{n}" for n in range(150))]
+    items = [*split.known_items, *(f"new-item-{n}" for n in range(40))]
+    histories = [rng.choice(items, rng.integers(0, PARAMS.history_len + 1)).tolist() for _ in users]
+    regions = rng.choice(["", "eu", "us", "apac", "mars"], len(users))
+    devices = rng.choice(["", "tv", "mobile", "web", "toaster"], len(users))
+    made_up = query_features(np.asarray(users, dtype=object), pad_rows(histories, PARAMS.history_len), regions,
+                             devices, rng.integers(0, 24, len(users)))
+    for features in (known, made_up):
+        np.testing.assert_allclose(reloaded.numpy_tower.embed_queries(features), reloaded.embed_queries(features),
+                                   rtol=0, atol=1e-5)
 
 
 def test_unknown_users_and_items_still_get_embeddings(split, fitted):

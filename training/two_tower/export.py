@@ -1,9 +1,11 @@
 """Export a fitted two-tower: user-tower SavedModel, item embeddings + ids, and a ScaNN index.
 
-Serving embeds the request's raw user features with the SavedModel (strings in, no vocabulary
-files to ship separately: the lookups are inside the graph) and searches the index built from
-the exported item embeddings. ``ExportedTwoTower`` reloads the artifacts and scores exactly as
-the in-memory model did, which is what the reload test checks.
+The SavedModel embeds raw user features (strings in: the lookups are inside the graph). The
+same user tower is also written as plain arrays (``user_tower_weights.npz``: each lookup's
+vocabulary and table, the MLP's weights) that ``NumpyUserTower`` evaluates without TensorFlow:
+serving embeds one user per request, and a TensorFlow signature call costs most of a request's
+CPU budget by itself. ``tests/test_two_tower.py`` proves the two equal. ``ExportedTwoTower``
+reloads the artifacts and scores exactly as the in-memory model did.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import farmhash
 import numpy as np
 
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
 from training.index import BruteForceIndex, ScannIndex, recall_against_exact
-from training.two_tower.features import DEVICE, HISTORY, HOUR, QUERY_FEATURES, REGION, USER_ID
+from training.two_tower.features import DEVICE, HISTORY, HOUR, PAD, QUERY_FEATURES, REGION, USER_ID
 from training.two_tower.train import TwoTowerRecommender
 
 USER_TOWER_DIR = "user_tower"
+TOWER_WEIGHTS_FILE = "user_tower_weights.npz"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 ITEM_IDS_FILE = "item_ids.npy"
 INDEX_DIR = "index"
@@ -53,6 +57,75 @@ def save_user_tower(model: TwoTowerRecommender, directory: Path) -> None:
     tf.saved_model.save(module, str(directory), signatures={SIGNATURE: serve.get_concrete_function()})
 
 
+# The string lookups of the user tower, by the feature each one reads.
+TOWER_LOOKUPS = {HISTORY: "items", USER_ID: "user", REGION: "region", DEVICE: "device"}
+
+
+def save_tower_weights(model: TwoTowerRecommender, path: Path) -> None:
+    """The user tower as arrays: per lookup its tokens, OOV bucket count and embedding table;
+    the hour table; the MLP's kernels and biases; whether the user id is an input."""
+    tower = model.model.user_tower
+    arrays = {"use_user_id": np.array(tower.use_user_id), "hour.table": tower.hour.embeddings.numpy()}
+    for feature, name in TOWER_LOOKUPS.items():
+        layer = getattr(tower, name)
+        oov = layer.lookup.num_oov_indices
+        # The lookup's layout: index 0 is the mask (padding), then the OOV buckets, then the tokens.
+        arrays[f"{feature}.tokens"] = np.asarray(layer.lookup.get_vocabulary()[1 + oov:], dtype=str)
+        arrays[f"{feature}.oov"] = np.array(oov)
+        arrays[f"{feature}.table"] = layer.embedding.embeddings.numpy()
+    for n, dense in enumerate(tower.mlp.layers):
+        arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"] = (w.numpy() for w in dense.weights)
+    np.savez(path, **arrays)
+
+
+class NumpyUserTower:
+    """The exported user tower evaluated in numpy: the same lookups (OOV ids hash into the same
+    buckets, with TensorFlow's own FarmHash fingerprint), mean pooling, MLP and L2 norm."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as arrays:
+            self._tables = {feature: arrays[f"{feature}.table"] for feature in TOWER_LOOKUPS}
+            self._oov = {feature: int(arrays[f"{feature}.oov"]) for feature in TOWER_LOOKUPS}
+            self._index = {feature: {token: 1 + self._oov[feature] + n for n, token in enumerate(arrays[f"{feature}.tokens"].tolist())}
+                           for feature in TOWER_LOOKUPS}
+            self._hours = arrays["hour.table"]
+            self._use_user_id = bool(arrays["use_user_id"])
+            self._mlp = [(arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"]) for n in range(2)]
+        self.dim = self._mlp[-1][1].shape[0]
+
+    def _row(self, feature: str, value: str) -> int:
+        index = self._index[feature].get(value)
+        if index is not None:
+            return index
+        if value == PAD:
+            return 0
+        oov = self._oov[feature]
+        return 1 + (farmhash.fingerprint64(value) % oov if oov > 1 else 0)
+
+    def embed(self, user_id: str, history: Sequence[str], region: str, device: str, hour: int) -> np.ndarray:
+        """One query's embedding (float32, unit length)."""
+        rows = [self._row(HISTORY, item) for item in history if item != PAD]
+        items = self._tables[HISTORY]
+        parts = [
+            items[rows].mean(axis=0) if rows else np.zeros(items.shape[1], items.dtype),
+            self._tables[REGION][self._row(REGION, region)],
+            self._tables[DEVICE][self._row(DEVICE, device)],
+            self._hours[hour],
+        ]
+        if self._use_user_id:
+            parts.append(self._tables[USER_ID][self._row(USER_ID, user_id)])
+        (hidden_kernel, hidden_bias), (out_kernel, out_bias) = self._mlp
+        hidden = np.maximum(np.concatenate(parts) @ hidden_kernel + hidden_bias, 0)
+        query = hidden @ out_kernel + out_bias
+        return query / np.sqrt(max(float(query @ query), 1e-12))
+
+    def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """``ExportedTwoTower.embed_queries`` for the same feature arrays, one row at a time."""
+        rows = zip(features[USER_ID].tolist(), features[HISTORY].tolist(), features[REGION].tolist(),
+                   features[DEVICE].tolist(), features[HOUR].tolist())
+        return np.stack([self.embed(*row) for row in rows])
+
+
 def export_two_tower(model: TwoTowerRecommender, directory: Path, items: Sequence[str], query_users: Sequence[str]) -> dict:
     """Write every artifact into ``directory``; returns metadata (feature spec, ScaNN recall@10 vs exact).
 
@@ -61,6 +134,7 @@ def export_two_tower(model: TwoTowerRecommender, directory: Path, items: Sequenc
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_user_tower(model, directory / USER_TOWER_DIR)
+    save_tower_weights(model, directory / TOWER_WEIGHTS_FILE)
     ids = np.asarray(items, dtype=str)
     embeddings = model.embed_items(list(items))
     np.save(directory / ITEM_EMBEDDINGS_FILE, embeddings)
@@ -91,6 +165,9 @@ class ExportedTwoTower:
         directory = Path(directory)
         self.spec = json.loads((directory / FEATURES_FILE).read_text())
         self.serve = tf.saved_model.load(str(directory / USER_TOWER_DIR)).signatures[SIGNATURE]
+        # None for a version exported before the weights were: it embeds through TensorFlow alone.
+        weights = directory / TOWER_WEIGHTS_FILE
+        self.numpy_tower = NumpyUserTower(weights) if weights.exists() else None
         self.item_ids = np.load(directory / ITEM_IDS_FILE).astype(object)
         self.item_embeddings = np.load(directory / ITEM_EMBEDDINGS_FILE)
 
