@@ -134,7 +134,7 @@ class FeatureReader:
             seen=set(seen),
             disliked=_disliked(disliked),
             continue_watching=_started(progress),
-            stamp=_user_stamp(self.version, len(members), members[:1], len(seen), len(disliked), profile),
+            stamp=_user_stamp(self.version, len(members), members[:1], len(seen), seen[:1], len(disliked), profile),
         )
 
     def user_stamp(self, user_id: str) -> tuple:
@@ -315,9 +315,9 @@ def _cosines(flat_pairs: list[str], occurrences: list[str | None], n: int) -> li
     return heapq.nlargest(n, scored, key=itemgetter(1, 0))
 
 
-def _user_stamp(version: str, history_size: int, newest: list[str], seen_size: int, disliked_size: int,
-                profile: list[str | None]) -> tuple:
-    return (version, *map(str, (history_size, newest, seen_size, disliked_size, profile)))
+def _user_stamp(version: str, history_size: int, newest: list[str], seen_size: int, seen_oldest: list[str],
+                disliked_size: int, profile: list[str | None]) -> tuple:
+    return (version, *map(str, (history_size, newest, seen_size, seen_oldest, disliked_size, profile)))
 
 
 def _profile(values: list[str | None]) -> dict[str, str]:
