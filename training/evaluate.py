@@ -71,16 +71,10 @@ def protocol(split: Split, k_values: Sequence[int]) -> dict:
     }
 
 
-def measure(
-    split: Split,
-    score_batch: ScoreBatch,
-    k_values: Sequence[int] = (10, 50),
-    batch_users: int = 256,
-    progress: bool = False,
-    label: str = "model",
-) -> dict[str, float]:
-    """Recall@K, NDCG@K for every K and coverage of one scoring function over the split's test users."""
-    per_user, coverage = measure_per_user(split, score_batch, k_values, batch_users, progress, label)
+def measure(split: Split, score_batch: ScoreBatch, k_values: Sequence[int] = (10, 50), **options) -> dict[str, float]:
+    """Recall@K, NDCG@K for every K and coverage of one scoring function over the split's test users
+    (``options``: ``measure_per_user``'s batch size, progress bar and label)."""
+    per_user, coverage = measure_per_user(split, score_batch, k_values, **options)
     metrics = {name: round(float(values.mean()), 6) for name, values in per_user.items()}
     metrics["coverage"] = round(coverage, 6)
     return metrics
