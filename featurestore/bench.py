@@ -12,7 +12,8 @@ import numpy as np
 
 from featurestore.reader import FeatureReader
 from streams.synthetic import SyntheticLog
-from transforms.bench import private_stack, produce_log
+from infra.private import private_stack
+from transforms.bench import produce_log
 from transforms.jobs import backfill
 
 

@@ -18,7 +18,8 @@ from infra.services import free_port
 from serving.loadgen import EMPTY, RECOMMEND, run_load
 from serving.server import wait_until_serving
 from streams.synthetic import SyntheticLog
-from transforms.bench import private_stack, produce_log
+from infra.private import private_stack
+from transforms.bench import produce_log
 
 
 def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 200_000,

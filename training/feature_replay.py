@@ -24,7 +24,7 @@ from streams import topics
 from streams.producer import LogProducer
 from streams.schema import CatalogEntry, CatalogEvent, Context, InteractionEvent
 from training.data import Catalog, Interactions
-from transforms.bench import private_stack
+from infra.private import private_stack
 from transforms.jobs import backfill
 
 

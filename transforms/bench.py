@@ -15,10 +15,8 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,37 +25,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from featurestore import layout
 from featurestore.reader import FeatureReader
-from infra.services import ManagedService, broker_spec, free_port, redis_spec
+from infra.private import PrivateStack, private_stack
 from kapparec.threads import Beside
 from streams import offsets, topics
 from streams.partition_read import DEFAULT_CONSUMER_CONFIG
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
 from streams.synthetic import SyntheticLog, send_synthetic
-
-
-@dataclass(frozen=True)
-class PrivateStack:
-    bootstrap: str
-    redis_url: str
-
-
-@contextlib.contextmanager
-def private_stack() -> Iterator[PrivateStack]:
-    """A broker and Redis of the benchmark's own, so it never touches the user's log."""
-    with tempfile.TemporaryDirectory(prefix="kapparec-bench-") as run_dir:
-        services = [
-            ManagedService(broker_spec(free_port()), Path(run_dir)),
-            ManagedService(redis_spec(free_port(), Path(run_dir)), Path(run_dir)),
-        ]
-        try:
-            for service in services:
-                service.start()
-            broker, redis_service = services
-            yield PrivateStack(f"127.0.0.1:{broker.spec.port}", f"redis://127.0.0.1:{redis_service.spec.port}/0")
-        finally:
-            for service in services:
-                service.stop()
 
 
 def produce_log(stack: PrivateStack, log: SyntheticLog, partitions: int) -> None:
