@@ -30,7 +30,8 @@ Group = tuple[tuple[str, str, str, object], dict]
 
 _NUMERIC = frozenset({Op.COUNT, Op.TALLY, Op.DISTINCT, Op.MAX})
 # A group's attribute from one of its mutations (see ``MergedMutations``).
-_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit)}
+_ATTRIBUTE = {Op.COUNT: lambda m: m.order, Op.TOP: lambda m: m.limit, Op.DISTINCT: lambda m: (m.order, m.limit),
+              Op.ADD: lambda m: m.order or None}
 
 
 def _staged_value(mutation: Mutation):

@@ -36,7 +36,9 @@ class Mutation(NamedTuple):
     entity: str
     field: str
     value: int | float | str = 0
-    order: str = ""  # LATEST: compared as a string, so writers pad it to fixed width; DISTINCT: expiry ms
+    # LATEST: compared as a string, so writers pad it to fixed width; DISTINCT: expiry ms;
+    # ADD: "" or "partition\x1fcloses_at", a set that goes once that partition's high water reaches it
+    order: str = ""
     limit: int = 0  # TOP only: members kept per (feature, entity)
 
     @property

@@ -15,6 +15,8 @@ kr:<v>:<feature>:<entity>           HASH | SET | ZSET, by the feature's merge op
                                       distinct          -> HASH, and a ZSET ranking beside it
                                       tally             -> ZSET (member -> summed score)
 kr:<v>:expiry                       ZSET    windowed key -> its expiry in log time (compacted past it)
+kr:<v>:closing:<partition>          ZSET    session window key -> the high water of that events
+                                            partition at which it closes (deleted then)
 kr:<v>:offsets                      HASH    "topic/partition" -> next offset to read
 ```
 

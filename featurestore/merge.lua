@@ -13,6 +13,9 @@
 -- the values depend on op:
 --   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
 --   max, tally: attribute "", value an integer; top: attribute the limit, value the score;
+--   add: attribute "" (a set that never closes) or partition \31 closes_at (a session window,
+--     deleted once the events high water of that partition reaches closes_at; see
+--     transforms/cooccurrence.py);
 --   latest: attribute "", value [order, payload];
 --   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
@@ -42,6 +45,12 @@ local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
 
+-- The two parts of "a \31 b", or nil.
+local function pair(text)
+  local sep = string.find(text, '\31', 1, true)
+  if sep then return string.sub(text, 1, sep - 1), string.sub(text, sep + 1) end
+end
+
 -- A group's attribute, checked: returns a table of its parts, or nil.
 local function attribute(op, text)
   if op == 'count' then
@@ -52,9 +61,11 @@ local function attribute(op, text)
     local limit = tonumber(text)
     return limit and {limit = limit}
   elseif op == 'distinct' then
-    local sep = string.find(text, '\31', 1, true)
-    local expiry, cap = sep and tonumber(string.sub(text, 1, sep - 1)), sep and tonumber(string.sub(text, sep + 1))
-    return expiry and cap and {expiry = string.sub(text, 1, sep - 1), cap = cap}
+    local expiry, cap = pair(text)
+    return expiry and tonumber(expiry) and tonumber(cap) and {expiry = expiry, cap = tonumber(cap)}
+  elseif op == 'add' and text ~= '' then
+    local partition, closes = pair(text)
+    return partition and tonumber(partition) and tonumber(closes) and {partition = partition, closes = closes}
   end
   return text == '' and {} or nil
 end
@@ -146,10 +157,17 @@ end
 
 -- Windowed keys and their expiries, indexed in one call once every group merged. Named without
 -- the version's prefix, so two versions of one log hold the same index.
-local expiries = {}
+local expiries, closings = {}, {}
 local function index_expiry(key, expiry)
   expiries[#expiries + 1] = expiry
   expiries[#expiries + 1] = string.sub(key, #prefix + 1)
+end
+-- Session windows by the events partition whose high water closes them.
+local function index_closing(key, partition, closes)
+  local index = closings[partition] or {}
+  closings[partition] = index
+  index[#index + 1] = closes
+  index[#index + 1] = string.sub(key, #prefix + 1)
 end
 
 local merged, trim = 0, {}
@@ -172,6 +190,7 @@ for _, group in ipairs(groups) do
     variadic('ZADD', key, scores)
   elseif op == 'add' then
     variadic('SADD', key, fields)
+    if group.partition then index_closing(key, group.partition, group.closes) end
   elseif op == 'top' then
     -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
     local scored = {}
@@ -228,21 +247,32 @@ for _, group in ipairs(groups) do
 end
 
 variadic('ZADD', EXPIRY, expiries)
+for partition, index in pairs(closings) do
+  variadic('ZADD', prefix .. 'closing:' .. partition, index)
+end
+
+-- Deletes the keys `index` holds with a score in [-inf, `stop`], and their index entries.
+local function compact(index, stop)
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', stop)
+  for i = 1, #gone do
+    redis.call('DEL', prefix .. gone[i])
+  end
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', stop)
+  end
+end
 
 -- Compaction in log time: every window whose expiry the log clock (the highest event time seen,
--- HIGH_WATER of the events topic) has passed goes. Each commit removes all of them, so after
--- the last commit of any split of the log the same windows remain, whole.
+-- HIGH_WATER of the events topic) has passed goes, and every session window whose partition's
+-- high water reached its closing time. Each commit removes all of them, so after the last commit
+-- of any split of the log the same windows remain, whole.
 local clock = 0
-for _, mark in ipairs(redis.call('HVALS', prefix .. 'high_water:events')) do
-  clock = math.max(clock, tonumber(mark))
+local marks = redis.call('HGETALL', prefix .. 'high_water:events')
+for i = 1, #marks, 2 do
+  clock = math.max(clock, tonumber(marks[i + 1]))
+  compact(prefix .. 'closing:' .. marks[i], marks[i + 1])
 end
-local expired = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', '(' .. clock)
-for i = 1, #expired do
-  redis.call('DEL', prefix .. expired[i])
-end
-if #expired > 0 then
-  redis.call('ZREMRANGEBYSCORE', EXPIRY, '-inf', '(' .. clock)
-end
+compact(EXPIRY, '(' .. clock)
 
 -- Keep the `limit` highest (score, member): ZSET order breaks score ties by member, so what
 -- survives does not depend on which batch brought it.

@@ -64,6 +64,39 @@ def test_top_keeps_each_members_best_score_whatever_the_batch_order(stack):
     assert stack.redis().zscore(f"kr:{version}:history:u1", "i1") == 9.0
 
 
+def test_a_session_window_goes_once_its_own_partitions_high_water_reaches_its_closing(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    window = Mutation(Op.ADD, Feature.SESSION_ITEMS, "u1|1000", "i1", order="1\x1f5000")  # partition 1, closes at 5000
+    committed = None
+
+    def commit_high_water(partition: int, event_time: int, *mutations: Mutation) -> None:
+        nonlocal committed
+        high_water = Mutation(Op.MAX, Feature.HIGH_WATER, EVENTS, str(partition), event_time)
+        store.commit(version, [high_water, *mutations], {(EVENTS, 0): committed}, {(EVENTS, 0): (committed or 0) + 1})
+        committed = (committed or 0) + 1
+
+    key = f"kr:{version}:session_items:u1|1000"
+    commit_high_water(1, 4999, window)
+    assert stack.redis().smembers(key) == {b"i1"}
+    commit_high_water(0, 9000)  # another partition's log time closes nothing here
+    assert stack.redis().smembers(key) == {b"i1"}
+    commit_high_water(1, 5000)
+    assert not stack.redis().exists(key)
+    assert not stack.redis().zcard(f"kr:{version}:closing:1")
+    assert not [line for line in store.dump(version) if "session_items" in line]
+
+
+def test_a_malformed_closing_is_refused_with_nothing_applied(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    for closing in ("1", "x\x1f5000", "1\x1fsoon"):
+        with pytest.raises(KapparecError, match="nothing applied"):
+            store.commit(version, [*PLAY, Mutation(Op.ADD, Feature.SESSION_ITEMS, "u1|1000", "i1", order=closing)],
+                         {(EVENTS, 0): None}, {(EVENTS, 0): 1})
+    assert store.offsets(version) == {}
+
+
 MEMBERS = st.sampled_from(["a", "b", "c", "d"])
 MUTATIONS = st.one_of(
     st.builds(lambda e, f, v: Mutation(Op.COUNT, "cnt", e, f, v), MEMBERS, MEMBERS, st.integers(-5, 5)),

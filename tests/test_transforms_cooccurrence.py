@@ -49,8 +49,12 @@ def test_pairs_of_the_positive_items_of_each_window():
     occurrences = [Mutation(Op.COUNT, Feature.OCCURRENCE, "", "a", 1), Mutation(Op.COUNT, Feature.OCCURRENCE, "", "b", 1),
                    Mutation(Op.COUNT, Feature.OCCURRENCE, "", "c", 2)]
     assert_feature(Cooccurrence(CONFIG), events, Feature.OCCURRENCE, occurrences)
-    session_items = [Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item) for entity, item in
-                     [(f"u1|{DAY0}", "a"), (f"u1|{DAY0}", "b"), (f"u1|{DAY0 + HOUR_MS}", "c"), (f"u2|{DAY0}", "c")]]
+    # Each window carries its partition and the high water that closes it: its end plus the
+    # allowed lateness (6 hours by default).
+    session_items = [Mutation(Op.ADD, Feature.SESSION_ITEMS, entity, item, order=closing) for entity, item, closing in
+                     [(f"u1|{DAY0}", "a", f"0\x1f{DAY0 + 7 * HOUR_MS}"), (f"u1|{DAY0}", "b", f"0\x1f{DAY0 + 7 * HOUR_MS}"),
+                      (f"u1|{DAY0 + HOUR_MS}", "c", f"0\x1f{DAY0 + 8 * HOUR_MS}"),
+                      (f"u2|{DAY0}", "c", f"1\x1f{DAY0 + 7 * HOUR_MS}")]]
     assert_feature(Cooccurrence(CONFIG), events, Feature.SESSION_ITEMS, session_items)
 
 
@@ -61,7 +65,7 @@ def test_new_items_pair_with_stored_ones_and_stored_ones_count_toward_the_cap():
               interaction("a", "click", DAY0 + 1, offset=2)]
     assert_feature(Cooccurrence(CONFIG, stored), events, Feature.COOCCURRENCE, both_ways("b", "x") + both_ways("b", "y"))
     assert_feature(Cooccurrence(CONFIG, stored), events, Feature.SESSION_ITEMS,
-                   [Mutation(Op.ADD, Feature.SESSION_ITEMS, f"u1|{DAY0}", "b")])
+                   [Mutation(Op.ADD, Feature.SESSION_ITEMS, f"u1|{DAY0}", "b", order=f"0\x1f{DAY0 + 7 * HOUR_MS}")])
 
 
 def test_lookups_are_batched(tmp_path):

@@ -34,13 +34,20 @@ CONFIG = FeatureConfig(
 
 
 class InMemorySessionItems:
-    """The SESSION_ITEMS a store would hold after applying some mutations."""
+    """The SESSION_ITEMS a store would hold after applying some mutations: the windows that their
+    partition's high water has not closed yet (merge.lua deletes the others)."""
 
     def __init__(self, mutations: list[Mutation]):
+        high_water = {m.field: m.value for m in mutations if m.feature == Feature.HIGH_WATER}
         self._items: dict[str, set[str]] = {}
+        self.closed: set[str] = set()
         for mutation in mutations:
             if mutation.feature == Feature.SESSION_ITEMS:
-                self._items.setdefault(mutation.entity, set()).add(mutation.field)
+                partition, closes_at = mutation.order.split("\x1f")
+                if high_water.get(partition, -1) >= int(closes_at):
+                    self.closed.add(mutation.entity)
+                else:
+                    self._items.setdefault(mutation.entity, set()).add(mutation.field)
 
     def lookup(self, entities: list[str]) -> dict[str, set[str]]:
         return {entity: set(self._items[entity]) for entity in entities if entity in self._items}
@@ -120,11 +127,14 @@ def test_any_split_of_the_log_merges_to_one_pass(tmp_path, seed):
     catalog_batches = split_by_partition(catalog, rng, 3)
     assert all(event_batches), "every batch holds events"
     stored: list[Mutation] = []
+    closed_before_a_batch = set()
     for index, (batch_events, batch_catalog) in enumerate(zip(event_batches, catalog_batches)):
         lookup = InMemorySessionItems(stored) if stored else None
+        closed_before_a_batch |= lookup.closed if lookup else set()
         stored = merge_all([*stored, *run_features(tmp_path, f"batch{index}", batch_events, batch_catalog, lookup)])
 
     assert stored == merge_all(one_pass)
+    assert closed_before_a_batch, "later batches ran without the windows their partitions had closed"
 
 
 def test_without_the_prior_session_items_a_split_would_count_pairs_wrongly(tmp_path):
@@ -141,3 +151,28 @@ def test_without_the_prior_session_items_a_split_would_count_pairs_wrongly(tmp_p
     assert cooc(whole) == [("a", "b", 1), ("b", "a", 1)]
     assert cooc([*first, *blind]) == []
     assert cooc([*first, *informed]) == cooc(whole)
+
+
+def _in_log_order(*timed: tuple[str, int]) -> list[Interaction]:
+    """u1's clicks in partition 0, each carrying the log watermark of the ones before it."""
+    events, watermark = [], -1
+    for offset, (item, event_time) in enumerate(timed):
+        events.append(interaction(item, event_time=event_time, offset=offset, log_watermark=watermark))
+        watermark = max(watermark, event_time)
+    return events
+
+
+@pytest.mark.parametrize("later", [4 * HOUR_MS, 6 * HOUR_MS], ids=["still-open", "closed"])
+def test_a_window_stays_open_until_no_later_record_can_be_on_time(tmp_path, later):
+    """Window [S, S+3h) closes once the high water reaches its end plus the 2 h lateness: at 4 h a
+    record from hour 2 is still on time and must find the window's items; at 6 h it is late."""
+    start = T0 - T0 % CONFIG.session_window_ms
+    events = _in_log_order(("a", start), ("x", start + later), ("b", start + 2 * HOUR_MS))
+    first = merge_all(run_features(tmp_path, "first", events[:2], []))
+    lookup = InMemorySessionItems(first)
+    assert lookup.closed == ({f"u1|{start}"} if later == 6 * HOUR_MS else set())
+    split = merge_all([*first, *run_features(tmp_path, "second", events[2:], [], lookup)])
+    whole = run_features(tmp_path, "whole", events, [])
+    assert split == merge_all(whole)
+    pairs = {(m.entity, m.field) for m in whole if m.feature == Feature.COOCCURRENCE}
+    assert (("a", "b") in pairs) == (later == 4 * HOUR_MS)

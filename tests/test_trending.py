@@ -54,6 +54,21 @@ def test_windows_past_their_retention_are_compacted_alike_in_a_stream_and_a_back
         buckets = {int(json.loads(line)["key"].rsplit("|", 1)[1]) for line in streamed
                    if line.startswith(f'{{"key":"{feature}:')}
         assert buckets and min(buckets) >= clock - retention, feature  # older buckets are gone
+    assert_only_open_session_windows_remain(stack.redis(), version, config)
+
+
+def assert_only_open_session_windows_remain(client, version: str, config: FeatureConfig) -> None:
+    """Every stored session window is indexed, still open in its partition's log time, and young."""
+    high_water = {p.decode(): int(v) for p, v in client.hgetall(f"kr:{version}:high_water:events").items()}
+    open_windows = {member.decode(): (partition, closes_at)
+                    for partition in high_water
+                    for member, closes_at in client.zrange(f"kr:{version}:closing:{partition}", 0, -1, withscores=True)}
+    stored = {key.decode().split(":", 2)[2] for key in client.scan_iter(match=f"kr:{version}:session_items:*")}
+    assert stored and stored == set(open_windows)
+    for window, (partition, closes_at) in open_windows.items():
+        assert closes_at > high_water[partition], window
+        start = int(window.rsplit("|", 1)[1])
+        assert start > high_water[partition] - config.session_window_ms - config.allowed_lateness_ms, window
 
 
 def test_popularity_and_affinity_read_back_what_the_log_holds(stack):

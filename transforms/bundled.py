@@ -97,7 +97,7 @@ class _CommitFeaturesFn(beam.DoFn):
 
     def _reset(self):
         self._merged = MergedMutations()
-        self._windows: dict[str, dict[str, None]] = {}
+        self._windows: dict[tuple[str, int], dict[str, None]] = {}  # (entity, partition) -> its items
         self._next: dict[tuple[str, int], int] = {}
         self._records = 0
         self._pair_keys = 0
@@ -141,8 +141,8 @@ class _CommitFeaturesFn(beam.DoFn):
         for extract in self._extractors:
             extract(batch, self._merged)
         cap = self._config.max_items_per_session_window
-        for entity, (_, _, item) in session_records(batch):
-            items = self._windows.setdefault(entity, {})
+        for entity, (partition, _, item) in session_records(batch):
+            items = self._windows.setdefault((entity, partition), {})
             if item not in items:
                 # The keys this item adds at commit (its SESSION_ITEMS member, OCCURRENCE and
                 # both pair directions with up to the cap of others) count toward the size cap
@@ -177,12 +177,12 @@ class _CommitFeaturesFn(beam.DoFn):
 
     def _add_pairs(self) -> None:
         # Read only after the previous commit, so the lookup sees exactly the earlier log.
-        entities = list(self._windows)
-        for start in range(0, len(entities), LOOKUP_BATCH_SIZE):
-            chunk = entities[start:start + LOOKUP_BATCH_SIZE]
-            prior = self._prior.lookup(chunk)
-            for entity in chunk:
-                add_window(self._merged, self._config.max_items_per_session_window, entity, list(self._windows[entity]),
+        windows = list(self._windows)
+        for start in range(0, len(windows), LOOKUP_BATCH_SIZE):
+            chunk = windows[start:start + LOOKUP_BATCH_SIZE]
+            prior = self._prior.lookup([entity for entity, _ in chunk])
+            for entity, partition in chunk:
+                add_window(self._merged, self._config, entity, partition, list(self._windows[entity, partition]),
                            prior.get(entity, set()))
 
 

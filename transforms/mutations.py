@@ -209,7 +209,9 @@ class MergedMutations:
 
     ``groups`` maps (op, feature, entity, attribute) to {field: value}. The attribute is what
     all fields of the key share: a COUNT's expiry (its ``order``, "" for a key without a
-    window), a TOP's limit, a DISTINCT's (expiry, cap), None otherwise. Values: the sum
+    window), a TOP's limit, a DISTINCT's (expiry, cap), an ADD's closing (its ``order``:
+    "partition\x1fcloses_at" for a session window, None for a set that never closes), None
+    otherwise. Values: the sum
     (COUNT, TALLY, DISTINCT), the maximum (MAX), None (ADD), (order, payload) (LATEST), the best
     score (TOP, trimmed lazily to its limit).
     """
@@ -261,7 +263,7 @@ class MergedMutations:
         elif op == Op.MAX:
             self.add_max(feature, entity, field, value)
         elif op == Op.ADD:
-            self.fields(op, feature, entity)[field] = None
+            self.fields(op, feature, entity, order or None)[field] = None
         elif op == Op.LATEST:
             self.add_latest(feature, entity, field, order, value)
         elif op == Op.TOP:
@@ -282,7 +284,8 @@ class MergedMutations:
                 for field, (order, value) in fields.items():
                     yield new(Mutation, (op, feature, entity, field, value, order, 0))
                 continue
-            order, limit = {Op.COUNT: (attribute, 0), Op.DISTINCT: attribute, Op.TOP: ("", attribute)}.get(op, ("", 0))
+            order, limit = {Op.COUNT: (attribute, 0), Op.DISTINCT: attribute, Op.TOP: ("", attribute),
+                            Op.ADD: (attribute or "", 0)}.get(op, ("", 0))
             for field, value in fields.items():
                 yield new(Mutation, (op, feature, entity, field, 0 if value is None else value, order, limit))
 
