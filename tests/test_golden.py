@@ -9,8 +9,9 @@ users per item and hour, one ranking per hour, with an expiry index; when co-occ
 moved from hashes to sorted sets (the same counts, read largest first); when popularity and
 affinity moved to one key per bucket (the same counts, expiring in log time); and when SEEN
 became bounded (each user's latest-engaged items with their latest engagement time, up to
-``seen_limit``). Every other line
-stayed as it was. Regenerate
+``seen_limit``); and when session windows became closed once their partition's log time
+made every later record of theirs late (their SESSION_ITEMS deleted, a closing index per
+partition added). Every other line stayed as it was. Regenerate
 them (``KAPPAREC_WRITE_GOLDEN=1``) only for a deliberate change of feature semantics, in a
 commit of its own that says why.
 """
