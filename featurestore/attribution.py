@@ -3,13 +3,14 @@
 Impressions (topic ``impressions``) and interactions (topic ``events``) arrive in no fixed order
 relative to each other: a stream job may see a click before the impression it answers, a replay
 the other way round. So the pipeline does not join them. It records both sides as set members
-per (user, item) pair, a merge that commutes (``transforms/attribution.py``):
+per (user, item) pair and day, a merge that commutes (``transforms/attribution.py``):
 
-- SHOWN:     entity ``user|item``, member ``[event_time, request_id, bucket, position, source]``;
-- RESPONDED: entity ``user|item``, member ``[event_time, event_type, request_id]`` for every
+- SHOWN:     entity ``user|item|day``, member ``[event_time, request_id, bucket, position, source]``;
+- RESPONDED: entity ``user|item|day``, member ``[event_time, event_type, request_id]`` for every
   attributable interaction (``RESPONSE_TYPES``).
 
-and ``attribute`` joins them when they are read. The store is a function of the log and the
+Days expire in log time like every windowed feature, and ``attribute`` joins a pair's days when
+they are read. The store is a function of the log and the
 join a function of the store, so the experiment report after a stream run equals the report
 after a backfill, whatever the order either saw.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import redis
 
 from featurestore import layout
+from kapparec.timeunits import DAY_MS
 
 SHOWN = "shown"
 RESPONDED = "responded"
@@ -38,8 +40,12 @@ DEFAULT_WINDOW_MS = 30 * 60 * 1000
 _READ_BATCH = 500
 
 
-def pair_entity(user_id: str, item_id: str) -> str:
-    return f"{user_id}|{item_id}"
+# The facts are bucketed by day, so that each day's sets expire on their own.
+BUCKET_MS = DAY_MS
+
+
+def day_entity(user_id: str, item_id: str, day_ms: int) -> str:
+    return f"{user_id}|{item_id}|{day_ms}"
 
 
 def _compact(values: list) -> str:
@@ -91,26 +97,33 @@ def attribute(shown: list[Shown], responses: list[tuple[int, str, str]], window_
 
 
 def read_outcomes(redis_url: str, version: str, window_ms: int = DEFAULT_WINDOW_MS) -> Iterator[Outcome]:
-    """Every impression of ``version`` with its outcome, pair by pair (a scan of the SHOWN keys)."""
+    """Every impression of ``version`` with its outcome, pair by pair (a scan of the SHOWN and RESPONDED keys)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    prefix = layout.feature_key(version, SHOWN, "")[: -len(layout.EMPTY_ENTITY)]
-    batch: list[str] = []
+    shown_days, responded_days = (_days_by_pair(client, version, feature) for feature in (SHOWN, RESPONDED))
+    pairs = list(shown_days)
+    for start in range(0, len(pairs), _READ_BATCH):
+        yield from _outcomes_of(client, version, pairs[start:start + _READ_BATCH], shown_days, responded_days, window_ms)
+
+
+def _days_by_pair(client: redis.Redis, version: str, feature: str) -> dict[tuple[str, str], list[int]]:
+    prefix = layout.feature_key(version, feature, "")[: -len(layout.EMPTY_ENTITY)]
+    days: dict[tuple[str, str], list[int]] = {}
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key[len(prefix):])
-        if len(batch) == _READ_BATCH:
-            yield from _outcomes_of(client, version, batch, window_ms)
-            batch = []
-    yield from _outcomes_of(client, version, batch, window_ms)
+        user_id, item_id, day = key[len(prefix):].rsplit("|", 2)
+        days.setdefault((user_id, item_id), []).append(int(day))
+    return days
 
 
-def _outcomes_of(client: redis.Redis, version: str, entities: list[str], window_ms: int) -> Iterator[Outcome]:
+def _outcomes_of(client: redis.Redis, version: str, pairs: list[tuple[str, str]], shown_days: dict,
+                 responded_days: dict, window_ms: int) -> Iterator[Outcome]:
+    """The outcomes of ``pairs``: each pair's impressions of every day joined with its responses of every day."""
     pipe = client.pipeline(transaction=False)
-    for entity in entities:
-        pipe.smembers(layout.feature_key(version, SHOWN, entity))
-        pipe.smembers(layout.feature_key(version, RESPONDED, entity))
-    replies = pipe.execute()
-    for n, entity in enumerate(entities):
-        user_id, item_id = entity.rsplit("|", 1)
-        shown = [Shown(user_id, item_id, *json.loads(member)) for member in replies[2 * n]]
-        responses = [tuple(json.loads(member)) for member in replies[2 * n + 1]]
+    for pair in pairs:
+        for feature, days in ((SHOWN, shown_days), (RESPONDED, responded_days)):
+            for day in days.get(pair, ()):
+                pipe.smembers(layout.feature_key(version, feature, day_entity(*pair, day)))
+    replies = iter(pipe.execute())
+    for pair in pairs:
+        shown = [Shown(*pair, *json.loads(member)) for _ in shown_days[pair] for member in next(replies)]
+        responses = [tuple(json.loads(member)) for _ in responded_days.get(pair, ()) for member in next(replies)]
         yield from attribute(shown, responses, window_ms)

@@ -1,7 +1,11 @@
 """Request-path reads at two log lengths: does a read cost more as the log grows? (``kapparec bench reads``)
 
 Each read is timed over ``calls`` calls beside the same-run floor, a Redis PING (one round trip
-with no work), and Redis's memory is taken after each backfill.
+with no work), and Redis's memory is taken after each backfill, in all and per feature.
+
+A longer log here is a log that ran longer: the same users and items at the same rate of
+events per day, so 5x the events span 5x the days. That is what "state must stop growing with
+log length" is about; a log of 5x the events in the same days is 5x denser state instead.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import time
 import numpy as np
 
 from featurestore.reader import FeatureReader
+from featurestore.redis_store import RedisFeatureStore
 from streams.synthetic import SyntheticLog
 from infra.private import private_stack
 from transforms.bench import produce_log
@@ -21,11 +26,17 @@ def reads_benchmark(sizes: tuple[int, ...] = (1_000_000, 5_000_000), calls: int 
     return {"calls": calls, "sizes": {str(events): _measure(events, calls) for events in sizes}}
 
 
+# The population and rate of every log length: 1M events span 100 days, past every retention
+# (the longest, affinity's, is 90 days).
+USERS, ITEMS, EVENTS_PER_DAY = 20_000, 5_000, 10_000
+
+
 def _measure(events: int, calls: int) -> dict:
-    log = SyntheticLog(users=max(100, events // 50), items=5_000, events=events, seed=0)
+    days = max(1, events // EVENTS_PER_DAY)
+    log = SyntheticLog(users=USERS, items=ITEMS, events=events, seed=0, days=days)
     with private_stack() as stack:
         produce_log(stack, log, partitions=4)
-        backfill(stack.bootstrap, stack.redis_url, progress=False)
+        version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
         reader = FeatureReader(stack.redis_url)
         item = reader.trending(n=1)[0][0]
         reads = {
@@ -37,7 +48,10 @@ def _measure(events: int, calls: int) -> dict:
         }
         figures = {name: _percentiles(read, calls) for name, read in reads.items()}
         memory = reader.client.info("memory")["used_memory"]
-    return {"events": events, **figures, "redis_used_memory_mb": round(memory / 2**20, 1)}
+        by_feature = {feature: {"keys": entry["keys"], "mb": round(entry["bytes"] / 2**20, 2)}
+                      for feature, entry in RedisFeatureStore(stack.redis_url).stats(version).items()}
+    return {"events": events, "days": days, **figures, "redis_used_memory_mb": round(memory / 2**20, 1),
+            "features": by_feature}
 
 
 def _percentiles(read, calls: int) -> dict:

@@ -37,7 +37,8 @@ class Mutation(NamedTuple):
     field: str
     value: int | float | str = 0
     # LATEST: compared as a string, so writers pad it to fixed width; DISTINCT: expiry ms;
-    # ADD: "" or "partition\x1fcloses_at", a set that goes once that partition's high water reaches it
+    # ADD: "", an expiry ms (as for COUNT), or "partition\x1fcloses_at": a set that goes once that
+    # partition's high water reaches it
     order: str = ""
     limit: int = 0  # TOP only: members kept per (feature, entity)
 

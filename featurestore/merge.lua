@@ -13,9 +13,9 @@
 -- the values depend on op:
 --   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
 --   max, tally: attribute "", value an integer; top: attribute the limit, value the score;
---   add: attribute "" (a set that never closes) or partition \31 closes_at (a session window,
---     deleted once the events high water of that partition reaches closes_at; see
---     transforms/cooccurrence.py);
+--   add: attribute "" (a set that never goes), its expiry in log time (as for count), or
+--     partition \31 closes_at (a session window, deleted once the events high water of that
+--     partition reaches closes_at; see transforms/cooccurrence.py);
 --   latest: attribute "", value [order, payload];
 --   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
@@ -65,7 +65,8 @@ local function attribute(op, text)
     return expiry and tonumber(expiry) and tonumber(cap) and {expiry = expiry, cap = tonumber(cap)}
   elseif op == 'add' and text ~= '' then
     local partition, closes = pair(text)
-    return partition and tonumber(partition) and tonumber(closes) and {partition = partition, closes = closes}
+    if not partition then return tonumber(text) and {expiry = text} end
+    return tonumber(partition) and tonumber(closes) and {partition = partition, closes = closes}
   end
   return text == '' and {} or nil
 end
@@ -191,6 +192,7 @@ for _, group in ipairs(groups) do
   elseif op == 'add' then
     variadic('SADD', key, fields)
     if group.partition then index_closing(key, group.partition, group.closes) end
+    if group.expiry then index_expiry(key, group.expiry) end
   elseif op == 'top' then
     -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
     local scored = {}

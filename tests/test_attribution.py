@@ -1,10 +1,21 @@
-"""The attribution join and the A/B statistics, as pure functions (the loop test runs them live)."""
+"""The attribution join and the A/B statistics as pure functions, and the join over the stored facts
+(the loop test in tests/test_serving.py runs them live)."""
 
 from __future__ import annotations
 
 import pytest
 
-from featurestore.attribution import Outcome, Shown, attribute
+from featurestore.attribution import Outcome, Shown, attribute, read_outcomes
+from featurestore.definitions import Feature, Mutation, Op
+from featurestore.redis_store import RedisFeatureStore
+from kapparec.timeunits import DAY_MS
+from streams.schema import Impression
+from streams.topics import EVENTS
+from tests.transforms_helpers import interaction
+from transforms.attribution import add_responses, impression_mutations
+from transforms.config import FeatureConfig
+from transforms.extract import EventBatch
+from transforms.mutations import MergedMutations
 from serving.experiment_report import NOT_ENOUGH_DATA, build_report, two_proportion_p_value, wilson
 
 MIN = 60_000
@@ -29,6 +40,27 @@ def test_a_response_outside_every_window_or_before_the_impression_is_not_attribu
 def test_a_request_id_that_was_never_shown_falls_back_to_the_window():
     outcomes = attribute([shown("r1", 0)], [(MIN, "complete", "lost-request")], window_ms=30 * MIN)
     assert [(o.clicked, o.converted) for o in outcomes] == [(True, True)]
+
+
+def test_a_pairs_facts_of_every_day_are_joined_and_a_day_past_its_retention_is_gone(stack):
+    """An impression at 23:50 answered at 00:10 the next day is clicked; the facts of a day
+    older than the retention are compacted once the log clock passes it."""
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    config = FeatureConfig(attribution_retention_ms=2 * DAY_MS)
+    day = 20 * DAY_MS
+    impressions = [Impression("r-old", "u1", day - 3 * DAY_MS, "exp/a", (("i1", 1, "two_tower"),), 0, 0),
+                   Impression("r1", "u1", day - 10 * MIN, "exp/a", (("i1", 1, "two_tower"), ("i2", 2, "trending")), 0, 1)]
+    click = interaction("i1", "click", day + 10 * MIN, partition=0, offset=0)
+    merged = MergedMutations()
+    add_responses(EventBatch(config, [click]), merged)
+    for impression in impressions:
+        for mutation in impression_mutations(config, impression):
+            merged.add(mutation)
+    high_water = Mutation(Op.MAX, Feature.HIGH_WATER, EVENTS, "0", day + 10 * MIN)
+    store.commit(version, [*merged.mutations(), high_water], {(EVENTS, 0): None}, {(EVENTS, 0): 1})
+    outcomes = sorted((o.shown.request_id, o.shown.item_id, o.clicked) for o in read_outcomes(stack.redis_url, version))
+    assert outcomes == [("r1", "i1", True), ("r1", "i2", False)]  # r-old's day went past the retention
 
 
 def test_wilson_interval_and_z_test_match_known_values():

@@ -87,10 +87,10 @@ def test_a_session_window_goes_once_its_own_partitions_high_water_reaches_its_cl
     assert not [line for line in store.dump(version) if "session_items" in line]
 
 
-def test_a_malformed_closing_is_refused_with_nothing_applied(stack):
+def test_a_malformed_expiry_or_closing_of_a_set_is_refused_with_nothing_applied(stack):
     store = RedisFeatureStore(stack.redis_url)
     version = store.create_version("test")
-    for closing in ("1", "x\x1f5000", "1\x1fsoon"):
+    for closing in ("soon", "x\x1f5000", "1\x1fsoon"):
         with pytest.raises(KapparecError, match="nothing applied"):
             store.commit(version, [*PLAY, Mutation(Op.ADD, Feature.SESSION_ITEMS, "u1|1000", "i1", order=closing)],
                          {(EVENTS, 0): None}, {(EVENTS, 0): 1})

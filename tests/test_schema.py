@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurestore.attribution import pair_entity
+from featurestore.attribution import day_entity
 from featurestore.definitions import history_member, parse_history_member
 from featurestore.redis_store import RedisFeatureStore
 from streams.dlq import read_dead_letters
@@ -47,7 +47,7 @@ def test_an_id_is_accepted_exactly_when_it_holds_no_separator_and_then_round_tri
         return
     assert clean and (parsed.user_id, parsed.item_id) == (user, item)
     assert parse_history_member(history_member(item, "play", 5, 0, 9)) == (item, "play", 5)
-    assert pair_entity(user, item).rsplit("|", 1) == [user, item]
+    assert day_entity(user, item, 86_400_000).rsplit("|", 2) == [user, item, "86400000"]
 
 
 def test_a_hostile_id_goes_to_the_dlq_and_never_into_state(stack):

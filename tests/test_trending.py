@@ -43,14 +43,14 @@ def test_windows_past_their_retention_are_compacted_alike_in_a_stream_and_a_back
     produce_synthetic(stack.bootstrap, SyntheticLog(users=60, items=40, events=3000, seed=4, days=10))
     retention = 2 * DAY_MS
     config = FeatureConfig(trending_retention_ms=retention, popularity_retention_ms=retention,
-                           affinity_retention_ms=retention)
+                           affinity_retention_ms=retention, attribution_retention_ms=retention)
     stream(stack.bootstrap, stack.redis_url, config, once=True, max_batch_records=200)
     store = RedisFeatureStore(stack.redis_url)
     streamed = list(store.dump(store.require_current_version()))
     version, _ = backfill(stack.bootstrap, stack.redis_url, config, progress=False)
     assert list(store.dump(version)) == streamed
     clock = FeatureReader(stack.redis_url, version).log_clock_ms()
-    for feature in ("trending_rank", "trending", "popularity", "affinity"):
+    for feature in ("trending_rank", "trending", "popularity", "affinity", "responded"):
         buckets = {int(json.loads(line)["key"].rsplit("|", 1)[1]) for line in streamed
                    if line.startswith(f'{{"key":"{feature}:')}
         assert buckets and min(buckets) >= clock - retention, feature  # older buckets are gone

@@ -134,7 +134,7 @@ class _CommitFeaturesFn(beam.DoFn):
                 self._merged.add(catalog_mutation(entry))
         else:
             for impression in records:
-                for mutation in impression_mutations(impression):
+                for mutation in impression_mutations(self._config, impression):
                     self._merged.add(mutation)
 
     def _add_events(self, batch: EventBatch) -> None:

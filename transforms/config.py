@@ -66,6 +66,9 @@ class FeatureConfig:
     # Engagements of one user with one item within one trending bucket from which the user
     # counts as a bot there and no longer adds to the item's trend.
     trending_actor_cap: int = 30
+    # How long the attribution facts (SHOWN, RESPONDED) of a day are kept, in log time: an
+    # experiment's report covers the impressions of this many days back.
+    attribution_retention_ms: int = 90 * DAY_MS
     # Fixed event-time window per user within which items count as co-occurring.
     session_window_ms: int = DAY_MS
     # Items of one user window that take part in co-occurrence: caps the pairs a heavy user
@@ -87,7 +90,7 @@ class FeatureConfig:
                      "session_window_ms", "max_items_per_session_window"):
             if getattr(self, name) == 0:
                 raise UsageError(f"feature setting {name} must be positive")
-        for name in ("trending_retention_ms", "popularity_retention_ms", "affinity_retention_ms"):
+        for name in ("trending_retention_ms", "popularity_retention_ms", "affinity_retention_ms", "attribution_retention_ms"):
             if getattr(self, name) <= self.allowed_lateness_ms:
                 raise UsageError(f"feature setting {name} must exceed allowed_lateness_ms, "
                                  "or a bucket could expire and then be written again by a late record")

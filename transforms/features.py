@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import apache_beam as beam
 
 from transforms.affinity import CategoryAffinity
@@ -43,7 +45,7 @@ class ComputeFeatures(beam.PTransform):
             catalog | "CatalogState" >> CatalogState(),
         )
         if "impressions" in topics:
-            shown = topics["impressions"] | "Shown" >> beam.FlatMap(impression_mutations) | CombineMutations()
+            shown = topics["impressions"] | "Shown" >> beam.FlatMap(functools.partial(impression_mutations, config)) | CombineMutations()
             features = (*features, shown)
         # Each transform has merged its own mutations, and no two transforms emit the same
         # feature, so the union already holds each key once: a final combine would only

@@ -209,9 +209,9 @@ class MergedMutations:
 
     ``groups`` maps (op, feature, entity, attribute) to {field: value}. The attribute is what
     all fields of the key share: a COUNT's expiry (its ``order``, "" for a key without a
-    window), a TOP's limit, a DISTINCT's (expiry, cap), an ADD's closing (its ``order``:
-    "partition\x1fcloses_at" for a session window, None for a set that never closes), None
-    otherwise. Values: the sum
+    window), a TOP's limit, a DISTINCT's (expiry, cap), an ADD's expiry or closing (its ``order``:
+    an expiry, or "partition\x1fcloses_at" for a session window; None for a set that never
+    goes), None otherwise. Values: the sum
     (COUNT, TALLY, DISTINCT), the maximum (MAX), None (ADD), (order, payload) (LATEST), the best
     score (TOP, trimmed lazily to its limit).
     """
