@@ -11,7 +11,9 @@ affinity moved to one key per bucket (the same counts, expiring in log time); an
 became bounded (each user's latest-engaged items with their latest engagement time, up to
 ``seen_limit``); and when session windows became closed once their partition's log time
 made every later record of theirs late (their SESSION_ITEMS deleted, a closing index per
-partition added). Every other line stayed as it was. Regenerate
+partition added); and when the attribution facts moved to one set per (user, item, day),
+expiring in log time (the same members, the days in the expiry index). Every other line
+stayed as it was. Regenerate
 them (``KAPPAREC_WRITE_GOLDEN=1``) only for a deliberate change of feature semantics, in a
 commit of its own that says why.
 """
