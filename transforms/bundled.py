@@ -106,6 +106,8 @@ class _CommitFeaturesFn(beam.DoFn):
         """``records``: one fetched batch of one partition, in log order (the source's batched output)."""
         position = (_TOPIC_OF[type(records[0])], records[0].partition)
         if position not in self._expected:
+            # Read with no commit of ours running: a long merge script makes Redis answer BUSY.
+            self._land()
             self._expected[position] = self._store.committed_offset(self._target.version, *position)
         committed = self._expected[position]
         if committed is not None and records[0].offset < committed:
