@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kapparec.errors import UsageError
 from serving.candidates import Candidate
@@ -13,8 +15,10 @@ from serving.diversity import diversify
 from serving.explain import explanation
 from serving.filters import Filters, ItemFilter, Passing
 from serving.funnel import Funnel, Query
+from serving.impressions import Impression, impression
 from serving.ranking import Scored, blend
 from serving.snapshot import Snapshot
+from streams.schema import ImpressionEvent, ShownItem, encode
 
 CATALOG = {
     "a": {"categories": ["comedy"], "regions": [], "age_rating": "G", "active": True},
@@ -99,3 +103,21 @@ def test_passing_filters_lazily_but_yields_what_an_eager_filter_would():
     assert list(passing.among({"e", "c", "d"})) == [s for s in eager if s.item_id in {"e", "c", "d"}]
     assert list(passing) == eager and list(passing) == eager  # again from the top, in order
     assert passing.first(10) == eager
+
+
+ID_TEXT = st.text(st.characters(blacklist_characters="|", blacklist_categories=("Cs",), min_codepoint=0x21),
+                  min_size=1, max_size=40).filter(lambda text: "\x7f" not in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_id=st.text(min_size=1, max_size=40), user_id=ID_TEXT, event_time=st.integers(0, 2**53),
+       bucket=st.text(max_size=30), model_version=st.text(max_size=30), served_from=st.sampled_from(["full", "cached", "degraded"]),
+       items=st.lists(st.tuples(ID_TEXT, st.sampled_from(["two_tower", "popular", "new_item"])), max_size=25))
+def test_an_impression_record_is_byte_for_byte_the_schemas_encoding(request_id, user_id, event_time, bucket, model_version,
+                                                                    served_from, items):
+    shown = [(item, position, source) for position, (item, source) in enumerate(items, start=1)]
+    record = impression(request_id, user_id, event_time, bucket, model_version, served_from, shown)
+    event = ImpressionEvent(request_id=request_id, user_id=user_id, event_time=event_time, bucket=bucket,
+                            model_version=model_version, served_from=served_from,
+                            items=tuple(ShownItem(item_id=i, position=p, source=s) for i, p, s in shown))
+    assert record == Impression(user_id, encode(event))
