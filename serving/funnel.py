@@ -100,14 +100,13 @@ class Funnel:
             with self._stage("features"):
                 user = self.reader.user_features(query.user_id)
         region = query.region or (user.profile["region"] if user else "")
-        pool = self._candidates(query, user, region)
+        pool, drawn = self._candidates(query, user, region)
         boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
         with self._stage("rank"):
             ranked = ranking(pool, self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user)
-        return Page(page.items, "full" if self.reader else "degraded", page.widened,
-                    Counter(candidate.source for candidate in pool))
+        return Page(page.items, "full" if self.reader else "degraded", page.widened, drawn)
 
     def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
         blocked = {item_id}
@@ -125,34 +124,45 @@ class Funnel:
 
     # -- stages --------------------------------------------------------------------------
 
-    def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
+    def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[list[generate.Candidate], Counter]:
+        """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
         n, wanted = self.config.list_candidates, self.config.sources
         with self._stage("lists"):
-            pool = [*self.snapshot.derived(("lists", region, n, wanted), lambda: self._list_candidates(region, n, wanted))]
+            listed, listed_counts = self.snapshot.derived(("lists", region, n, wanted),
+                                                          lambda: self._list_candidates(region, n, wanted))
+        pool, drawn = [*listed], Counter(listed_counts)
         if user is None or user.is_new:
-            return pool
+            return pool, drawn
+        personal: dict[str, list[generate.Candidate]] = {}
         if "co_occurrence" in wanted:
             recent = user.tower_history(self.config.recent_items)
             if query.current_item_id:
                 recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
-                pool += generate.co_occurrence(self._similar_many(recent, self.config.neighbours_per_item), recent)
+                personal["co_occurrence"] = generate.co_occurrence(
+                    self._similar_many(recent, self.config.neighbours_per_item), recent)
         if "continue_watching" in wanted:
-            pool += generate.continue_watching(user)
+            personal["continue_watching"] = generate.continue_watching(user)
         if self.model is not None and "two_tower" in wanted:
             device = query.device or user.profile["device"]
             history = user.tower_history(self.model.history_length)
             with self._stage("two_tower"):
-                pool += generate.two_tower(self.model, query.user_id, history, region, device,
-                                           hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None
-                                                   else query.request_time_ms), self.config.two_tower_candidates)
-        return pool
+                personal["two_tower"] = generate.two_tower(
+                    self.model, query.user_id, history, region, device,
+                    hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None else query.request_time_ms),
+                    self.config.two_tower_candidates)
+        for source, found in personal.items():
+            if found:  # as the shared lists' counts: a source that drew nothing is not counted
+                pool += found
+                drawn[source] += len(found)
+        return pool, drawn
 
-    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> list[generate.Candidate]:
+    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> tuple[list[generate.Candidate], Counter]:
         lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
                  "new_item": self.snapshot.new_items}
-        return [candidate for source, ranking in lists.items() if source in wanted
-                for candidate in generate.ranked(source, ranking, n)]
+        found = [candidate for source, ranking in lists.items() if source in wanted
+                 for candidate in generate.ranked(source, ranking, n)]
+        return found, Counter(candidate.source for candidate in found)
 
     def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
         """The candidates in the categories a new user chose score ``onboarding_boost`` times more."""
