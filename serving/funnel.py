@@ -102,10 +102,15 @@ class Funnel:
         region = query.region or (user.profile["region"] if user else "")
         pool, drawn = self._candidates(query, user, region)
         boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
+        fresh = self._fresh()
         with self._stage("rank"):
             ranked = ranking(pool, self.config, boost)
+            # The new items in the order of ``ranked``: an item's score comes from its own candidates
+            # alone, so ranking them apart gives the same scores and order, without reading the whole
+            # ranking down to them (they rank low, and exploration looks for them on every page).
+            ranked_fresh = ranking([c for c in pool if c.item_id in fresh], self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
-        page = self._finish(ranked, query, region, blocked, user)
+        page = self._finish(ranked, query, region, blocked, user, ranked_fresh=ranked_fresh)
         return Page(page.items, "full" if self.reader else "degraded", page.widened, drawn)
 
     def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
@@ -115,12 +120,12 @@ class Funnel:
             blocked |= user.seen | user.disliked
         neighbours = self._similar(item_id, k + len(blocked))
         pool = [generate.Candidate(item, "co_occurrence", rank, because=item_id) for rank, (item, _) in enumerate(neighbours)]
-        return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None, explore=False).items
+        return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None).items
 
     def trending(self, region: str, k: int) -> list[RankedItem]:
         pool = generate.ranked("trending", self.snapshot.trending_in(region), k)
         return self._finish(blend(pool, self.config), Query("", k, region=region), region, set(), None,
-                            explore=False, diverse=False).items
+                            diverse=False).items
 
     # -- stages --------------------------------------------------------------------------
 
@@ -175,19 +180,25 @@ class Funnel:
         }
 
     def _finish(self, ranked: Iterable[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
-                *, explore: bool = True, diverse: bool = True) -> Page:
+                *, ranked_fresh: Iterable[Scored] | None = None, diverse: bool = True) -> Page:
+        """The page from ``ranked``; with ``ranked_fresh`` (the new items among ``ranked``, in its
+        order) a share of it is kept for new items."""
         catalog = self.snapshot.catalog
         allowed = ItemFilter(catalog, query.filters, region, blocked)
         with self._stage("filter"):
             passing = Passing(ranked, allowed)
             first = passing.first(query.k)
             widened = len(first) < query.k
-            if widened:  # then every passing item is in ``first``
-                passing.extend(self._popular_fill(first, allowed, region, query.k - len(first)))
+            # When widened, every passing item is in ``first``, and the fill follows them all.
+            fill = self._popular_fill(first, allowed, region, query.k - len(first)) if widened else []
+            passing.extend(fill)
         with self._stage("diversify"):
             page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
-            if explore:
-                page = self._explore(page, passing, query.k)
+            if ranked_fresh is not None:
+                fresh = self._fresh()
+                passing_fresh = itertools.chain((item for item in ranked_fresh if allowed.allows(item.item_id)),
+                                                (item for item in fill if item.item_id in fresh))
+                page = self._explore(page, passing_fresh, query.k)
         with self._stage("explain"):
             items = self._explained(page, region, query, user)
         return Page(items, "full", widened)
@@ -205,18 +216,21 @@ class Funnel:
                     break
         return fill
 
-    def _explore(self, page: list[Scored], passing: Passing, k: int) -> list[Scored]:
-        """Keep ``exploration_share`` of the page for new items: the best passing new items that the
-        per-category cap allows replace the lowest-ranked others, so new items get exposure even
-        before anyone engaged with them."""
-        fresh = self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
+    def _fresh(self) -> frozenset[str]:
+        return self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
+
+    def _explore(self, page: list[Scored], passing_fresh: Iterable[Scored], k: int) -> list[Scored]:
+        """Keep ``exploration_share`` of the page for new items: the best passing new items
+        (``passing_fresh``, in rank order) that the per-category cap allows replace the lowest-ranked
+        others, so new items get exposure even before anyone engaged with them."""
+        fresh = self._fresh()
         wanted = round(k * self.config.exploration_share) - sum(1 for item in page if item.item_id in fresh)
         if not fresh or wanted <= 0:
             return page
         # Counted over the whole page before any item leaves it, so the cap still holds after.
         per_category = Counter(map(self._first_category, (item.item_id for item in page)))
         on_page, extra = {item.item_id for item in page}, []
-        for item in passing.among(fresh):
+        for item in passing_fresh:
             if item.item_id in on_page:
                 continue
             category = self._first_category(item.item_id)
