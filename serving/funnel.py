@@ -154,7 +154,7 @@ class Funnel:
             with self._stage("two_tower"):
                 personal["two_tower"] = generate.two_tower(
                     self.model, query.user_id, history, region, device,
-                    hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None else query.request_time_ms),
+                    self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms),
                     self.config.two_tower_candidates)
         for source, found in personal.items():
             if found:  # as the shared lists' counts: a source that drew nothing is not counted
@@ -215,6 +215,10 @@ class Funnel:
                 if len(fill) == needed:
                     break
         return fill
+
+    def _log_hour(self) -> int:
+        """The hour of day of the log's clock: the snapshot's, so once per snapshot (a numpy call each)."""
+        return self.snapshot.derived("log_hour", lambda: hour_of(self.snapshot.log_clock_ms))
 
     def _fresh(self) -> frozenset[str]:
         return self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
