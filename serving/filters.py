@@ -57,8 +57,6 @@ class Passing:
         self._ranked = iter(ranked)
         self._allowed = allowed
         self._taken: list = []  # the passing items so far, in rank order
-        self._unchecked: list = []  # items read past the last passing one by ``among``, not filtered yet
-        self._unchecked_from = 0
 
     def __iter__(self) -> Iterator[Any]:
         n = 0
@@ -72,38 +70,16 @@ class Passing:
             pass
         return self._taken[:k]
 
-    def among(self, wanted: frozenset[str] | set[str]) -> Iterator[Any]:
-        """The passing items whose id is in ``wanted``, in rank order; only those are filtered (the
-        page's new items are a few of the ranking's hundreds)."""
-        yield from (item for item in self._taken if item.item_id in wanted)
-        n = self._unchecked_from
-        while True:
-            if n == len(self._unchecked):
-                item = next(self._ranked, None)
-                if item is None:
-                    return
-                self._unchecked.append(item)
-            item = self._unchecked[n]
-            n += 1
-            if item.item_id in wanted and self._allowed.allows(item.item_id):
-                yield item
-
     def extend(self, items: Iterable[Any]) -> None:
         """Items that follow every passing one (call it once the ranking is used up)."""
         self._taken.extend(items)
 
     def _take_next(self) -> bool:
-        while True:
-            if self._unchecked_from < len(self._unchecked):
-                item = self._unchecked[self._unchecked_from]
-                self._unchecked_from += 1
-            else:
-                item = next(self._ranked, None)
-                if item is None:
-                    return False
+        for item in self._ranked:
             if self._allowed.allows(item.item_id):
                 self._taken.append(item)
                 return True
+        return False
 
 
 def _age_rank(rating: str | None) -> int:

@@ -100,14 +100,18 @@ class Funnel:
             with self._stage("features"):
                 user = self.reader.user_features(query.user_id)
         region = query.region or (user.profile["region"] if user else "")
-        pool = self._candidates(query, user, region)
+        pool, drawn = self._candidates(query, user, region)
         boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
+        fresh = self._fresh()
         with self._stage("rank"):
             ranked = ranking(pool, self.config, boost)
+            # The new items in the order of ``ranked``: an item's score comes from its own candidates
+            # alone, so ranking them apart gives the same scores and order, without reading the whole
+            # ranking down to them (they rank low, and exploration looks for them on every page).
+            ranked_fresh = ranking([c for c in pool if c.item_id in fresh], self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
-        page = self._finish(ranked, query, region, blocked, user)
-        return Page(page.items, "full" if self.reader else "degraded", page.widened,
-                    Counter(candidate.source for candidate in pool))
+        page = self._finish(ranked, query, region, blocked, user, ranked_fresh=ranked_fresh)
+        return Page(page.items, "full" if self.reader else "degraded", page.widened, drawn)
 
     def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
         blocked = {item_id}
@@ -116,43 +120,54 @@ class Funnel:
             blocked |= user.seen | user.disliked
         neighbours = self._similar(item_id, k + len(blocked))
         pool = [generate.Candidate(item, "co_occurrence", rank, because=item_id) for rank, (item, _) in enumerate(neighbours)]
-        return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None, explore=False).items
+        return self._finish(blend(pool, self.config), Query(user_id, k), "", blocked, None).items
 
     def trending(self, region: str, k: int) -> list[RankedItem]:
         pool = generate.ranked("trending", self.snapshot.trending_in(region), k)
         return self._finish(blend(pool, self.config), Query("", k, region=region), region, set(), None,
-                            explore=False, diverse=False).items
+                            diverse=False).items
 
     # -- stages --------------------------------------------------------------------------
 
-    def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
+    def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[list[generate.Candidate], Counter]:
+        """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
         n, wanted = self.config.list_candidates, self.config.sources
         with self._stage("lists"):
-            pool = [*self.snapshot.derived(("lists", region, n, wanted), lambda: self._list_candidates(region, n, wanted))]
+            listed, listed_counts = self.snapshot.derived(("lists", region, n, wanted),
+                                                          lambda: self._list_candidates(region, n, wanted))
+        pool, drawn = [*listed], Counter(listed_counts)
         if user is None or user.is_new:
-            return pool
+            return pool, drawn
+        personal: dict[str, list[generate.Candidate]] = {}
         if "co_occurrence" in wanted:
             recent = user.tower_history(self.config.recent_items)
             if query.current_item_id:
                 recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
-                pool += generate.co_occurrence(self._similar_many(recent, self.config.neighbours_per_item), recent)
+                personal["co_occurrence"] = generate.co_occurrence(
+                    self._similar_many(recent, self.config.neighbours_per_item), recent)
         if "continue_watching" in wanted:
-            pool += generate.continue_watching(user)
+            personal["continue_watching"] = generate.continue_watching(user)
         if self.model is not None and "two_tower" in wanted:
             device = query.device or user.profile["device"]
             history = user.tower_history(self.model.history_length)
             with self._stage("two_tower"):
-                pool += generate.two_tower(self.model, query.user_id, history, region, device,
-                                           hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None
-                                                   else query.request_time_ms), self.config.two_tower_candidates)
-        return pool
+                personal["two_tower"] = generate.two_tower(
+                    self.model, query.user_id, history, region, device,
+                    self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms),
+                    self.config.two_tower_candidates)
+        for source, found in personal.items():
+            if found:  # as the shared lists' counts: a source that drew nothing is not counted
+                pool += found
+                drawn[source] += len(found)
+        return pool, drawn
 
-    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> list[generate.Candidate]:
+    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> tuple[list[generate.Candidate], Counter]:
         lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
                  "new_item": self.snapshot.new_items}
-        return [candidate for source, ranking in lists.items() if source in wanted
-                for candidate in generate.ranked(source, ranking, n)]
+        found = [candidate for source, ranking in lists.items() if source in wanted
+                 for candidate in generate.ranked(source, ranking, n)]
+        return found, Counter(candidate.source for candidate in found)
 
     def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
         """The candidates in the categories a new user chose score ``onboarding_boost`` times more."""
@@ -165,19 +180,25 @@ class Funnel:
         }
 
     def _finish(self, ranked: Iterable[Scored], query: Query, region: str, blocked: set[str], user: UserFeatures | None,
-                *, explore: bool = True, diverse: bool = True) -> Page:
+                *, ranked_fresh: Iterable[Scored] | None = None, diverse: bool = True) -> Page:
+        """The page from ``ranked``; with ``ranked_fresh`` (the new items among ``ranked``, in its
+        order) a share of it is kept for new items."""
         catalog = self.snapshot.catalog
         allowed = ItemFilter(catalog, query.filters, region, blocked)
         with self._stage("filter"):
             passing = Passing(ranked, allowed)
             first = passing.first(query.k)
             widened = len(first) < query.k
-            if widened:  # then every passing item is in ``first``
-                passing.extend(self._popular_fill(first, allowed, region, query.k - len(first)))
+            # When widened, every passing item is in ``first``, and the fill follows them all.
+            fill = self._popular_fill(first, allowed, region, query.k - len(first)) if widened else []
+            passing.extend(fill)
         with self._stage("diversify"):
             page = diversify(passing, catalog, self.config.max_per_category if diverse else 0, query.k)
-            if explore:
-                page = self._explore(page, passing, query.k)
+            if ranked_fresh is not None:
+                fresh = self._fresh()
+                passing_fresh = itertools.chain((item for item in ranked_fresh if allowed.allows(item.item_id)),
+                                                (item for item in fill if item.item_id in fresh))
+                page = self._explore(page, passing_fresh, query.k)
         with self._stage("explain"):
             items = self._explained(page, region, query, user)
         return Page(items, "full", widened)
@@ -195,18 +216,25 @@ class Funnel:
                     break
         return fill
 
-    def _explore(self, page: list[Scored], passing: Passing, k: int) -> list[Scored]:
-        """Keep ``exploration_share`` of the page for new items: the best passing new items that the
-        per-category cap allows replace the lowest-ranked others, so new items get exposure even
-        before anyone engaged with them."""
-        fresh = self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
+    def _log_hour(self) -> int:
+        """The hour of day of the log's clock: the snapshot's, so once per snapshot (a numpy call each)."""
+        return self.snapshot.derived("log_hour", lambda: hour_of(self.snapshot.log_clock_ms))
+
+    def _fresh(self) -> frozenset[str]:
+        return self.snapshot.derived("fresh", lambda: frozenset(item for item, _ in self.snapshot.new_items))
+
+    def _explore(self, page: list[Scored], passing_fresh: Iterable[Scored], k: int) -> list[Scored]:
+        """Keep ``exploration_share`` of the page for new items: the best passing new items
+        (``passing_fresh``, in rank order) that the per-category cap allows replace the lowest-ranked
+        others, so new items get exposure even before anyone engaged with them."""
+        fresh = self._fresh()
         wanted = round(k * self.config.exploration_share) - sum(1 for item in page if item.item_id in fresh)
         if not fresh or wanted <= 0:
             return page
         # Counted over the whole page before any item leaves it, so the cap still holds after.
         per_category = Counter(map(self._first_category, (item.item_id for item in page)))
         on_page, extra = {item.item_id for item in page}, []
-        for item in passing.among(fresh):
+        for item in passing_fresh:
             if item.item_id in on_page:
                 continue
             category = self._first_category(item.item_id)

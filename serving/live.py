@@ -37,6 +37,10 @@ log = logging.getLogger("kapparec.serving")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # The request path's Redis calls fail after this long rather than hang a request.
 REQUEST_TIMEOUT_S = 0.25
+# The background snapshot's reads (a 100,000-item catalog, every scope's rankings) are bulk reads
+# that no request waits for. Under the request timeout they failed on a loaded machine at every
+# refresh, and the server stayed degraded, serving an empty snapshot, from its start on.
+SNAPSHOT_TIMEOUT_S = 5.0
 
 
 def freeze_heap(collect: bool = False) -> None:
@@ -82,7 +86,8 @@ class LiveFeatures(Poller):
     def __init__(self, redis_url: str, config: FunnelConfig, refresh_s: float = 2.0):
         super().__init__(refresh_s)
         self.redis_url, self.config = redis_url, config
-        self.reader: FeatureReader | None = None
+        self.reader: FeatureReader | None = None  # the request path's, with its short timeout
+        self._snapshot_reader: FeatureReader | None = None
         self.snapshot = Snapshot.empty()
         self.healthy: bool | None = None  # None until the first check
 
@@ -92,16 +97,19 @@ class LiveFeatures(Poller):
             if version is None:
                 raise KapparecError("the feature store has no current version yet")
             version = version.decode()
-            reader = self.reader if self.reader and self.reader.version == version else FeatureReader(
-                self.redis_url, version, timeout_s=REQUEST_TIMEOUT_S)
+            reader = self._reader_of(self.reader, version, REQUEST_TIMEOUT_S)
+            self._snapshot_reader = self._reader_of(self._snapshot_reader, version, SNAPSHOT_TIMEOUT_S)
             previous = self.snapshot
-            self.snapshot = Snapshot.take(reader, self.config, previous=previous)
+            self.snapshot = Snapshot.take(self._snapshot_reader, self.config, previous=previous)
             if self.snapshot.catalog is not previous.catalog:
                 freeze_heap()
             self.reader = reader
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:
             self._set_health(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    def _reader_of(self, current: FeatureReader | None, version: str, timeout_s: float) -> FeatureReader:
+        return current if current and current.version == version else FeatureReader(self.redis_url, version, timeout_s=timeout_s)
 
     def mark_unreachable(self, reason: str) -> None:
         """A request found Redis unreachable: degrade at once rather than at the next refresh."""

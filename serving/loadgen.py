@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -30,10 +31,13 @@ class Load:
     qps: float
     errors: int
     requests: int
+    # Recommend answers by ``served_from``: a run served degraded (from the snapshot alone) measures
+    # a cheaper request than the funnel, so the figures say which one they measured.
+    served_from: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "qps": self.qps,
-                "errors": self.errors, "requests": self.requests}
+                "errors": self.errors, "requests": self.requests} | ({"served_from": self.served_from} if self.served_from else {})
 
 
 def run_load(address: str, rpc: str, clients: int, seconds: float, users: list[str], k: int = 20) -> Load:
@@ -53,10 +57,12 @@ def run_load(address: str, rpc: str, clients: int, seconds: float, users: list[s
             process.join(10)
             if process.is_alive():
                 process.terminate()
-    latencies = np.concatenate([latency for latency, _ in finished])
-    errors = sum(errors for _, errors in finished)
+    latencies = np.concatenate([latency for latency, _, _ in finished])
+    errors = sum(errors for _, errors, _ in finished)
+    origins = sum((origins for _, _, origins in finished), Counter())
     p50, p95, p99 = (np.percentile(latencies, [50, 95, 99]) * 1000).round(3) if len(latencies) else (0.0, 0.0, 0.0)
-    return Load(float(p50), float(p95), float(p99), round(len(latencies) / seconds, 1), errors, len(latencies) + errors)
+    return Load(float(p50), float(p95), float(p99), round(len(latencies) / seconds, 1), errors, len(latencies) + errors,
+                dict(sorted(origins.items())))
 
 
 def _client(address: str, rpc: str, connected, seconds: float, users: list[str], k: int, seed: int, results) -> None:
@@ -70,7 +76,7 @@ def _client(address: str, rpc: str, connected, seconds: float, users: list[str],
     else:
         requests = [health_pb2.HealthCheckRequest()]
         call = health_pb2_grpc.HealthStub(channel).Check
-    latencies, errors, n = [], 0, 0
+    latencies, errors, n, origins = [], 0, 0, Counter()
     connected.wait(timeout=CONNECT_TIMEOUT_S)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -78,9 +84,11 @@ def _client(address: str, rpc: str, connected, seconds: float, users: list[str],
         n += 1
         began = time.perf_counter()
         try:
-            call(request, timeout=10)
+            response = call(request, timeout=10)
             latencies.append(time.perf_counter() - began)
+            if rpc == RECOMMEND:
+                origins[response.served_from] += 1
         except grpc.RpcError:
             errors += 1
     channel.close()
-    results.put((np.asarray(latencies), errors))
+    results.put((np.asarray(latencies), errors, origins))

@@ -25,14 +25,14 @@ from serving import limits, metrics
 from serving.cache import ResponseCache
 from serving.config import FunnelConfig
 from serving.filters import Filters
-from serving.funnel import Funnel, Page, Query, RankedItem
-from serving.impressions import ImpressionLog
+from serving.funnel import Funnel, Page, Query
+from serving.impressions import ImpressionLog, impression
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LogUnavailable
 from featurestore.reader import UserFeatures
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
-from streams.schema import ImpressionEvent, InteractionEvent, ShownItem
+from streams.schema import InteractionEvent
 
 log = logging.getLogger("kapparec.serving")
 
@@ -156,28 +156,26 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         metrics.child(metrics.RESPONSES_BY_ORIGIN, page.served_from, str(page.widened).lower()).inc()
         for source, count in Counter(item.source for item in page.items).items():
             metrics.child(metrics.ITEMS_BY_SOURCE, source).inc(count)
-        return pb.RecommendResponse(
-            items=[_item(rank, item) for rank, item in enumerate(page.items, start=1)],
+        response = pb.RecommendResponse(
             request_id=uuid.uuid4().hex,
             model_version=treatment.model.version if treatment.model else "",
             bucket=treatment.bucket,
             served_from=page.served_from,
             widened=page.widened,
         )
+        add = response.items.add  # built in place: a list of items passed to the constructor is copied item by item
+        for rank, item in enumerate(page.items, start=1):
+            add(item_id=item.item_id, rank=rank, score=item.score, source=item.source, explanation=item.explanation,
+                title=item.title)
+        return response
 
     def _log_impression(self, user_id: str, response: pb.RecommendResponse) -> None:
         if self.impressions is None or not response.items:
             return
-        try:
-            impression = ImpressionEvent(
-                request_id=response.request_id, user_id=user_id, event_time=int(time.time() * 1000),
-                bucket=response.bucket, model_version=response.model_version, served_from=response.served_from,
-                items=tuple(ShownItem(item_id=i.item_id, position=i.rank, source=i.source) for i in response.items),
-            )
-        except ValidationError:  # an id the log's contract refuses: the page is served, its impression counted lost
-            metrics.child(metrics.IMPRESSIONS_DROPPED, "invalid").inc()
-            return
-        self.impressions.offer(impression)
+        self.impressions.offer(impression(
+            response.request_id, user_id, int(time.time() * 1000), response.bucket, response.model_version,
+            response.served_from, ((i.item_id, i.rank, i.source) for i in response.items),
+        ))
 
     def _authenticate(self, context: grpc.ServicerContext) -> None:
         if not self.token:
@@ -264,7 +262,3 @@ def _validated_event(index: int, event: pb.Event) -> InteractionEvent:
         field = ".".join(str(part) for part in error["loc"]) or "event"
         raise limits.InvalidRequest(f"events[{index}]: {field}: {error['msg']}") from None
 
-
-def _item(rank: int, item: RankedItem) -> pb.RecommendedItem:
-    return pb.RecommendedItem(item_id=item.item_id, rank=rank, score=item.score, source=item.source,
-                              explanation=item.explanation, title=item.title)

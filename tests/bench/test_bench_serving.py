@@ -31,3 +31,5 @@ def test_recommend_against_the_empty_rpc_ceiling():
     assert result["items"] == items and set(result["clients"]) == {"1", "8", "32"}
     for clients, row in result["clients"].items():
         assert row["requests"] > 0 and result["ceiling_qps"][clients] > 0
+        # Degraded pages come from the snapshot alone: a run that served them did not measure the funnel.
+        assert set(row["served_from"]) <= {"full", "cached"}, row["served_from"]
