@@ -8,6 +8,7 @@ filters leave the page short, popular items that pass the filters fill it (``wid
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections import Counter
@@ -94,16 +95,13 @@ class Funnel:
 
         ``user``: the user's features, when the caller has read them already through ``reader``.
         """
-        if self.reader is None:
-            user = None
-        elif user is None:
-            with self._stage("features"):
-                user = self.reader.user_features(query.user_id)
-        region = query.region or (user.profile["region"] if user else "")
-        pool = self._candidates(query, user, region)
-        boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
+        user, region, pool = self.candidates(query, user)
+        known = user is not None and not user.is_new
+        boost = None if known else self._onboarding_boost(query, pool)
+        ranker = self.model.ranker if self.model is not None and known else None
+        learned = functools.partial(ranker.rank, user=user, snapshot=self.snapshot, region=region) if ranker else None
         with self._stage("rank"):
-            ranked = ranking(pool, self.config, boost)
+            ranked = ranking(pool, self.config, boost, learned)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user)
         return Page(page.items, "full" if self.reader else "degraded", page.widened,
@@ -125,8 +123,20 @@ class Funnel:
 
     # -- stages --------------------------------------------------------------------------
 
+    def candidates(self, query: Query, user: UserFeatures | None = None
+                   ) -> tuple[UserFeatures | None, str, list[generate.Candidate]]:
+        """The user's features (read unless given; None without a reader), the request's region and
+        the candidates the ranking stage orders."""
+        if self.reader is None:
+            user = None
+        elif user is None:
+            with self._stage("features"):
+                user = self.reader.user_features(query.user_id)
+        region = query.region or (user.profile["region"] if user else "")
+        return user, region, self._candidates(query, user, region)
+
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> list[generate.Candidate]:
-        n, wanted = self.config.list_candidates, self.config.sources
+        n, wanted = self.config.list_candidates, self._sources()
         with self._stage("lists"):
             pool = [*self.snapshot.derived(("lists", region, n, wanted), lambda: self._list_candidates(region, n, wanted))]
         if user is None or user.is_new:
@@ -147,6 +157,11 @@ class Funnel:
                                            hour_of(self.snapshot.log_clock_ms if query.request_time_ms is None
                                                    else query.request_time_ms), self.config.two_tower_candidates)
         return pool
+
+    def _sources(self) -> frozenset[str]:
+        """What to generate: a learned ranker weighs every source; the blend only those it weights."""
+        ranker = self.model.ranker if self.model is not None else None
+        return self.config.sources | ranker.sources if ranker else self.config.sources
 
     def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> list[generate.Candidate]:
         lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),

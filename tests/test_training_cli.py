@@ -173,5 +173,13 @@ def test_eval_measures_the_serving_funnel_over_features_replayed_from_the_traini
             assert funnel["params"]["weights"][knob.split(".", 1)[1]] == value
         else:
             assert funnel["params"][knob] == value
+    # A learned ranker was fitted on the same validation users and adopted only if it beat the blend there.
+    ranker = selection["ranker"]
+    assert ranker["validation_users"] == selection["validation_users"]
+    if "skipped" not in ranker:
+        figures = ranker["validation_recall@10"]
+        assert ranker["positives"] > 0 and figures["blend"] == selection["validation_recall@10"]
+        assert ranker["adopted"] == (figures["learned_out_of_fold"] - figures["blend"] > figures["paired_se"])
+    assert funnel["ranker"] == ("learned" if ranker["adopted"] else "blend")
     # The planted tastes are easy: the funnel finds them far better than popularity does.
     assert funnel["recall@10"] > 1.2 * report["models"]["popularity"]["recall@10"]
