@@ -12,9 +12,9 @@ candidates. Scoring is one standardised matrix-vector product in numpy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,58 +58,90 @@ class RankerFileError(ValueError):
 class CandidateFeatures:
     items: list[str]  # one row of ``matrix`` per distinct item, in first-proposed order
     matrix: np.ndarray  # (len(items), len(FEATURES)) float64
-    proposals: list[list[Candidate]]  # each item's candidates, for naming its source
+    rows: np.ndarray  # each candidate's row
+    sources: np.ndarray  # each candidate's source, as an index into SOURCES
+    ranks: np.ndarray  # each candidate's rank within its source
+
+
+@dataclass(frozen=True)
+class CatalogColumns:
+    """The catalog as arrays, built once per snapshot: a request then looks each candidate up once."""
+
+    row_of: dict[str, int]  # item -> row; items off the catalog share the last row
+    created_at: np.ndarray  # per row, ms (the log clock for the unknown row: age 0)
+    categories: np.ndarray  # per row, category indices padded with -1
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> "CatalogColumns":
+        catalog = snapshot.catalog
+        index: dict[str, int] = {}
+        listed = [[index.setdefault(c, len(index)) for c in entry.get("categories") or ()] for entry in catalog.values()]
+        categories = np.full((len(catalog) + 1, max(map(len, listed), default=0) or 1), -1, dtype=np.int64)
+        for row, found in enumerate(listed):
+            categories[row, : len(found)] = found
+        created = [float(entry.get("created_at", snapshot.log_clock_ms)) for entry in catalog.values()]
+        return cls({item: row for row, item in enumerate(catalog)}, np.array([*created, snapshot.log_clock_ms]),
+                   categories)
+
+    def rows(self, items: list[str]) -> np.ndarray:
+        unknown = itertools.repeat(len(self.created_at) - 1)
+        return np.fromiter(map(self.row_of.get, items, unknown), dtype=np.int64, count=len(items))
+
+    def affinity(self, item_rows: np.ndarray, history_rows: np.ndarray) -> np.ndarray:
+        """Per item, the largest share of the history items that are in one of its categories."""
+        if not len(history_rows):
+            return np.zeros(len(item_rows))
+        held = self.categories[history_rows].ravel()
+        shares = np.bincount(held[held >= 0], minlength=self.categories.max() + 1) / len(history_rows)
+        return np.append(shares, 0.0)[self.categories[item_rows]].max(axis=1)  # -1 (padding) reads the 0
 
 
 def candidate_features(candidates: list[Candidate], user: UserFeatures, snapshot: Snapshot,
                        region: str) -> CandidateFeatures:
     """The feature rows of the distinct items of ``candidates`` for ``user``'s request."""
-    row_of: dict[str, int] = {}
-    proposals: list[list[Candidate]] = []
-    for candidate in candidates:
-        row = row_of.setdefault(candidate.item_id, len(row_of))
-        if row == len(proposals):
-            proposals.append([])
-        proposals[row].append(candidate)
-    items = list(row_of)
+    item_ids, source_names, rank_list, _, score_list = zip(*candidates) if candidates else ((),) * 5
+    items = list(dict.fromkeys(item_ids))  # distinct, in first-proposed order
+    row_of = dict(zip(items, range(len(items))))
+    rows = np.fromiter(map(row_of.__getitem__, item_ids), dtype=np.int64, count=len(item_ids))
+    sources = np.fromiter(map(SOURCE_INDEX.__getitem__, source_names), dtype=np.int64, count=len(source_names))
+    ranks = np.array(rank_list, dtype=np.float64)
     matrix = np.zeros((len(items), len(FEATURES)))
-    rows = np.fromiter((row_of[c.item_id] for c in candidates), dtype=np.int64, count=len(candidates))
-    sources = np.fromiter((SOURCE_INDEX[c.source] for c in candidates), dtype=np.int64, count=len(candidates))
-    ranks = np.fromiter((c.rank for c in candidates), dtype=np.float64, count=len(candidates))
     # A source proposes an item at most once in practice; where it does twice, the better rank counts.
     np.maximum.at(matrix, (rows, IN + sources), 1.0)
     np.maximum.at(matrix, (rows, RR + sources), 1.0 / (1.0 + ranks))
     tower = sources == SOURCE_INDEX["two_tower"]
     if tower.any():
-        scores = np.fromiter((c.score for c in candidates), dtype=np.float64, count=len(candidates))[tower]
+        scores = np.array(score_list, dtype=np.float64)[tower]
         spread = scores.std()
         matrix[rows[tower], COLUMN["two_tower.log_rank"]] = np.log1p(ranks[tower])
         matrix[rows[tower], COLUMN["two_tower.score_z"]] = (scores - scores.mean()) / spread if spread > 0 else 0.0
     matrix[:, COLUMN["sources"]] = matrix[:, IN:IN + len(SOURCES)].sum(axis=1)
-    popularity = snapshot.derived(("ranker.popularity", region), lambda: _popularity(snapshot, region))
-    matrix[:, COLUMN["popularity"]] = [popularity.get(item, 0.0) for item in items]
-    catalog = snapshot.catalog
-    created = np.array([catalog.get(item, {}).get("created_at", snapshot.log_clock_ms) for item in items], dtype=np.float64)
-    matrix[:, COLUMN["age.log_days"]] = np.log1p(np.maximum(0.0, snapshot.log_clock_ms - created) / DAY_MS)
-    shares = _category_shares(user, catalog)
-    matrix[:, COLUMN["category_affinity"]] = [
-        max((shares.get(c, 0.0) for c in catalog.get(item, {}).get("categories") or ()), default=0.0) for item in items]
+    columns = snapshot.derived("ranker.catalog", lambda: CatalogColumns.of(snapshot))
+    popularity = snapshot.derived(("ranker.popularity", region), lambda: _popularity(snapshot, region, columns))
+    catalog_rows = columns.rows(items)
+    matrix[:, COLUMN["popularity"]] = popularity[catalog_rows]
+    age_ms = np.maximum(0.0, snapshot.log_clock_ms - columns.created_at[catalog_rows])
+    matrix[:, COLUMN["age.log_days"]] = np.log1p(age_ms / DAY_MS)
+    matrix[:, COLUMN["category_affinity"]] = columns.affinity(
+        catalog_rows, columns.rows(user.tower_history(AFFINITY_HISTORY)))
     history = math.log1p(len(user.history))
     for source in INTERACTIONS:
         matrix[:, COLUMN[f"rr.{source}.x_history"]] = matrix[:, COLUMN[f"rr.{source}"]] * history
-    return CandidateFeatures(items, matrix, proposals)
+    return CandidateFeatures(items, matrix, rows, sources, ranks)
 
 
-def _popularity(snapshot: Snapshot, region: str) -> dict[str, float]:
+def _popularity(snapshot: Snapshot, region: str, columns: CatalogColumns) -> np.ndarray:
+    """Per catalog row, log(1 + decayed popularity) / log(1 + the top item's); 0 off the list."""
+    found = np.zeros(len(columns.created_at))
     ranked = snapshot.popular_in(region)
     top = math.log1p(max(ranked[0][1], 0.0)) if ranked else 0.0
-    return {item: math.log1p(max(score, 0.0)) / top for item, score in ranked} if top > 0 else {}
-
-
-def _category_shares(user: UserFeatures, catalog: dict[str, dict]) -> dict[str, float]:
-    recent = user.tower_history(AFFINITY_HISTORY)
-    counts = Counter(c for item in recent for c in catalog.get(item, {}).get("categories") or ())
-    return {category: count / len(recent) for category, count in counts.items()} if recent else {}
+    if top > 0:
+        listed = [(columns.row_of[item], math.log1p(max(score, 0.0)) / top) for item, score in ranked
+                  if item in columns.row_of]
+        if listed:
+            where, value = zip(*listed)
+            found[list(where)] = value
+    return found
 
 
 @dataclass(frozen=True)
@@ -133,8 +165,10 @@ class LearnedRanker:
         features = candidate_features(candidates, user, snapshot, region)
         scores = self.scores(features.matrix)
         rr_weight = self.coef[RR:RR + len(SOURCES)] / self.scale[RR:RR + len(SOURCES)]
-        best = {item: max(proposed, key=lambda c: rr_weight[SOURCE_INDEX[c.source]] / (1.0 + c.rank))
-                for item, proposed in zip(features.items, features.proposals)}
+        adds = rr_weight[features.sources] / (1.0 + features.ranks)
+        order = np.lexsort((-adds, features.rows))  # by row, the largest addition first
+        firsts = order[np.flatnonzero(np.diff(features.rows[order], prepend=-1))]
+        best = {features.items[row]: candidates[n] for row, n in zip(features.rows[firsts].tolist(), firsts.tolist())}
         return dict(zip(features.items, scores.tolist())), best
 
     def save(self, path: Path) -> None:

@@ -133,7 +133,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def clearly_better(candidate: np.ndarray, kept: np.ndarray) -> bool:
     """The per-user metric ``candidate`` beats ``kept`` by more than one standard error of the mean difference."""
     difference = candidate - kept
-    return float(difference.mean()) > float(difference.std(ddof=1)) / np.sqrt(len(difference))
+    return bool(difference.mean() > difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
