@@ -70,6 +70,7 @@ class CatalogColumns:
     row_of: dict[str, int]  # item -> row; items off the catalog share the last row
     created_at: np.ndarray  # per row, ms (the log clock for the unknown row: age 0)
     categories: np.ndarray  # per row, category indices padded with -1
+    category_count: int
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> "CatalogColumns":
@@ -81,7 +82,7 @@ class CatalogColumns:
             categories[row, : len(found)] = found
         created = [float(entry.get("created_at", snapshot.log_clock_ms)) for entry in catalog.values()]
         return cls({item: row for row, item in enumerate(catalog)}, np.array([*created, snapshot.log_clock_ms]),
-                   categories)
+                   categories, len(index))
 
     def rows(self, items: list[str]) -> np.ndarray:
         unknown = itertools.repeat(len(self.created_at) - 1)
@@ -92,7 +93,7 @@ class CatalogColumns:
         if not len(history_rows):
             return np.zeros(len(item_rows))
         held = self.categories[history_rows].ravel()
-        shares = np.bincount(held[held >= 0], minlength=self.categories.max() + 1) / len(history_rows)
+        shares = np.bincount(held[held >= 0], minlength=self.category_count) / len(history_rows)
         return np.append(shares, 0.0)[self.categories[item_rows]].max(axis=1)  # -1 (padding) reads the 0
 
 
