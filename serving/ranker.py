@@ -1,4 +1,4 @@
-"""The learned ranker: a logistic regression over per-candidate features serving has at request time.
+"""The learned ranker: a linear scorer over per-candidate features serving has at request time.
 
 A model version may carry one (``ranker.json``, written by ``training.learned_ranker`` from a
 replay's validation split). When the loaded version has it, ``serving.ranking.ranking`` orders a
@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "two_tower.log_rank",  # log(1 + rank) among the two-tower's candidates, 0 if absent
     "two_tower.score_z",  # the two-tower score's z-score within the request's two-tower candidates
     "sources",  # how many sources proposed the item
+    "co_occurrence.proposals",  # how many of the user's recent items have it among their neighbours
     "popularity",  # log(1 + decayed popularity) / log(1 + the top item's), 0 off the list
     "age.log_days",  # log(1 + days since the item was created, on the log clock)
     "category_affinity",  # the largest share of the user's recent history in one of the item's categories
@@ -107,7 +108,7 @@ def candidate_features(candidates: list[Candidate], user: UserFeatures, snapshot
     sources = np.fromiter(map(SOURCE_INDEX.__getitem__, source_names), dtype=np.int64, count=len(source_names))
     ranks = np.array(rank_list, dtype=np.float64)
     matrix = np.zeros((len(items), len(FEATURES)))
-    # A source proposes an item at most once in practice; where it does twice, the better rank counts.
+    # Where a source proposes an item twice (co-occurrence: the neighbour of two recent items), the better rank counts.
     np.maximum.at(matrix, (rows, IN + sources), 1.0)
     np.maximum.at(matrix, (rows, RR + sources), 1.0 / (1.0 + ranks))
     tower = sources == SOURCE_INDEX["two_tower"]
@@ -117,6 +118,8 @@ def candidate_features(candidates: list[Candidate], user: UserFeatures, snapshot
         matrix[rows[tower], COLUMN["two_tower.log_rank"]] = np.log1p(ranks[tower])
         matrix[rows[tower], COLUMN["two_tower.score_z"]] = (scores - scores.mean()) / spread if spread > 0 else 0.0
     matrix[:, COLUMN["sources"]] = matrix[:, IN:IN + len(SOURCES)].sum(axis=1)
+    neighbours = sources == SOURCE_INDEX["co_occurrence"]
+    np.add.at(matrix[:, COLUMN["co_occurrence.proposals"]], rows[neighbours], 1.0)
     columns = snapshot.derived("ranker.catalog", lambda: CatalogColumns.of(snapshot))
     popularity = snapshot.derived(("ranker.popularity", region), lambda: _popularity(snapshot, region, columns))
     catalog_rows = columns.rows(items)

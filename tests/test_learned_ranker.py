@@ -44,11 +44,13 @@ def a_snapshot() -> Snapshot:
 
 def test_the_features_are_what_serving_knows_about_each_candidate():
     pool = [Candidate("a", "two_tower", 0, score=3.0), Candidate("b", "two_tower", 1, score=1.0),
-            Candidate("a", "co_occurrence", 2, because="h1"), Candidate("c", "popular", 1)]
+            Candidate("a", "co_occurrence", 2, because="h1"), Candidate("a", "co_occurrence", 5, because="h2"),
+            Candidate("c", "popular", 1)]
     features = candidate_features(pool, a_user(), a_snapshot(), "")
     assert features.items == ["a", "b", "c"]
     a, b, c = features.matrix
     assert a[COLUMN["in.two_tower"]] == a[COLUMN["in.co_occurrence"]] == 1 and a[COLUMN["sources"]] == 2
+    assert (a[COLUMN["co_occurrence.proposals"]], b[COLUMN["co_occurrence.proposals"]]) == (2, 0)
     assert a[COLUMN["rr.co_occurrence"]] == pytest.approx(1 / 3) and c[COLUMN["rr.popular"]] == pytest.approx(1 / 2)
     assert (a[COLUMN["two_tower.score_z"]], b[COLUMN["two_tower.score_z"]]) == (1.0, -1.0)
     assert b[COLUMN["two_tower.log_rank"]] == pytest.approx(np.log(2)) and c[COLUMN["in.two_tower"]] == 0
@@ -81,11 +83,15 @@ def test_ranking_orders_by_the_learned_scores_and_names_the_source_that_adds_mos
 def test_the_fit_weighs_the_feature_that_predicts_and_its_file_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     features = rng.normal(size=(4_000, len(FEATURES)))
-    labels = rng.random(4_000) < 1 / (1 + np.exp(-3 * features[:, COLUMN["rr.two_tower"]]))
-    ranker = fit(features, labels, l2=1.0)
+    # Each of 40 users' labels follow one feature; another moves whole users, which a listwise fit ignores.
+    features[:, COLUMN["popularity"]] = np.repeat(rng.normal(size=40), 100)
+    chance = 1 / (1 + np.exp(-3 * features[:, COLUMN["rr.two_tower"]] - 2 * features[:, COLUMN["popularity"]] + 3))
+    labels = rng.random(4_000) < chance
+    per_user = (np.split(features, 40), np.split(labels, 40))
+    ranker = fit(*per_user, l2=1.0)
     strongest = np.argsort(-np.abs(ranker.coef))
     assert strongest[0] == COLUMN["rr.two_tower"] and ranker.coef[strongest[0]] > 5 * abs(ranker.coef[strongest[1]])
-    assert fit(features, labels, l2=1e6).coef[COLUMN["rr.two_tower"]] < 0.1 * ranker.coef[COLUMN["rr.two_tower"]]
+    assert fit(*per_user, l2=1e6).coef[COLUMN["rr.two_tower"]] < 0.1 * ranker.coef[COLUMN["rr.two_tower"]]
 
     path = tmp_path / RANKER_FILE
     dataclasses.replace(ranker, record={"l2": 1.0}).save(path)

@@ -234,3 +234,15 @@ def evaluate_funnel(split: Split, two_tower: TwoTowerRecommender, k_values: Sequ
         metrics = measure(split, funnel.scorer(config, page_size), k_values=k_values, progress=True, label=NAME)
     return {**metrics, "fit_s": fit_s, "eval_s": round(time.perf_counter() - started, 3), "selection": selection,
             "params": config.model_dump(), "ranker": "learned" if ranker else "blend"}
+
+
+def ranker_for_serving(split: Split, model: TwoTowerRecommender, seed: int = 0) -> tuple[LearnedRanker | None, dict]:
+    """A learned ranker for the version ``kapparec train`` registers, and its record: fitted on the
+    candidates the funnel over ``split``'s training part (its replayed features, ``model`` fitted on
+    it: the held-out twin) proposes to the held-out users, against the blend ``kapparec serve`` runs
+    by default, by ``choose_ranker``'s rule. The held-out split plays validation's part here: the
+    registered model's figures are the twin's, measured before."""
+    config, page_size = FunnelConfig(), 50
+    with offline_funnel(split, model, seed) as funnel:
+        blend, _ = measure_per_user(split, funnel.scorer(config, page_size), k_values=(10,))
+        return choose_ranker(funnel, split, config, page_size, blend[METRIC], seed)

@@ -5,6 +5,7 @@ code over the validation replay (features and model of the validation split's tr
 labelled by whether the item is among that user's validation held-out items. The test split
 never reaches this module: its inputs are the validation split and the funnel over its replay.
 
+- **The model** is linear in the features and fitted listwise (``fit``).
 - **Regularisation** is chosen by cross-fitting: the validation users fall into two halves, a
   ranker fitted on one half ranks the other, and the L2 strength with the best out-of-fold
   recall@10 wins.
@@ -31,8 +32,8 @@ from training.split import Split
 if TYPE_CHECKING:  # training.funnel_eval runs this module's search
     from training.funnel_eval import OfflineFunnel
 
-# L2 strengths tried (on standardised features, summed over every example: tens of thousands).
-L2_GRID = (0.1, 10.0, 100.0, 1000.0, 10000.0)
+# L2 strengths tried (on standardised features, against a likelihood summed over every held-out positive).
+L2_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 NEWTON_STEPS = 50
 K = 10
 METRIC = f"recall@{K}"  # what the blend search and the adoption rule compare
@@ -71,25 +72,34 @@ def collect_examples(funnel: OfflineFunnel, validation: Split, config: FunnelCon
     return Examples(users, items, features, labels, np.array([len(validation.test[user]) for user in users]))
 
 
-def fit(features: np.ndarray, labels: np.ndarray, l2: float) -> LearnedRanker:
-    """L2-regularised logistic regression by Newton's method on standardised features (the bias unpenalised)."""
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0)
+def fit(features: list[np.ndarray], labels: list[np.ndarray], l2: float) -> LearnedRanker:
+    """A linear scorer fitted listwise: per user, a softmax over their candidates' scores, whose
+    likelihood of their held-out items is maximised (L2-penalised, on standardised features, by
+    Newton's method). Listwise, because only the order within one user's page matters: a feature
+    that moves every candidate of a user alike (how many positives they have) teaches it nothing."""
+    groups = [n for n, found in enumerate(labels) if found.any()]  # a user with no positive adds nothing
+    rows = np.vstack([features[n] for n in groups])
+    target = np.concatenate([labels[n] for n in groups]).astype(np.float64)
+    sizes = np.array([len(labels[n]) for n in groups])
+    starts, user_of = np.r_[0, np.cumsum(sizes)[:-1]], np.repeat(np.arange(len(groups)), sizes)
+    positives = np.add.reduceat(target, starts)
+    mean, scale = rows.mean(axis=0), rows.std(axis=0)
     scale[scale == 0] = 1.0
-    design = np.hstack([(features - mean) / scale, np.ones((len(features), 1))])
-    penalty = np.full(design.shape[1], l2)
-    penalty[-1] = 0.0
+    design = (rows - mean) / scale
     weights = np.zeros(design.shape[1])
-    target = labels.astype(np.float64)
     for _ in range(NEWTON_STEPS):
-        probability = 1.0 / (1.0 + np.exp(-design @ weights))
-        gradient = design.T @ (probability - target) + penalty * weights
-        hessian = (design.T * (probability * (1.0 - probability))) @ design + np.diag(penalty + 1e-9)
+        scores = design @ weights
+        exp = np.exp(scores - np.maximum.reduceat(scores, starts)[user_of])
+        probability = exp / np.add.reduceat(exp, starts)[user_of]
+        expected = positives[user_of] * probability  # each candidate's expected share of the user's positives
+        gradient = design.T @ (expected - target) + l2 * weights
+        centre = np.add.reduceat(probability[:, None] * design, starts)  # per user, the softmax-weighted mean row
+        hessian = (design.T * expected) @ design - (centre.T * positives) @ centre + l2 * np.eye(len(weights))
         step = np.linalg.solve(hessian, gradient)
         weights -= step
         if np.abs(step).max() < 1e-7:
             break
-    return LearnedRanker(mean, scale, weights[:-1])  # the bias shifts every score alike: no rank changes
+    return LearnedRanker(mean, scale, weights)
 
 
 def candidate_recall(ranker: LearnedRanker, examples: Examples, users: np.ndarray) -> np.ndarray:
@@ -109,13 +119,13 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
     started = time.perf_counter()
     examples = collect_examples(funnel, validation, config)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(examples.users)), 2)
-    if any(not _stacked(examples, half)[1].any() for half in halves):
+    if any(not any(examples.labels[n].any() for n in half) for half in halves):
         return None, {"skipped": "a half of the validation users has none of its held-out items among its candidates: "
                                  "nothing to fit or to judge a ranker by, so the blend ranks",
                       "validation_users": len(examples.users), "adopted": False}
     trials, best = [], None
     for l2 in L2_GRID:
-        rankers = [fit(*_stacked(examples, halves[1 - n]), l2) for n in range(2)]  # rankers[n] has not seen halves[n]
+        rankers = [fit(*_grouped(examples, halves[1 - n]), l2) for n in range(2)]  # rankers[n] has not seen halves[n]
         out_of_fold = np.concatenate([candidate_recall(rankers[n], examples, halves[n]) for n in range(2)])
         trials.append({"l2": l2, f"out_of_fold_candidate_{METRIC}": round(float(out_of_fold.mean()), 6)})
         if best is None or out_of_fold.mean() > best[0]:
@@ -129,8 +139,8 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
     adopted = clearly_better(learned, blend)
     positives = sum(int(labels.sum()) for labels in examples.labels)
     record = {
-        "model": "logistic regression over serving.ranker.FEATURES, L2 chosen by two-fold cross-fitting over the "
-                 "validation users; adopted only when its out-of-fold funnel beats the chosen blend by more than one "
+        "model": "a linear scorer over serving.ranker.FEATURES fitted listwise (a softmax over each user's candidates), "
+                 "L2 chosen by two-fold cross-fitting over the validation users; adopted only when its out-of-fold funnel beats the chosen blend by more than one "
                  "standard error of the paired per-user difference",
         "validation_users": len(examples.users),
         "examples": sum(len(labels) for labels in examples.labels),
@@ -144,13 +154,12 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
     }
     final = None
     if adopted:
-        fitted = fit(*_stacked(examples, np.arange(len(examples.users))), l2)
+        fitted = fit(examples.features, examples.labels, l2)
         record["coefficients"] = dict(zip(FEATURES, np.round(fitted.coef, 4).tolist()))
         final = LearnedRanker(fitted.mean, fitted.scale, fitted.coef, record)
     record["seconds"] = round(time.perf_counter() - started, 1)
     return final, record
 
 
-def _stacked(examples: Examples, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return (np.vstack([examples.features[n] for n in users] or [np.zeros((0, len(FEATURES)))]),
-            np.concatenate([examples.labels[n] for n in users] or [np.zeros(0, dtype=bool)]))
+def _grouped(examples: Examples, users: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    return [examples.features[n] for n in users], [examples.labels[n] for n in users]
