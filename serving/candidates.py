@@ -14,6 +14,7 @@ class Candidate(NamedTuple):  # a tuple: hundreds per request, and a frozen data
     source: str
     rank: int  # 0 = the source's best
     because: str = ""  # the item that brought it (co-occurrence, two-tower), for the explanation
+    score: float = 0.0  # the source's own score where the learned ranker reads it (the two-tower's dot product)
 
 
 def ranked(source: str, items: Ranked, n: int) -> list[Candidate]:
@@ -23,7 +24,7 @@ def ranked(source: str, items: Ranked, n: int) -> list[Candidate]:
 def two_tower(model: ServingModel, user_id: str, history: list[str], region: str, device: str, hour: int,
               n: int) -> list[Candidate]:
     hits = model.search(model.embed_user(user_id, history, region, device, hour), n)
-    return [Candidate(item, "two_tower", rank) for rank, (item, _) in enumerate(hits)]
+    return [Candidate(item, "two_tower", rank, score=score) for rank, (item, score) in enumerate(hits)]
 
 
 def co_occurrence(neighbours: list[Ranked], recent: list[str]) -> list[Candidate]:

@@ -8,6 +8,7 @@ filters leave the page short, popular items that pass the filters fill it (``wid
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections import Counter
@@ -94,21 +95,25 @@ class Funnel:
 
         ``user``: the user's features, when the caller has read them already through ``reader``.
         """
-        if self.reader is None:
-            user = None
-        elif user is None:
-            with self._stage("features"):
-                user = self.reader.user_features(query.user_id)
-        region = query.region or (user.profile["region"] if user else "")
-        pool, drawn = self._candidates(query, user, region)
-        boost = self._onboarding_boost(query, pool) if user is None or user.is_new else None
+        user, region, pool, drawn = self.candidates(query, user)
+        known = user is not None and not user.is_new
+        boost = None if known else self._onboarding_boost(query, pool)
+        ranker = self.model.ranker if self.model is not None and known else None
         fresh = self._fresh()
         with self._stage("rank"):
-            ranked = ranking(pool, self.config, boost)
-            # The new items in the order of ``ranked``: an item's score comes from its own candidates
-            # alone, so ranking them apart gives the same scores and order, without reading the whole
-            # ranking down to them (they rank low, and exploration looks for them on every page).
-            ranked_fresh = ranking([c for c in pool if c.item_id in fresh], self.config, boost)
+            if ranker:
+                learned = functools.partial(ranker.rank, user=user, snapshot=self.snapshot, region=region)
+                # Learned scores are standardised within the request, so the new items' order comes
+                # from the whole ranking, which the ranker scores in full anyway.
+                ranked = list(ranking(pool, self.config, boost, learned))
+                ranked_fresh = [item for item in ranked if item.item_id in fresh]
+            else:
+                ranked = ranking(pool, self.config, boost)
+                # The new items in the order of ``ranked``: a blend score comes from the item's own
+                # candidates alone, so ranking them apart gives the same scores and order, without
+                # reading the whole ranking down to them (they rank low, and exploration looks for
+                # them on every page).
+                ranked_fresh = ranking([c for c in pool if c.item_id in fresh], self.config, boost)
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user, ranked_fresh=ranked_fresh)
         return Page(page.items, "full" if self.reader else "degraded", page.widened, drawn)
@@ -129,9 +134,21 @@ class Funnel:
 
     # -- stages --------------------------------------------------------------------------
 
+    def candidates(self, query: Query, user: UserFeatures | None = None
+                   ) -> tuple[UserFeatures | None, str, list[generate.Candidate], Counter]:
+        """The user's features (read unless given; None without a reader), the request's region,
+        the candidates the ranking stage orders and how many each source drew."""
+        if self.reader is None:
+            user = None
+        elif user is None:
+            with self._stage("features"):
+                user = self.reader.user_features(query.user_id)
+        region = query.region or (user.profile["region"] if user else "")
+        return user, region, *self._candidates(query, user, region)
+
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[list[generate.Candidate], Counter]:
         """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
-        n, wanted = self.config.list_candidates, self.config.sources
+        n, wanted = self.config.list_candidates, self._sources()
         with self._stage("lists"):
             listed, listed_counts = self.snapshot.derived(("lists", region, n, wanted),
                                                           lambda: self._list_candidates(region, n, wanted))
@@ -161,6 +178,11 @@ class Funnel:
                 pool += found
                 drawn[source] += len(found)
         return pool, drawn
+
+    def _sources(self) -> frozenset[str]:
+        """What to generate: a learned ranker weighs every source; the blend only those it weights."""
+        ranker = self.model.ranker if self.model is not None else None
+        return self.config.sources | ranker.sources if ranker else self.config.sources
 
     def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> tuple[list[generate.Candidate], Counter]:
         lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),

@@ -150,7 +150,7 @@ class ModelWatcher(Poller):
             return
         self.model = loaded  # one reference swap: a request uses either the old model or the new one
         freeze_heap(collect=True)
-        log.info("event=model_loaded version=%s", loaded.version)
+        log.info("event=model_loaded version=%s ranker=%s", loaded.version, "learned" if loaded.ranker else "blend")
 
     def _refuse(self, version: str, reason: str) -> None:
         if version not in self._refused:

@@ -1,12 +1,15 @@
-"""A registered two-tower, loaded for serving: the user tower, the item embeddings and the ScaNN index."""
+"""A registered two-tower, loaded for serving: the user tower, the item embeddings, the ScaNN index
+and, when the version carries one, its learned ranker."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
 
 from kapparec.errors import KapparecError
+from serving.ranker import RANKER_FILE, LearnedRanker
 from training.registry import ModelVersion
 from training.two_tower.features import hour_of_day, pad_rows, query_features
 
@@ -18,8 +21,9 @@ class ModelLoadError(KapparecError):
 
 
 class ServingModel:
-    def __init__(self, version: str, exported, index):
+    def __init__(self, version: str, exported, index, ranker: LearnedRanker | None = None):
         self.version = version
+        self.ranker = ranker  # None: the funnel ranks with the documented blend
         self.history_length = int(exported.spec["history_len"])
         self._exported = exported
         self._index = index
@@ -41,12 +45,19 @@ class ServingModel:
         try:
             exported = ExportedTwoTower(version.path)
             index = load_index(version.path / INDEX_DIR)
-            model = cls(version.id, exported, index)
+            ranker_file = version.path / RANKER_FILE
+            model = cls(version.id, exported, index, LearnedRanker.load(ranker_file) if ranker_file.is_file() else None)
             model.embed_user("", [], "", "", 0)  # a request that cannot be answered fails here, not live
         except Exception as exc:  # noqa: BLE001 - any broken artifact refuses the version
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelLoadError(f"model {version.id} refused: {type(exc).__name__}: {first}") from None
         return model
+
+    def with_ranker(self, ranker: LearnedRanker | None) -> "ServingModel":
+        """The same model ranking with ``ranker`` (offline evaluation compares rankers over one model)."""
+        other = copy.copy(self)
+        other.ranker = ranker
+        return other
 
     def embed_user(self, user_id: str, history: list[str], region: str, device: str, hour: int) -> np.ndarray:
         if self._tower is not None:

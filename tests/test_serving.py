@@ -26,7 +26,11 @@ from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
-from serving.config import SOURCES
+from serving.config import SOURCES, FunnelConfig
+from serving.funnel import Funnel, Query
+from serving.model import ServingModel
+from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
+from serving.snapshot import Snapshot
 from serving.filters import AGE_SCALE
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
 from streams.offsets import log_snapshot
@@ -353,17 +357,54 @@ def wait_for_version(served: Served, version: str, timeout_s: float = 60) -> Non
         time.sleep(0.2)
 
 
+def copy_artifacts(version, directory, leave_out: str = "") -> None:
+    """``version``'s artifacts into a new version's ``directory``, all but ``leave_out``."""
+    for entry in version.path.iterdir():
+        if entry.name in (leave_out, "metadata.json"):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, directory / entry.name)
+        else:
+            shutil.copy2(entry, directory / entry.name)
+
+
+def test_a_version_with_a_learned_ranker_serves_recommend_ranked_by_its_weights(served):
+    production = served.registry.production()
+    coef = np.zeros(len(FEATURES))
+    coef[COLUMN["popularity"]], coef[COLUMN["rr.two_tower"]] = 1.0, 0.2  # mostly popularity: unlike the blend
+    ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, record={"fitted": "by hand"})
+
+    def production_with_a_ranker(directory) -> None:
+        copy_artifacts(production, directory)
+        ranker.save(directory / RANKER_FILE)
+
+    version = served.registry.register(production_with_a_ranker, metadata={"model": "two_tower"})
+    # The weights round-trip through the registry: listed as an artifact, loaded with the model.
+    assert RANKER_FILE in version.metadata["artifacts"]
+    loaded = ServingModel.load(served.registry.get(version.id))
+    assert np.array_equal(loaded.ranker.coef, coef) and loaded.ranker.record == {"fitted": "by hand"}
+    served.registry.promote(version.id)
+    try:
+        wait_for_version(served, version.id)
+        wait_for_log_line(served.server, f"event=model_loaded version={version.id} ranker=learned")
+        user = served.users[3]
+        served_page = [item.item_id for item in recommend(served, user, k=10).items]
+        config, reader = FunnelConfig(), FeatureReader(served.redis_url)
+        snapshot = Snapshot.take(reader, config)
+
+        def page(model: ServingModel) -> list[str]:
+            return [item.item_id for item in Funnel(reader, model, snapshot, config).recommend(Query(user, k=10)).items]
+
+        assert served_page == page(loaded) != page(loaded.with_ranker(None))
+    finally:
+        served.registry.rollback()
+        wait_for_version(served, production.id)
+
+
 def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served):
     production = served.registry.production()
-
-    def copy_of_production_without_its_user_tower(directory) -> None:
-        for entry in production.path.iterdir():
-            if entry.is_dir() and entry.name != USER_TOWER_DIR:
-                shutil.copytree(entry, directory / entry.name)
-            elif entry.is_file() and entry.name != "metadata.json":
-                shutil.copy2(entry, directory / entry.name)
-
-    broken = served.registry.register(copy_of_production_without_its_user_tower, metadata={"model": "two_tower"}).id
+    broken = served.registry.register(lambda directory: copy_artifacts(production, directory, leave_out=USER_TOWER_DIR),
+                                      metadata={"model": "two_tower"}).id
     serving = production.id
     served.registry.promote(broken)
     deadline = time.monotonic() + 30

@@ -18,6 +18,8 @@ from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
 from streams.topics import ensure_topics
 from training.cli import MODEL_NAMES, parse_offsets, parse_time
+from serving.model import ServingModel
+from serving.ranker import RANKER_FILE
 from training.funnel_eval import START
 from training.registry import ModelRegistry
 
@@ -150,6 +152,24 @@ def test_train_selects_on_validation_refits_on_all_data_and_gates_on_equal_terms
     assert registry.get(registry.version_ids()[-1]).metadata["gate"]["production_rescored"]["recall@10"] > 0
 
 
+def test_train_with_a_ranker_ships_it_in_the_version_only_when_it_beats_the_blend(stack, tmp_path, capsys):
+    produce_synthetic(stack.bootstrap)
+    registry = ModelRegistry(tmp_path)
+    args = ["train", "--bootstrap", stack.bootstrap, "--models-dir", str(tmp_path), "--search-space", "small",
+            "--seed", "1", "--epochs", "1", "--ranker"]
+    assert main(args) == 0
+    version = registry.production()
+    record = version.metadata["ranker"]
+    assert record["validation_users"] == version.metadata["protocol"]["test_users"] and record["positives"] > 0
+    figures = record["validation_recall@10"]
+    assert record["adopted"] == (figures["learned_out_of_fold"] - figures["blend"] > figures["paired_se"])
+    assert (RANKER_FILE in version.metadata["artifacts"]) == record["adopted"]
+    loaded = ServingModel.load(version)
+    assert (loaded.ranker is not None) == record["adopted"]
+    if loaded.ranker is not None:
+        assert loaded.ranker.record == record
+
+
 def test_eval_measures_the_serving_funnel_over_features_replayed_from_the_training_part(stack, capsys):
     produce_synthetic(stack.bootstrap)
     args = ["eval", "--json", "--bootstrap", stack.bootstrap, "--models", "popularity,funnel", *TINY_TRAINING]
@@ -173,5 +193,13 @@ def test_eval_measures_the_serving_funnel_over_features_replayed_from_the_traini
             assert funnel["params"]["weights"][knob.split(".", 1)[1]] == value
         else:
             assert funnel["params"][knob] == value
+    # A learned ranker was fitted on the same validation users and adopted only if it beat the blend there.
+    ranker = selection["ranker"]
+    assert ranker["validation_users"] == selection["validation_users"]
+    if "skipped" not in ranker:
+        figures = ranker["validation_recall@10"]
+        assert ranker["positives"] > 0 and figures["blend"] == selection["validation_recall@10"]
+        assert ranker["adopted"] == (figures["learned_out_of_fold"] - figures["blend"] > figures["paired_se"])
+    assert funnel["ranker"] == ("learned" if ranker["adopted"] else "blend")
     # The planted tastes are easy: the funnel finds them far better than popularity does.
     assert funnel["recall@10"] > 1.2 * report["models"]["popularity"]["recall@10"]

@@ -16,6 +16,7 @@ from kapparec import cliargs, settings
 from kapparec.errors import UsageError
 
 if TYPE_CHECKING:
+    from serving.ranker import LearnedRanker
     from training.data import Catalog, Interactions
     from training.recommender import Recommender
     from training.split import Split
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
     train.add_argument("--models-dir", type=Path, help="model registry (default: KAPPAREC_MODELS_DIR or ./models)")
     train.add_argument("--force", action="store_true",
                        help="promote even if the gate refuses (a worse candidate, or a production model that cannot be rescored)")
+    train.add_argument("--ranker", action="store_true",
+                       help="also fit the funnel's learned ranker on the held-out split (over a replay of the training "
+                            "part) and ship it in the version when it beats serving's blend there")
     train.set_defaults(run=run_train)
 
     evaluate = subparsers.add_parser("eval", help="evaluate baselines and the two-tower on one split")
@@ -219,9 +223,14 @@ def run_train(args: argparse.Namespace) -> int:
     deployed.fit(positives, catalog, events=interactions)
     registry = ModelRegistry(args.models_dir)
     production = registry.production()
+    ranker, ranker_record = None, None
+    if args.ranker:
+        from training.funnel_eval import ranker_for_serving
+
+        ranker, ranker_record = ranker_for_serving(split, twin.model, args.seed)
     decision = decide(metrics, production, split, args.margin, args.force)
     version = registry.register(
-        lambda directory: write_version(directory, deployed, positives, catalog, report),
+        lambda directory: write_version(directory, deployed, positives, catalog, report, ranker),
         metadata={
             "model": TWO_TOWER,
             "data": {**log_metadata, "split_cutoff_ms": split.cutoff_ms},
@@ -236,6 +245,7 @@ def run_train(args: argparse.Namespace) -> int:
             "selection": twin.selection,
             "protocol": report["protocol"],
             "gate": decision.record(),
+            **({"ranker": ranker_record} if ranker_record is not None else {}),
         },
     )
     print(f"registered {version.id}: held-out twin recall@10={metrics['recall@10']:.4f} ndcg@10={metrics['ndcg@10']:.4f}")
@@ -249,9 +259,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def write_version(
-    directory: Path, model: "TwoTowerRecommender", positives: "Interactions", catalog: "Catalog", report: dict
+    directory: Path, model: "TwoTowerRecommender", positives: "Interactions", catalog: "Catalog", report: dict,
+    ranker: "LearnedRanker | None" = None,
 ) -> dict:
-    """The version's artifacts: export, training curve, evaluation report; returns their metadata."""
+    """The version's artifacts: export, training curve, evaluation report, the learned ranker if
+    any; returns their metadata."""
     import numpy as np
 
     from training.two_tower.export import export_two_tower
@@ -265,4 +277,8 @@ def write_version(
     if model.loss_curve:
         save_training_curve(model.loss_curve, directory / "training_curve.png")
     write_report(report, directory)
+    if ranker is not None:
+        from serving.ranker import RANKER_FILE
+
+        ranker.save(directory / RANKER_FILE)
     return {**exported, "loss_curve": [round(v, 4) for v in model.loss_curve]}

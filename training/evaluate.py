@@ -130,6 +130,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
+def clearly_better(candidate: np.ndarray, kept: np.ndarray) -> bool:
+    """The per-user metric ``candidate`` beats ``kept`` by more than one standard error of the mean difference."""
+    difference = candidate - kept
+    return bool(difference.mean() > difference.std(ddof=1) / np.sqrt(len(difference)))
+
+
 def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per row: hits in the first k ranks / min(k, number of relevant items)."""
     return hits[:, :k].sum(axis=1) / np.minimum(k, n_relevant)

@@ -12,8 +12,11 @@ The blend is chosen on validation only: the training part is split again (each u
 ``holdout`` training positives), a two-tower with the evaluated configuration is fitted on what
 remains, the features of what remains are replayed, and a coordinate ascent over the funnel's
 knobs, from the two-tower's candidates alone, keeps each change that raises validation
-recall@10 by more than its standard error. The test split is measured once,
-with the chosen knobs, over the features and model of the whole training part.
+recall@10 by more than its standard error. A learned ranker (``training.learned_ranker``) is then
+fitted on the same validation funnel's candidates and adopted only if it beats that blend by the
+same rule; it is exported with the evaluated model's version, and the funnel ranks with it as
+``Recommend`` does. The test split is measured once, with the chosen knobs (and ranker), over the
+features and model of the whole training part.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,15 +39,16 @@ from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
 from serving.snapshot import Snapshot
 from training.data import Interactions
-from training.evaluate import ScoreBatch, measure, measure_per_user
+from serving.ranker import RANKER_FILE, LearnedRanker
+from training.evaluate import ScoreBatch, clearly_better, measure, measure_per_user
 from training.feature_replay import replayed_features
+from training.learned_ranker import METRIC, choose_ranker
 from training.registry import ModelRegistry
 from training.split import Split, chronological_split
 from training.two_tower.export import export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 
 NAME = "funnel"
-METRIC = "recall@10"
 # Users whose queries measure the exported index's recall against exact search.
 INDEX_QUERY_USERS = 500
 
@@ -90,14 +94,31 @@ class OfflineFunnel:
         self.neighbours = NeighbourCache(ttl_s=float("inf"))
         self._columns = {item: column for column, item in enumerate(self.items)}
 
-    def scorer(self, config: FunnelConfig, page_size: int) -> ScoreBatch:
-        """Each user's funnel page as scores: ``page_size`` down to 1 by rank, -inf off the page."""
-        funnel = Funnel(self.reader, self.model, Snapshot.take(self.reader, config), config, neighbours=self.neighbours)
+    def funnel(self, config: FunnelConfig, model: ServingModel | None = None) -> Funnel:
+        """The serving funnel under ``config``, with ``model`` (default: the exported one, with its ranker if any)."""
+        return Funnel(self.reader, model or self.model, Snapshot.take(self.reader, config), config,
+                      neighbours=self.neighbours)
+
+    def query(self, user: str, k: int) -> Query:
+        return Query(user, k=k, request_time_ms=self.request_times.get(user))
+
+    def scorer(self, config: FunnelConfig, page_size: int,
+               model_of: Callable[[str], ServingModel] | None = None) -> ScoreBatch:
+        """Each user's funnel page as scores: ``page_size`` down to 1 by rank, -inf off the page.
+
+        ``model_of``: the model that serves each user (default: the exported one for all)."""
+        funnels: dict[int, Funnel] = {}
+
+        def funnel_for(user: str) -> Funnel:
+            model = model_of(user) if model_of else self.model
+            if id(model) not in funnels:
+                funnels[id(model)] = self.funnel(config, model)
+            return funnels[id(model)]
 
         def score(users: list[str]) -> np.ndarray:
             scores = np.full((len(users), len(self.items)), -np.inf, dtype=np.float32)
             for row, user in enumerate(users):
-                page = funnel.recommend(Query(user, k=page_size, request_time_ms=self.request_times.get(user)))
+                page = funnel_for(user).recommend(self.query(user, page_size))
                 for rank, item in enumerate(page.items):
                     column = self._columns.get(item.item_id)
                     if column is not None:
@@ -108,17 +129,22 @@ class OfflineFunnel:
 
 
 @contextlib.contextmanager
-def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int) -> Iterator[OfflineFunnel]:
-    """The funnel over ``split``'s training part: its replayed features and ``model`` exported with its index."""
+def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int,
+                   ranker: LearnedRanker | None = None) -> Iterator[OfflineFunnel]:
+    """The funnel over ``split``'s training part: its replayed features and ``model`` exported with
+    its index and ``ranker`` into one registry version, which ``ServingModel`` loads as serving does."""
     users = np.unique(split.train.user_ids)
     query_users = np.random.default_rng(seed).choice(users, min(INDEX_QUERY_USERS, len(users)), replace=False)
     with replayed_features(split.events, split.catalog) as features, \
             tempfile.TemporaryDirectory(prefix="kapparec-funnel-eval-") as models:
         registry = ModelRegistry(Path(models))
-        version = registry.register(
-            lambda directory: export_two_tower(model, directory, split.known_items, sorted(query_users.tolist())),
-            metadata={"model": "two_tower", "purpose": "offline funnel evaluation"},
-        )
+        def export(directory: Path) -> dict:
+            exported = export_two_tower(model, directory, split.known_items, sorted(query_users.tolist()))
+            if ranker is not None:
+                ranker.save(directory / RANKER_FILE)
+            return exported
+
+        version = registry.register(export, metadata={"model": "two_tower", "purpose": "offline funnel evaluation"})
         yield OfflineFunnel(features.reader(), ServingModel.load(version), split.known_items, latest_activity(split.events))
 
 
@@ -127,7 +153,7 @@ def latest_activity(events: Interactions) -> dict[str, int]:
     return dict(zip(events.user_ids.tolist(), events.event_times.tolist()))
 
 
-def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int) -> tuple[FunnelConfig, dict]:
+def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int) -> tuple[FunnelConfig, dict, np.ndarray]:
     """Coordinate ascent from ``START``: each knob in turn takes the value with the best
     validation ``METRIC``, but only where that beats the configuration kept so far by more than one
     standard error of the paired per-user difference. 500 validation users cannot tell apart
@@ -164,13 +190,7 @@ def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int) -> tu
         "chosen": chosen,
         f"validation_{METRIC}": round(float(best.mean()), 6),
     }
-    return config_of(chosen), record
-
-
-def clearly_better(candidate: np.ndarray, kept: np.ndarray) -> bool:
-    """The per-user metric ``candidate`` beats ``kept`` by more than one standard error of the mean difference."""
-    difference = candidate - kept
-    return float(difference.mean()) > float(difference.std(ddof=1)) / np.sqrt(len(difference))
+    return config_of(chosen), record, best
 
 
 def config_of(overrides: dict[str, Any]) -> FunnelConfig:
@@ -202,14 +222,27 @@ def evaluate_funnel(split: Split, two_tower: TwoTowerRecommender, k_values: Sequ
         tuning_model = TwoTowerRecommender(two_tower.params, progress=True)
         tuning_model.fit(validation.train, split.catalog, events=validation.events)
         with offline_funnel(validation, tuning_model, seed) as funnel:
-            config, selection = choose_blend(funnel, validation, page_size)
+            config, selection, blend = choose_blend(funnel, validation, page_size)
+            ranker, selection["ranker"] = choose_ranker(funnel, validation, config, page_size, blend, seed)
     else:
-        config = FunnelConfig()
+        config, ranker = FunnelConfig(), None
         selection = {"skipped": f"no user has {split.min_interactions} training positives to carve a validation split "
-                                "from: serving defaults kept"}
-    with offline_funnel(split, two_tower, seed) as funnel:
+                                "from: serving defaults kept, no learned ranker"}
+    with offline_funnel(split, two_tower, seed, ranker) as funnel:
         fit_s = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         metrics = measure(split, funnel.scorer(config, page_size), k_values=k_values, progress=True, label=NAME)
     return {**metrics, "fit_s": fit_s, "eval_s": round(time.perf_counter() - started, 3), "selection": selection,
-            "params": config.model_dump()}
+            "params": config.model_dump(), "ranker": "learned" if ranker else "blend"}
+
+
+def ranker_for_serving(split: Split, model: TwoTowerRecommender, seed: int = 0) -> tuple[LearnedRanker | None, dict]:
+    """A learned ranker for the version ``kapparec train`` registers, and its record: fitted on the
+    candidates the funnel over ``split``'s training part (its replayed features, ``model`` fitted on
+    it: the held-out twin) proposes to the held-out users, against the blend ``kapparec serve`` runs
+    by default, by ``choose_ranker``'s rule. The held-out split plays validation's part here: the
+    registered model's figures are the twin's, measured before."""
+    config, page_size = FunnelConfig(), 50
+    with offline_funnel(split, model, seed) as funnel:
+        blend, _ = measure_per_user(split, funnel.scorer(config, page_size), k_values=(10,))
+        return choose_ranker(funnel, split, config, page_size, blend[METRIC], seed)

@@ -59,7 +59,21 @@ def blend_table(selection: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {_knobs(trial['overrides'])} | {trial[metric]} |" for trial in selection["trials"]]
+    if "ranker" in selection:
+        lines += ["", ranker_line(selection["ranker"])]
     return "\n".join(lines)
+
+
+def ranker_line(record: dict) -> str:
+    """The learned ranker against the chosen blend, out of fold on validation, and whether it was adopted."""
+    if "skipped" in record:
+        return f"No learned ranker: {record['skipped']}."
+    (metric, figures), = ((key, value) for key, value in record.items() if key.startswith("validation_") and
+                          isinstance(value, dict))
+    verdict = "adopted" if record["adopted"] else "not adopted: the blend ranks"
+    return (f"Learned ranker (L2 {record['l2']}, {record['examples']} examples of {record['validation_users']} users): "
+            f"{metric.removeprefix('validation_')} {figures['learned_out_of_fold']} out of fold against the blend's "
+            f"{figures['blend']} (paired SE {figures['paired_se']}), {verdict}.")
 
 
 def _knobs(overrides: dict) -> str:
