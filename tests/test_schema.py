@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from unittest.mock import patch
 
 import msgspec
 import pytest
@@ -19,6 +18,7 @@ from streams import schema
 from streams.schema import EVENT_TYPES, ID_PATTERN, Interaction, InvalidRecord, parse_catalog, parse_impression, parse_interaction
 from streams.synthetic import LogRecord, SyntheticLog
 from tests.logs import produce_synthetic
+from tests.schema_reference import models_only
 from transforms.jobs import backfill
 
 SEPARATORS = ("|", "\x1f", "\t", " ", "\n")
@@ -155,10 +155,7 @@ def _verdict(parse, raw: bytes) -> str:
 
 
 def _reference_verdict(parse, raw: bytes) -> str:
-    """What the models alone say: the parser with its msgspec path switched off."""
-    def refuse(raw):
-        raise msgspec.DecodeError
-    with patch.dict(schema._WIRE_PARSERS, {model: refuse for model in schema._WIRE_PARSERS}):
+    with models_only():
         return _verdict(parse, raw)
 
 
