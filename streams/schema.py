@@ -221,6 +221,8 @@ def encode(event: BaseModel) -> bytes:
 # a msgspec pattern costs a Python regex call per id, which was most of the decoding.
 _WireId = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH)]
 _id_breaker = re.compile(f"[{_ID_FORBIDDEN}]").search
+# The event type as its plain string: an EventType's .value is a descriptor call per record.
+_WireEventType = Literal.__getitem__(EVENT_TYPES)
 
 
 def _text(max_length: int) -> Any:
@@ -239,7 +241,7 @@ class _ContextWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class _InteractionWire(msgspec.Struct, forbid_unknown_fields=True):
     user_id: _WireId
     item_id: _WireId
-    event_type: EventType
+    event_type: _WireEventType
     event_time: Annotated[int, msgspec.Meta(ge=0)]
     value: float | None = None
     context: _ContextWire = _ContextWire()
@@ -281,7 +283,7 @@ class _Misfit(Exception):
 def _interaction_wire(raw: bytes) -> _InteractionWire:
     # No finiteness check: msgspec refuses NaN and infinities itself (no JSON for them, or out of range).
     event = _decode_interaction(raw)
-    if _id_breaker(event.user_id + event.item_id) or value_misfit(event.event_type.value, event.value):
+    if _id_breaker(event.user_id + event.item_id) or value_misfit(event.event_type, event.value):
         raise _Misfit
     return event
 
@@ -337,19 +339,12 @@ def parse_interaction(
             f"event_time {event.event_time} is more than {MAX_FUTURE_SKEW_MS} ms after the log time {log_time_ms}",
         )
     ctx = event.context
-    return Interaction(
-        event.user_id,
-        event.item_id,
-        event.event_type.value,
-        event.value,
-        event.event_time,
-        ctx.region or "",
-        ctx.device or "",
-        ctx.session_id or "",
-        partition,
-        offset,
-        ctx.request_id or "",
-    )
+    event_type = event.event_type if type(event) is _InteractionWire else event.event_type.value
+    # tuple.__new__ is Interaction(...) without its defaults' handling: this runs per record.
+    return tuple.__new__(Interaction, (
+        event.user_id, event.item_id, event_type, event.value, event.event_time, ctx.region or "", ctx.device or "",
+        ctx.session_id or "", partition, offset, ctx.request_id or "", -1,
+    ))
 
 
 def parse_catalog(raw: bytes, *, partition: int = 0, offset: int = 0) -> CatalogEntry:
