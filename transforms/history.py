@@ -53,17 +53,19 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
     """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
     limit, seen_limit = batch.config.history_length, batch.config.seen_limit
     add_latest, add_top = merged.add_latest, merged.add_top
+    profile, history, seen = Feature.PROFILE, Feature.HISTORY, Feature.SEEN  # looked up once: this loop runs per record
     for event in batch.events:
         user, item, event_type = event.user_id, event.item_id, event.event_type
         order = log_order(event)  # the LATEST order; nearly every record has a profile field
         # Impressions carry the request's context too, so they count for where the user comes from.
         for name, value in zip(PROFILE_FIELDS, _profile(event)):
             if value:
-                add_latest(Feature.PROFILE, user, name, order, value)
+                add_latest(profile, user, name, order, value)
         if event_type in HISTORY_EXCLUDED_TYPES:
             continue
-        add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
-        add_top(Feature.SEEN, user, item, float(event.event_time), seen_limit)
+        score = float(event.event_time)
+        add_top(history, user, _member(item, event_type, event.event_time, event.partition, event.offset), score, limit)
+        add_top(seen, user, item, score, seen_limit)
         if event_type in _STATEFUL_TYPES:
             disliked = _disliked_state(event)
             if disliked is not None:
