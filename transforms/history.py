@@ -10,7 +10,7 @@ import operator
 from collections.abc import Iterator
 
 from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation
-from featurestore.definitions import history_member as _member
+from featurestore.definitions import history_member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
 from transforms.extract import EventBatch, ExtractedFeature
@@ -24,10 +24,6 @@ LIKING_RATING = 4.0
 _COMPLETE_STATE = "1"
 _PLAY_STATE = "0"
 _profile = operator.attrgetter(*PROFILE_FIELDS)
-
-
-def history_member(event: Interaction) -> str:
-    return _member(event.item_id, event.event_type, event.event_time, event.partition, event.offset)
 
 
 def _disliked_state(event: Interaction) -> str | None:
@@ -64,7 +60,7 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
         if event_type in HISTORY_EXCLUDED_TYPES:
             continue
         score = float(event.event_time)
-        add_top(history, user, _member(item, event_type, event.event_time, event.partition, event.offset), score, limit)
+        add_top(history, user, history_member(item, event_type, event.event_time, event.partition, event.offset), score, limit)
         add_top(seen, user, item, score, seen_limit)
         if event_type in _STATEFUL_TYPES:
             disliked = _disliked_state(event)
