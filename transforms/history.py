@@ -60,7 +60,8 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
         if event_type in HISTORY_EXCLUDED_TYPES:
             continue
         score = float(event.event_time)
-        add_top(history, user, history_member(item, event_type, event.event_time, event.partition, event.offset), score, limit)
+        member = history_member(item, event_type, event.event_time, event.partition, event.offset)
+        add_top(history, user, member, score, limit)
         add_top(seen, user, item, score, seen_limit)
         if event_type in _STATEFUL_TYPES:
             disliked = _disliked_state(event)
