@@ -23,6 +23,10 @@ setup(
         # redis-py parses replies in C with it (the request path reads a few hundred values per call).
         "hiredis==3.5.0",
         "pydantic>=2.6,<3",
+        # The log's hot-path parser: decodes and validates a record several times faster than pydantic.
+        "msgspec==0.23.0",
+        # JSON encoding on the feature path (the commit, attribution members).
+        "orjson==3.13.0",
         "tqdm>=4.66",
         "numpy==2.1.3",
         "protobuf==5.29.6",

@@ -26,6 +26,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 from featurestore import layout
@@ -49,7 +50,12 @@ def day_entity(user_id: str, item_id: str, day_ms: int) -> str:
 
 
 def _compact(values: list) -> str:
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    # orjson writes what json.dumps(ensure_ascii=False, compact) writes, ten times faster (this runs
+    # per response); only an integer past 64 bits, which the log's contract does not bound, needs json.
+    try:
+        return orjson.dumps(values).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def shown_member(event_time: int, request_id: str, bucket: str, position: int, source: str) -> str:

@@ -106,11 +106,13 @@ HISTORY_EXCLUDED_TYPES = frozenset({"impression"})
 NOT_ENGAGEMENT_TYPES = frozenset({"impression", "dislike"})
 PROFILE_FIELDS = ("region", "device")
 _MEMBER_SEPARATOR = "|"
+_MEMBER_FORMAT = _MEMBER_SEPARATOR.join(("%s", "%s", "%d", "%d", "%d"))
 
 
 def history_member(item_id: str, event_type: str, event_time: int, partition: int, offset: int) -> str:
     """A HISTORY zset member. Its score is ``event_time``; equal scores order by this string."""
-    return _MEMBER_SEPARATOR.join((item_id, event_type, str(event_time), str(partition), str(offset)))
+    # printf-style: one formatting pass instead of three str() calls and a join; this runs per record.
+    return _MEMBER_FORMAT % (item_id, event_type, event_time, partition, offset)
 
 
 def parse_history_member(member: str) -> tuple[str, str, int]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 from kafka.errors import KafkaError
 
 from kapparec.errors import KapparecError
 from streams.producer import LogProducer
-from streams.schema import InteractionEvent
+from streams.topics import EVENTS
 
 # A call gives up on an unreachable broker after about this long (UNAVAILABLE), rather than hang.
 DELIVERY_TIMEOUT_MS = 5_000
@@ -18,6 +19,13 @@ class LogUnavailable(KapparecError):
     """The broker did not take the events: UNAVAILABLE."""
 
 
+class LoggedEvent(NamedTuple):
+    """A validated interaction as the log's record: its key (the user) and its bytes."""
+
+    user_id: str
+    raw: bytes
+
+
 class EventWriter:
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
@@ -25,13 +33,13 @@ class EventWriter:
         # LogProducer's flush seals each partition's tail: one call's flush at a time.
         self._lock = threading.Lock()
 
-    def append(self, events: list[InteractionEvent]) -> None:
+    def append(self, events: list[LoggedEvent]) -> None:
         """Append ``events`` and return once the broker acknowledged every one (acks=all)."""
         with self._lock:
             try:
                 producer = self._producer or self._connect()
                 for event in events:
-                    producer.send_interaction(event)
+                    producer.send_raw(EVENTS, event.user_id, event.raw)
                 producer.flush()
             except (KapparecError, KafkaError) as exc:
                 self.close()  # a fresh client next time: this one may hold failed state

@@ -9,6 +9,7 @@ outage is not an error for the read RPCs: they answer from the last snapshot, de
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -28,11 +29,11 @@ from serving.filters import Filters
 from serving.funnel import Funnel, Page, Query
 from serving.impressions import ImpressionLog, impression
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
-from serving.log_writer import EventWriter, LogUnavailable
+from serving.log_writer import EventWriter, LoggedEvent, LogUnavailable
 from featurestore.reader import UserFeatures
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
-from streams.schema import InteractionEvent
+from streams.schema import InvalidRecord, parse_interaction
 
 log = logging.getLogger("kapparec.serving")
 
@@ -238,27 +239,25 @@ def _query(request: pb.RecommendRequest) -> Query:
     )
 
 
-def _validated_event(index: int, event: pb.Event) -> InteractionEvent:
-    """The log's own schema decides, so an event LogEvents accepts is one the pipelines accept."""
-    context = {
-        "region": event.context.region or None,
-        "device": event.context.device or None,
-        "page": event.context.page or None,
-        "position": event.context.position if event.context.HasField("position") else None,
-        "request_id": event.context.request_id or None,
-        "session_id": event.context.session_id or None,
-    }
+def _validated_event(index: int, event: pb.Event) -> LoggedEvent:
+    """The event as the log's bytes, judged by the log's own parser: an event LogEvents accepts is one
+    the pipelines accept. The broker stamps it about now, so now is its log time."""
+    ctx = event.context
+    context = {"region": ctx.region or None, "device": ctx.device or None, "page": ctx.page or None,
+               "position": ctx.position if ctx.HasField("position") else None,
+               "request_id": ctx.request_id or None, "session_id": ctx.session_id or None}
+    fields = {"user_id": event.user_id, "item_id": event.item_id, "event_type": event.event_type,
+              "value": event.value if event.HasField("value") else None, "event_time": event.event_time,
+              "context": _present(context)}
+    # json, not orjson or msgspec: they would write a NaN value as null, which the log reads as no value.
+    raw = json.dumps(_present(fields), separators=(",", ":"), ensure_ascii=False).encode()
     try:
-        return InteractionEvent(
-            user_id=event.user_id,
-            item_id=event.item_id,
-            event_type=event.event_type,
-            value=event.value if event.HasField("value") else None,
-            event_time=event.event_time,
-            context=context,
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "event"
-        raise limits.InvalidRequest(f"events[{index}]: {field}: {error['msg']}") from None
+        parse_interaction(raw, log_time_ms=int(time.time() * 1000))
+    except InvalidRecord as refused:
+        raise limits.InvalidRequest(f"events[{index}]: {refused.detail}") from None
+    return LoggedEvent(event.user_id, raw)
+
+
+def _present(fields: dict) -> dict:
+    return {name: value for name, value in fields.items() if value is not None}
 

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from featurestore.attribution import Outcome, Shown, attribute, read_outcomes
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from featurestore.attribution import Outcome, Shown, attribute, read_outcomes, responded_member, shown_member
 from featurestore.definitions import Feature, Mutation, Op
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.timeunits import DAY_MS
@@ -91,3 +95,12 @@ def test_the_control_comes_from_the_experiments_file_when_it_names_one():
     report = build_report(outcomes("ab/x", 400, 10) + outcomes("ab/y", 400, 30), controls={"ab": "y"})
     assert report["experiments"]["ab"]["control"] == "y"
     assert report["experiments"]["ab"]["variants"]["x"]["verdict"] == "worse than control"
+
+
+@given(time=st.one_of(st.integers(min_value=0, max_value=2**63), st.just(10**30)), text=st.text(max_size=20),
+       position=st.integers(min_value=1, max_value=2**64))
+def test_members_are_the_compact_json_the_readers_parse(time, text, position):
+    def compact(values):
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    assert responded_member(time, "play", text) == compact([time, "play", text])
+    assert shown_member(time, text, "e/a", position, text) == compact([time, text, "e/a", position, text])

@@ -10,7 +10,7 @@ import operator
 from collections.abc import Iterator
 
 from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, Feature, Mutation
-from featurestore.definitions import history_member as _member
+from featurestore.definitions import history_member
 from streams.schema import Interaction
 from transforms.config import FeatureConfig
 from transforms.extract import EventBatch, ExtractedFeature
@@ -24,10 +24,6 @@ LIKING_RATING = 4.0
 _COMPLETE_STATE = "1"
 _PLAY_STATE = "0"
 _profile = operator.attrgetter(*PROFILE_FIELDS)
-
-
-def history_member(event: Interaction) -> str:
-    return _member(event.item_id, event.event_type, event.event_time, event.partition, event.offset)
 
 
 def _disliked_state(event: Interaction) -> str | None:
@@ -53,17 +49,20 @@ def add_user_state(batch: EventBatch, merged: MergedMutations) -> None:
     """HISTORY, SEEN, DISLIKED, PROGRESS and PROFILE of every record of ``batch``."""
     limit, seen_limit = batch.config.history_length, batch.config.seen_limit
     add_latest, add_top = merged.add_latest, merged.add_top
+    profile, history, seen = Feature.PROFILE, Feature.HISTORY, Feature.SEEN  # looked up once: this loop runs per record
     for event in batch.events:
         user, item, event_type = event.user_id, event.item_id, event.event_type
         order = log_order(event)  # the LATEST order; nearly every record has a profile field
         # Impressions carry the request's context too, so they count for where the user comes from.
         for name, value in zip(PROFILE_FIELDS, _profile(event)):
             if value:
-                add_latest(Feature.PROFILE, user, name, order, value)
+                add_latest(profile, user, name, order, value)
         if event_type in HISTORY_EXCLUDED_TYPES:
             continue
-        add_top(Feature.HISTORY, user, history_member(event), float(event.event_time), limit)
-        add_top(Feature.SEEN, user, item, float(event.event_time), seen_limit)
+        score = float(event.event_time)
+        member = history_member(item, event_type, event.event_time, event.partition, event.offset)
+        add_top(history, user, member, score, limit)
+        add_top(seen, user, item, score, seen_limit)
         if event_type in _STATEFUL_TYPES:
             disliked = _disliked_state(event)
             if disliked is not None:
