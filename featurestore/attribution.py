@@ -105,18 +105,23 @@ def attribute(shown: list[Shown], responses: list[tuple[int, str, str]], window_
 def read_outcomes(redis_url: str, version: str, window_ms: int = DEFAULT_WINDOW_MS) -> Iterator[Outcome]:
     """Every impression of ``version`` with its outcome, pair by pair (a scan of the SHOWN and RESPONDED keys)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    shown_days, responded_days = (_days_by_pair(client, version, feature) for feature in (SHOWN, RESPONDED))
+    shown_days = _days_by_pair(client, version, SHOWN)
+    # Only a shown pair's responses can be attributed, so the others are not held.
+    responded_days = _days_by_pair(client, version, RESPONDED, among=shown_days)
     pairs = list(shown_days)
     for start in range(0, len(pairs), _READ_BATCH):
         yield from _outcomes_of(client, version, pairs[start:start + _READ_BATCH], shown_days, responded_days, window_ms)
 
 
-def _days_by_pair(client: redis.Redis, version: str, feature: str) -> dict[tuple[str, str], list[int]]:
+def _days_by_pair(client: redis.Redis, version: str, feature: str,
+                  among: dict | None = None) -> dict[tuple[str, str], list[int]]:
+    """The days ``feature`` holds per (user, item) pair (``among``: only for those pairs)."""
     prefix = layout.feature_key(version, feature, "")[: -len(layout.EMPTY_ENTITY)]
     days: dict[tuple[str, str], list[int]] = {}
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         user_id, item_id, day = key[len(prefix):].rsplit("|", 2)
-        days.setdefault((user_id, item_id), []).append(int(day))
+        if among is None or (user_id, item_id) in among:
+            days.setdefault((user_id, item_id), []).append(int(day))
     return days
 
 
