@@ -1,8 +1,10 @@
 """Reading one partition's restriction: the DoFn behind ``ReadFromKafka``, bounded and followed.
 
-The bounded and the followed read are one loop: a followed restriction only has no stop, so the
-loop defers when the log is idle and checkpoints every ``FOLLOW_CHECKPOINT_S``;
-``FollowPartitionFn`` declares the same read unbounded so Beam treats its output as a stream.
+A bounded read seeks its partition and reads to the restriction's stop in one call. A
+followed restriction has no stop: each resume hands over what one shared fetch brought for
+its partition (``streams.follow_fetch``) and defers the rest, so every round of the runner
+ends its bundle (and so commits) within one fetch; ``FollowPartitionFn`` declares the read
+unbounded so Beam treats its output as a stream.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from kapparec.errors import KapparecError
 from streams.dlq import DeadLetter
-from streams.read_plan import NO_EVENT_TIME, UNBOUNDED, PartitionRead, StopSignal
+from streams.follow_fetch import SharedFetch
+from streams.read_plan import NO_EVENT_TIME, PartitionRead, StopSignal
 from streams.restriction import RESTRICTIONS, LogRestriction
 from streams.schema import Interaction, InvalidRecord, parse_interaction
 from streams.watermark import EventTimeWatermarkEstimator
@@ -30,9 +33,6 @@ METRICS_NAMESPACE = "kapparec.source"
 
 # A bounded read waits this long for records it knows exist before failing loudly.
 STALL_TIMEOUT_S = 60.0
-# A followed partition hands control back to the runner this often even while records flow,
-# so bundles finish and downstream stages see output.
-FOLLOW_CHECKPOINT_S = 0.25
 
 # Big fetches: the per-poll cost of kafka-python is fixed, the per-record cost is not.
 # check_crcs=False, as librdkafka defaults: without the optional crc32c C extension
@@ -148,9 +148,6 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
 
     def _read(self, element: PartitionRead, window, tracker, watermark) -> Iterator[Any]:
         start, stop, high_water = tracker.current_restriction()
-        if self._stop is not None and self._stop.should_stop():
-            tracker.try_claim((stop, NO_EVENT_TIME))  # ends the restriction: nothing left to read
-            return
         # Outputs are WindowedValues in the element's (global) window: what a TimestampedValue
         # would become, without Beam assigning a window per record.
         windows = (window,)
@@ -158,14 +155,11 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         self._consumer.assign([tp])
         self._consumer.seek(tp, start)
         position = start
-        began = last_progress = time.monotonic()
+        last_progress = time.monotonic()
         read_batch = self._read_batch if self._batched else self._read_records
         while position < stop:
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms).get(tp)
             if not batch:
-                if stop == UNBOUNDED:
-                    tracker.defer_remainder(Duration(seconds=self._poll_timeout_ms / 1000))
-                    return
                 if time.monotonic() - last_progress > STALL_TIMEOUT_S:
                     raise KapparecError(f"{tp.topic}/{tp.partition} yielded nothing at offset {position} before {stop}")
                 continue
@@ -173,12 +167,9 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
             high_water, whole = yield from read_batch(self._kinds[element.topic], tp, batch, stop, high_water, tracker,
                                                       windows)
             watermark.advance(high_water)
-            if not whole:  # a claim failed: the stop or a checkpoint was reached
+            if not whole:  # a claim failed: the runner split the restriction
                 return
             position = self._consumer.position(tp)
-            if stop == UNBOUNDED and time.monotonic() - began > FOLLOW_CHECKPOINT_S:
-                tracker.defer_remainder()
-                return
         # Offsets up to stop may be missing (compaction, transaction markers): the position is proof enough.
         tracker.try_claim((stop, NO_EVENT_TIME))
 
@@ -254,7 +245,14 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
 
 
 class FollowPartitionFn(ReadPartitionFn):
-    """The same read, declared unbounded so Beam treats its output as a stream."""
+    """The same read without a stop, declared unbounded so Beam treats its output as a stream."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._fetch = SharedFetch(self._consumer, self._poll_timeout_ms)
+
+    def start_bundle(self) -> None:
+        self._fetch.start_round()
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -265,3 +263,20 @@ class FollowPartitionFn(ReadPartitionFn):
         watermark=beam.DoFn.WatermarkEstimatorParam(),
     ) -> Iterator[Any]:
         return super().process(element, window, tracker, watermark)
+
+    def _read(self, element: PartitionRead, window, tracker, watermark) -> Iterator[Any]:
+        start, stop, high_water = tracker.current_restriction()
+        if self._stop is not None and self._stop.should_stop():
+            tracker.try_claim((stop, NO_EVENT_TIME))  # ends the restriction: nothing left to read
+            return
+        tp = TopicPartition(element.topic, element.partition)
+        batch = self._fetch.take(tp, start)
+        if not batch:
+            tracker.defer_remainder(Duration(seconds=self._poll_timeout_ms / 1000))
+            return
+        read_batch = self._read_batch if self._batched else self._read_records
+        high_water, whole = yield from read_batch(self._kinds[element.topic], tp, batch, stop, high_water, tracker,
+                                                  (window,))
+        watermark.advance(high_water)
+        if whole:  # else a claim failed: the runner split the restriction, and the rest is its residual
+            tracker.defer_remainder()

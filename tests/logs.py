@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams import topics
@@ -48,3 +49,14 @@ def produce_impressions(bootstrap: str, records: list[tuple[str, bytes, int]]) -
     with LogProducer(bootstrap) as producer:
         for key, value, at in records:
             producer.send_raw(topics.IMPRESSIONS, key, value, at)
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> list:
+    """Sends ``(partition, key, value)`` records in order; returns their RecordMetadata."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        futures = [producer.send(topic, value=value, key=key, partition=p) for p, key, value in records]
+        producer.flush()
+        return [f.get() for f in futures]
+    finally:
+        producer.close()

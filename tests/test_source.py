@@ -35,20 +35,9 @@ from streams.restriction import RESTRICTIONS, LogRestriction, LogRestrictionTrac
 from streams.source import ReadFromKafka
 from streams.watermark import IDLE_WATERMARK_LAG_S
 from streams.topics import EVENTS, EVENTS_DLQ, ITEMS
-from tests.logs import create_topic
+from tests.logs import create_topic, produce
 
 BASE_MS = 1_700_000_000_000
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> list:
-    """Sends ``(partition, key, value)`` records in order; returns their RecordMetadata."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    try:
-        futures = [producer.send(topic, value=value, key=key, partition=p) for p, key, value in records]
-        producer.flush()
-        return [f.get() for f in futures]
-    finally:
-        producer.close()
 
 
 def event(user: str, event_time: int, item: str = "i1", kind: str = "view") -> bytes:
@@ -282,7 +271,8 @@ def unwrap(output):
 
 
 class FollowHarness:
-    """Drives the follow-mode DoFn the way the SDK harness does: one process() call per restriction."""
+    """Drives the follow-mode DoFn the way the local runner does: each resume a bundle of its own,
+    one process() call per restriction."""
 
     def __init__(self, bootstrap: str, idle_timeout_s: float, topic: str = EVENTS, parse=parse_interaction):
         self.fn = FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
@@ -296,6 +286,7 @@ class FollowHarness:
         tracker = ThreadsafeRestrictionTracker(RESTRICTIONS.create_tracker(self.restriction))
         estimator = ThreadsafeWatermarkEstimator(self.fn.create_watermark_estimator(self.estimator_state))
         view = RestrictionTrackerView(tracker)
+        self.fn.start_bundle()
         outputs = list(self.fn.process(self.element, window=GlobalWindow(), tracker=view, watermark=estimator))
         tracker.check_done()
         residual, _delay = tracker.deferred_status()

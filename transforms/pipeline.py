@@ -20,11 +20,12 @@ from transforms.config import FeatureConfig
 from transforms.progress import ReportProgress
 
 Ranges = dict[int, tuple[int, int]]
-# A followed partition's poll wait, and its resume delay when idle: short, because a bundle
-# (and so a commit) ends at an empty poll; see the freshness benchmark.
-FOLLOW_POLL_TIMEOUT_MS = 10
-# The source reads its partitions in turn, each resume a new fetch: a broker holding an empty
-# fetch for the default 100 ms made a round over 8 partitions cost 0.8 s of latency.
+# How long an idle round of the followed read waits for records (``streams.follow_fetch``): the
+# wait ends as soon as records come, so it costs no latency, and a longer one spares the CPU
+# an idle job spends on rounds; it is also the resume delay of an idle partition.
+FOLLOW_POLL_TIMEOUT_MS = 100
+# How long the broker holds an empty fetch: the waiting poll sends the next one as it returns,
+# so this, not the poll's wait, bounds how late a record's arrival is noticed.
 FOLLOW_CONSUMER_CONFIG = {"fetch_max_wait_ms": 5}
 
 
