@@ -108,10 +108,6 @@ class Commits:
     def new_batch_id(self) -> str:
         return f"b{int(time.time() * 1000)}-{self.client.incr(f'{layout.ROOT}:batch_seq')}"
 
-    def committed_offset(self, version: str, topic: str, partition: int) -> int | None:
-        value = self.client.hget(layout.offsets_key(version), layout.offset_field(topic, partition))
-        return None if value is None else int(value)
-
     def commit(
         self,
         version: str,

@@ -92,7 +92,8 @@ class _CommitFeaturesFn(beam.DoFn):
             # (its outcome does not matter: the offsets' compare-and-set fences whatever follows).
             wait([self._in_flight])
             self._in_flight = None
-        self._expected: dict[tuple[str, int], int | None] = {}
+        # Every partition's committed offset, read at the bundle's first records (None until then).
+        self._expected: dict[tuple[str, int], int] | None = None
         self._reset()
 
     def _reset(self):
@@ -105,11 +106,12 @@ class _CommitFeaturesFn(beam.DoFn):
     def process(self, records: list):
         """``records``: one fetched batch of one partition, in log order (the source's batched output)."""
         position = (_TOPIC_OF[type(records[0])], records[0].partition)
-        if position not in self._expected:
+        if self._expected is None:
             # Read with no commit of ours running: a long merge script makes Redis answer BUSY.
+            # All partitions in one read: a round of the continuous job brings several.
             self._land()
-            self._expected[position] = self._store.committed_offset(self._target.version, *position)
-        committed = self._expected[position]
+            self._expected = self._store.offsets(self._target.version)
+        committed = self._expected.get(position)
         if committed is not None and records[0].offset < committed:
             # Applied by an earlier attempt of this bundle.
             records = [record for record in records if record.offset >= committed]
@@ -162,7 +164,7 @@ class _CommitFeaturesFn(beam.DoFn):
             return
         self._land()
         self._add_pairs()
-        expected = {position: self._expected[position] for position in self._next}
+        expected = {position: self._expected.get(position) for position in self._next}
         bundle = encode_bundle(self._merged.merged())
         self._in_flight = self._committer.submit(self._store.commit, self._target.version, bundle, expected,
                                                  dict(self._next), self._target.lease)
