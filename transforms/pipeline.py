@@ -26,7 +26,7 @@ Ranges = dict[int, tuple[int, int]]
 FOLLOW_POLL_TIMEOUT_MS = 100
 # How long the broker holds an empty fetch: the waiting poll sends the next one as it returns,
 # so this, not the poll's wait, bounds how late a record's arrival is noticed.
-FOLLOW_CONSUMER_CONFIG = {"fetch_max_wait_ms": 5}
+FOLLOW_CONSUMER_CONFIG = {"fetch_max_wait_ms": 25}
 
 
 @dataclass(frozen=True)
