@@ -16,7 +16,7 @@ The blend is chosen on validation only: the training part is split again (each u
 ``holdout`` training positives), a two-tower with the evaluated configuration is fitted on what
 remains, the features of what remains are replayed, and a coordinate ascent over the funnel's
 knobs, from the two-tower's candidates alone, keeps each change that raises recall@10 on half of
-the validation users (the search half) by more than its standard error. Some ninety trials each
+the validation users (the search half) by more than its standard error. Dozens of trials each
 get that chance, so some win by noise alone: the searched blend replaces the start only if it
 also beats it on the other half (the confirmation half), which no trial was chosen on. A learned ranker (``training.learned_ranker``) is then
 fitted on the same validation funnel's candidates and adopted only if it beats that blend by the
