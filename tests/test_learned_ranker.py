@@ -120,6 +120,14 @@ def test_the_ranker_is_fitted_and_chosen_on_the_validation_split_alone(stack):
             first_held_out = split.train.event_times[split.train.user_ids == user][-split.holdout]
             assert max(e.event_time for e in stored.history) < first_held_out
             assert not set(items) & (stored.seen | stored.disliked)
+        # Its page excludes every training item, which the protocol strikes from the ranking: the page's
+        # slots are not spent on items the store does not hold as seen.
+        serving = funnel.funnel(config)
+        for user in examples.users:
+            struck = set(validation.train.item_ids[validation.train.user_ids == user].tolist())
+            query = funnel.query(user, 50)
+            assert set(query.filters.exclude_item_ids) == struck
+            assert not {item.item_id for item in serving.recommend(query).items} & struck
         ranker, record = choose_ranker(funnel, validation, config, 50, blend[METRIC], seed=0)
     assert examples.users == sorted(validation.test)
     positives = 0

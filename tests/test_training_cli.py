@@ -180,14 +180,20 @@ def test_eval_measures_the_serving_funnel_over_features_replayed_from_the_traini
     funnel = report["models"]["funnel"]
     for key in ("recall@10", "ndcg@10", "recall@50", "coverage"):
         assert 0.0 <= funnel[key] <= 1.0, (key, funnel)
-    # The blend was searched on a validation split, from the two-tower's candidates alone; what it chose
-    # measured at least as well there as that start, and the chosen knobs ranked the test split.
+    # The blend was searched on half of a validation split, from the two-tower's candidates alone; what the
+    # search found measured at least as well there as that start, it was chosen only if it also beat the
+    # start on the other half, and the chosen knobs ranked the test split.
     selection = funnel["selection"]
-    assert selection["validation_users"] > 0 and selection["trials_run"] > 10
+    assert selection["search_users"] + selection["confirmation_users"] == selection["validation_users"] > 0
+    assert abs(selection["search_users"] - selection["confirmation_users"]) <= 1 and selection["trials_run"] > 10
     start = selection["trials"][0]
     assert start["overrides"] == START
-    chosen = next(trial for trial in selection["trials"] if trial["overrides"] == selection["chosen"])
-    assert chosen["validation_recall@10"] == selection["validation_recall@10"] >= start["validation_recall@10"]
+    searched = next(trial for trial in selection["trials"] if trial["overrides"] == selection["searched"])
+    assert searched["search_recall@10"] == selection["search_recall@10"] >= start["search_recall@10"]
+    confirmation = selection["confirmation"]
+    if confirmation["adopted"]:
+        assert confirmation["searched_recall@10"] - confirmation["start_recall@10"] > confirmation["paired_se"]
+    assert selection["chosen"] == (selection["searched"] if confirmation["adopted"] else START)
     for knob, value in selection["chosen"].items():
         if knob.startswith("weights."):
             assert funnel["params"]["weights"][knob.split(".", 1)[1]] == value

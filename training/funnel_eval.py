@@ -6,13 +6,19 @@ a ``FeatureReader`` over a feature version, a ``ServingModel`` loaded from a reg
 differences are where those come from: the features are the training part of the log replayed
 through the feature pipeline (``training.feature_replay``), so nothing held out leaks, and the
 model is the evaluated two-tower, exported to a private registry. Each test user's page of
-``max(k_values)`` items is their ranking; items off the page rank nowhere.
+``max(k_values)`` items is their ranking; items off the page rank nowhere. The protocol strikes
+each user's training items from every ranking, so the funnel is told them as the request's
+explicit exclusions (a field ``Recommend`` has): otherwise the items its store does not hold as
+seen (those beyond ``seen_limit``, or logged in the same millisecond as the first held-out one)
+would take page slots that the protocol then empties, a cost the full-catalog rows never pay.
 
 The blend is chosen on validation only: the training part is split again (each user's last
 ``holdout`` training positives), a two-tower with the evaluated configuration is fitted on what
 remains, the features of what remains are replayed, and a coordinate ascent over the funnel's
-knobs, from the two-tower's candidates alone, keeps each change that raises validation
-recall@10 by more than its standard error. A learned ranker (``training.learned_ranker``) is then
+knobs, from the two-tower's candidates alone, keeps each change that raises recall@10 on half of
+the validation users (the search half) by more than its standard error. Dozens of trials each
+get that chance, so some win by noise alone: the searched blend replaces the start only if it
+also beats it on the other half (the confirmation half), which no trial was chosen on. A learned ranker (``training.learned_ranker``) is then
 fitted on the same validation funnel's candidates and adopted only if it beats that blend by the
 same rule; it is exported with the evaluated model's version, and the funnel ranks with it as
 ``Recommend`` does. The test split is measured once, with the chosen knobs (and ranker), over the
@@ -25,7 +31,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from tqdm import tqdm
 
 from featurestore.reader import FeatureReader
 from serving.config import FunnelConfig
+from serving.filters import Filters
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
@@ -88,6 +95,8 @@ class OfflineFunnel:
     # Each user's latest activity in the replayed part: when they come back for the page (the
     # two-tower's own evaluation queries the same hour).
     request_times: dict[str, int]
+    # Each user's training items, which the protocol strikes from their ranking: the page's exclusions.
+    excluded: dict[str, tuple[str, ...]]
 
     def __post_init__(self) -> None:
         # Shared by every configuration tried: neighbour lists depend on the features alone.
@@ -100,7 +109,8 @@ class OfflineFunnel:
                       neighbours=self.neighbours)
 
     def query(self, user: str, k: int) -> Query:
-        return Query(user, k=k, request_time_ms=self.request_times.get(user))
+        return Query(user, k=k, request_time_ms=self.request_times.get(user),
+                     filters=Filters(exclude_item_ids=self.excluded.get(user, ())))
 
     def scorer(self, config: FunnelConfig, page_size: int,
                model_of: Callable[[str], ServingModel] | None = None) -> ScoreBatch:
@@ -145,7 +155,8 @@ def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int,
             return exported
 
         version = registry.register(export, metadata={"model": "two_tower", "purpose": "offline funnel evaluation"})
-        yield OfflineFunnel(features.reader(), ServingModel.load(version), split.known_items, latest_activity(split.events))
+        yield OfflineFunnel(features.reader(), ServingModel.load(version), split.known_items, latest_activity(split.events),
+                            items_per_user(split.train))
 
 
 def latest_activity(events: Interactions) -> dict[str, int]:
@@ -153,44 +164,93 @@ def latest_activity(events: Interactions) -> dict[str, int]:
     return dict(zip(events.user_ids.tolist(), events.event_times.tolist()))
 
 
-def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int) -> tuple[FunnelConfig, dict, np.ndarray]:
-    """Coordinate ascent from ``START``: each knob in turn takes the value with the best
-    validation ``METRIC``, but only where that beats the configuration kept so far by more than one
-    standard error of the paired per-user difference. 500 validation users cannot tell apart
-    smaller differences, and taking them anyway fits the blend to validation noise."""
+def items_per_user(interactions: Interactions) -> dict[str, tuple[str, ...]]:
+    """Each user's distinct items in ``interactions``."""
+    items: dict[str, dict[str, None]] = {}
+    for user, item in zip(interactions.user_ids.tolist(), interactions.item_ids.tolist()):
+        items.setdefault(user, {})[item] = None
+    return {user: tuple(found) for user, found in items.items()}
+
+
+def choose_blend(funnel: OfflineFunnel, validation: Split, page_size: int,
+                 seed: int = 0) -> tuple[FunnelConfig, dict, np.ndarray]:
+    """The blend, its record and its per-user validation ``METRIC`` (users sorted, as ``measure_per_user``).
+
+    The validation users are halved at random (``seed``). On the search half, a coordinate ascent
+    from ``START``: each knob in turn takes the value with the best ``METRIC``, but only where that
+    beats the configuration kept so far by more than one standard error of the paired per-user
+    difference (smaller differences are noise on a few hundred users, and taking them fits the
+    blend to it). Many trials each get that chance, so the ascent's result is kept only if it also
+    beats ``START`` by that margin on the confirmation half, which chose nothing; else ``START``."""
     started = time.perf_counter()
-    chosen: dict[str, Any] = dict(START)
+    if len(validation.test) < 2:
+        per_user, _ = measure_per_user(validation, funnel.scorer(config_of(START), page_size), k_values=(10,))
+        return config_of(START), {"skipped": "fewer than two validation users: nothing to search on and confirm "
+                                             "with, so the two-tower's candidates alone rank",
+                                  "validation_users": len(validation.test), "chosen": dict(START)}, per_user[METRIC]
+    search, confirmation = halves(validation, seed)
     trials: list[dict] = []
 
-    def measured(overrides: dict[str, Any]) -> np.ndarray:
-        per_user, _ = measure_per_user(validation, funnel.scorer(config_of(overrides), page_size), k_values=(10,))
-        trials.append({"overrides": dict(overrides), f"validation_{METRIC}": round(float(per_user[METRIC].mean()), 6)})
+    def measured(overrides: dict[str, Any], users: Split = search) -> np.ndarray:
+        per_user, _ = measure_per_user(users, funnel.scorer(config_of(overrides), page_size), k_values=(10,))
         return per_user[METRIC]
 
-    best = measured(chosen)
+    def tried(overrides: dict[str, Any]) -> np.ndarray:
+        scores = measured(overrides)
+        trials.append({"overrides": dict(overrides), f"search_{METRIC}": round(float(scores.mean()), 6)})
+        return scores
+
+    searched, best = dict(START), tried(START)
     steps = [(knob, values) for _ in range(BLEND_PASSES) for knob, values in BLEND_KNOBS.items()]
     for knob, values in tqdm(steps, desc="search funnel blend", unit="knob"):
-        current = chosen.get(knob, _current(knob))
+        current = searched.get(knob, _current(knob))
         for value in values:
-            candidate = {**chosen, knob: value}
+            candidate = {**searched, knob: value}
             if value == current or any(trial["overrides"] == candidate for trial in trials):
                 continue
-            scores = measured(candidate)
+            scores = tried(candidate)
             if clearly_better(scores, best):
-                best, chosen = scores, candidate
+                best, searched = scores, candidate
+    confirmed = {"adopted": False}
+    if searched != START:
+        confirmed = confirmation_record(measured(searched, confirmation), measured(START, confirmation))
+    chosen = searched if confirmed["adopted"] else dict(START)
+    per_user, _ = measure_per_user(validation, funnel.scorer(config_of(chosen), page_size), k_values=(10,))
     record = {
-        "search": "coordinate ascent over the funnel's knobs, from the two-tower's candidates alone; a change is kept "
-                  "when it beats the kept configuration by more than one standard error of the paired per-user "
-                  "difference",
+        "search": "coordinate ascent over the funnel's knobs on the search half of the validation users, from the "
+                  "two-tower's candidates alone; a change is kept when it beats the kept configuration by more than "
+                  "one standard error of the paired per-user difference. The searched blend is chosen only if it "
+                  "also beats the start so on the confirmation half; else the start is",
         "metric": f"validation {METRIC}",
         "validation_users": len(validation.test),
+        "search_users": len(search.test),
+        "confirmation_users": len(confirmation.test),
         "seconds": round(time.perf_counter() - started, 1),
         "trials_run": len(trials),
         "trials": trials,
+        "searched": searched,
+        f"search_{METRIC}": round(float(best.mean()), 6),
+        "confirmation": confirmed,
         "chosen": chosen,
-        f"validation_{METRIC}": round(float(best.mean()), 6),
+        f"validation_{METRIC}": round(float(per_user[METRIC].mean()), 6),
     }
-    return config_of(chosen), record, best
+    return config_of(chosen), record, per_user[METRIC]
+
+
+def halves(split: Split, seed: int) -> tuple[Split, Split]:
+    """``split`` twice, each with a random half of its test users (``seed``)."""
+    users = sorted(split.test)
+    order = np.random.default_rng(seed).permutation(len(users))
+    return tuple(replace(split, test={users[n]: split.test[users[n]] for n in sorted(half.tolist())})
+                 for half in np.array_split(order, 2))
+
+
+def confirmation_record(searched: np.ndarray, start: np.ndarray) -> dict:
+    """The searched blend against the start on the confirmation half: both figures, and whether it clearly wins."""
+    difference = searched - start
+    return {f"searched_{METRIC}": round(float(searched.mean()), 6), f"start_{METRIC}": round(float(start.mean()), 6),
+            "paired_se": round(float(difference.std(ddof=1) / np.sqrt(len(difference))), 6),
+            "adopted": clearly_better(searched, start)}
 
 
 def config_of(overrides: dict[str, Any]) -> FunnelConfig:
@@ -222,7 +282,7 @@ def evaluate_funnel(split: Split, two_tower: TwoTowerRecommender, k_values: Sequ
         tuning_model = TwoTowerRecommender(two_tower.params, progress=True)
         tuning_model.fit(validation.train, split.catalog, events=validation.events)
         with offline_funnel(validation, tuning_model, seed) as funnel:
-            config, selection, blend = choose_blend(funnel, validation, page_size)
+            config, selection, blend = choose_blend(funnel, validation, page_size, seed)
             ranker, selection["ranker"] = choose_ranker(funnel, validation, config, page_size, blend, seed)
     else:
         config, ranker = FunnelConfig(), None
