@@ -179,9 +179,13 @@ class Funnel:
     def _listed(self, region: str) -> tuple[list[generate.Candidate], Counter, Blended]:
         """The shared lists' candidates for ``region``, their counts per source and their blend: the
         same for every user of the region (about half a pool), so computed once per snapshot."""
-        n, wanted, config = self.config.list_candidates, self._sources(), self.config
-        key = ("lists", region, n, wanted, tuple(config.weights.items()), config.rank_offset)
-        return self.snapshot.derived(key, lambda: self._list_candidates(region, n, wanted))
+        config, wanted = self.config, self._sources()
+        # Keyed by the config's identity, and the entry holds the config, so no other config can
+        # take that identity while the entry lives: every knob of the blend is covered.
+        _, *listed = self.snapshot.derived(
+            ("lists", region, wanted, id(config)),
+            lambda: (config, *self._list_candidates(region, config.list_candidates, wanted)))
+        return tuple(listed)
 
     def _list_candidates(self, region: str, n: int, wanted: frozenset[str]
                          ) -> tuple[list[generate.Candidate], Counter, Blended]:
