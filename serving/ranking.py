@@ -3,7 +3,6 @@ scores of a learned ranker (``serving.ranker``) where the served model version c
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Container, Iterator
 from operator import itemgetter
 from typing import NamedTuple
@@ -70,11 +69,11 @@ def ordered(scored: Scores, among: Container[str] | None = None) -> Iterator[Sco
     does not depend on which other items are ranked)."""
     totals, best = scored
     pairs = totals.items() if among is None else [(item, totals[item]) for item in totals.keys() & among]
-    # Sorted by score alone, then each run of equal scores by id, as far as the page reads: the
-    # same order as sorting everything by id first, without comparing a few hundred ids a request.
-    for _, tied in itertools.groupby(sorted(pairs, key=itemgetter(1), reverse=True), key=itemgetter(1)):
-        for item, total in sorted(tied):
-            yield Scored(item, total, best[item].source, best[item].because)
+    # Two stable sorts (by id, then by score descending) give score order with ties by id. (Sorting
+    # by score alone and each run of equal scores lazily was cheaper only for shallow reads.)
+    order = sorted(pairs, key=itemgetter(0))
+    order.sort(key=itemgetter(1), reverse=True)
+    return (Scored(item, total, best[item].source, best[item].because) for item, total in order)
 
 
 def blended(candidates: list[Candidate], config: FunnelConfig) -> Blended:
