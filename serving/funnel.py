@@ -25,7 +25,7 @@ from serving.explain import explanation
 from serving.filters import Filters, ItemFilter, Passing
 from serving.model import ServingModel, hour_of
 from serving.neighbours import NeighbourCache
-from serving.ranking import Scored, blend, ranking
+from serving.ranking import Blended, Scored, blend, blended, ordered, scores
 from serving.snapshot import Snapshot
 
 
@@ -99,21 +99,14 @@ class Funnel:
         known = user is not None and not user.is_new
         boost = None if known else self._onboarding_boost(query, pool)
         ranker = self.model.ranker if self.model is not None and known else None
-        fresh = self._fresh()
         with self._stage("rank"):
-            if ranker:
-                learned = functools.partial(ranker.rank, user=user, snapshot=self.snapshot, region=region)
-                # Learned scores are standardised within the request, so the new items' order comes
-                # from the whole ranking, which the ranker scores in full anyway.
-                ranked = list(ranking(pool, self.config, boost, learned))
-                ranked_fresh = [item for item in ranked if item.item_id in fresh]
-            else:
-                ranked = ranking(pool, self.config, boost)
-                # The new items in the order of ``ranked``: a blend score comes from the item's own
-                # candidates alone, so ranking them apart gives the same scores and order, without
-                # reading the whole ranking down to them (they rank low, and exploration looks for
-                # them on every page).
-                ranked_fresh = ranking([c for c in pool if c.item_id in fresh], self.config, boost)
+            learned = (functools.partial(ranker.rank, user=user, snapshot=self.snapshot, region=region)
+                       if ranker else None)
+            scored = scores(pool, self.config, boost, learned, shared=self._listed(region)[2])
+            ranked = ordered(scored)
+            # The new items in the order of ``ranked``, without reading the whole ranking down to
+            # them (they rank low, and exploration looks for them on every page).
+            ranked_fresh = ordered(scored, among=self._fresh())
         blocked = (user.seen | user.disliked) if user else set()
         page = self._finish(ranked, query, region, blocked, user, ranked_fresh=ranked_fresh)
         return Page(page.items, "full" if self.reader else "degraded", page.widened, drawn)
@@ -148,10 +141,9 @@ class Funnel:
 
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[list[generate.Candidate], Counter]:
         """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
-        n, wanted = self.config.list_candidates, self._sources()
+        wanted = self._sources()
         with self._stage("lists"):
-            listed, listed_counts = self.snapshot.derived(("lists", region, n, wanted),
-                                                          lambda: self._list_candidates(region, n, wanted))
+            listed, listed_counts, _ = self._listed(region)
         pool, drawn = [*listed], Counter(listed_counts)
         if user is None or user.is_new:
             return pool, drawn
@@ -184,16 +176,30 @@ class Funnel:
         ranker = self.model.ranker if self.model is not None else None
         return self.config.sources | ranker.sources if ranker else self.config.sources
 
-    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]) -> tuple[list[generate.Candidate], Counter]:
+    def _listed(self, region: str) -> tuple[list[generate.Candidate], Counter, Blended]:
+        """The shared lists' candidates for ``region``, their counts per source and their blend: the
+        same for every user of the region (about half a pool), so computed once per snapshot."""
+        config, wanted = self.config, self._sources()
+        # Keyed by the config's identity, and the entry holds the config, so no other config can
+        # take that identity while the entry lives: every knob of the blend is covered.
+        _, *listed = self.snapshot.derived(
+            ("lists", region, wanted, id(config)),
+            lambda: (config, *self._list_candidates(region, config.list_candidates, wanted)))
+        return tuple(listed)
+
+    def _list_candidates(self, region: str, n: int, wanted: frozenset[str]
+                         ) -> tuple[list[generate.Candidate], Counter, Blended]:
         lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
                  "new_item": self.snapshot.new_items}
         found = [candidate for source, ranking in lists.items() if source in wanted
                  for candidate in generate.ranked(source, ranking, n)]
-        return found, Counter(candidate.source for candidate in found)
+        return found, Counter(candidate.source for candidate in found), blended(found, self.config)
 
     def _onboarding_boost(self, query: Query, pool: list[generate.Candidate]) -> dict[str, float]:
         """The candidates in the categories a new user chose score ``onboarding_boost`` times more."""
         chosen = set(query.onboarding_categories)
+        if not chosen:
+            return {}
         catalog = self.snapshot.catalog
         return {
             candidate.item_id: self.config.onboarding_boost

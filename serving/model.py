@@ -70,7 +70,8 @@ class ServingModel:
 
     def search(self, embedding: np.ndarray, k: int) -> list[tuple[str, float]]:
         ids, scores = self._index.search(embedding[np.newaxis, :].astype(np.float32), k)
-        return [(str(item), float(score)) for item, score in zip(ids[0], scores[0]) if item != ""]
+        # Python values in one call each, rather than a numpy scalar per element converted one by one.
+        return [(str(item), score) for item, score in zip(ids[0].tolist(), scores[0].tolist()) if item != ""]
 
     def closest(self, item_ids: list[str], among: list[str]) -> list[str]:
         """For each of ``item_ids``, the item of ``among`` whose embedding is nearest ("" where none is known)."""

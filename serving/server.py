@@ -169,6 +169,7 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         experiments.stop()
         impressions.stop()
         events.close()
+        metrics.flush()  # the updates still queued reach the metrics before the worker exits
 
     return server, stop_background
 

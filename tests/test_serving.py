@@ -26,6 +26,7 @@ from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+from serving import metrics
 from serving.config import SOURCES, FunnelConfig
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
@@ -572,10 +573,11 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
         with pytest.raises(grpc.RpcError):  # plaintext is refused on a TLS port
             grpc_stub = pb_grpc.RecommenderStub(grpc.insecure_channel(server.address))
             grpc_stub.Recommend(pb.RecommendRequest(user_id="u1", k=3), timeout=5)
-        text = metrics_text(server)
-        served_total = sum(float(line.split()[-1]) for line in text.splitlines()
-                           if line.startswith('kapparec_requests_total{') and 'rpc="Recommend"' in line and 'code="OK"' in line)
-        assert served_total == 6  # the parent sums what every worker counted
+        # The parent sums what every worker counted; a worker's counts reach it within metrics.FLUSH_S.
+        deadline = time.monotonic() + 10 * metrics.FLUSH_S
+        while (served_total := recommends_ok(metrics_text(server))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served_total == 6
     finally:
         server.stop()
 
@@ -614,6 +616,11 @@ def test_an_unreachable_broker_makes_log_events_unavailable_and_nothing_else(ser
             time.sleep(0.5)
     finally:
         session_stack.broker.start()
+
+
+def recommends_ok(text: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith('kapparec_requests_total{') and 'rpc="Recommend"' in line and 'code="OK"' in line)
 
 
 def metrics_text(server) -> str:

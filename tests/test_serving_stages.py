@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import prometheus_client
+
 from kapparec.errors import UsageError
+from serving import metrics
 from serving.candidates import Candidate
 from serving.config import FunnelConfig
 from serving.diversity import diversify
@@ -17,7 +20,7 @@ from serving.explain import explanation
 from serving.filters import Filters, ItemFilter, Passing
 from serving.funnel import Funnel, Query
 from serving.impressions import Impression, impression
-from serving.ranking import Scored, blend
+from serving.ranking import Scored, blend, blended, ordered, scores
 from serving.snapshot import Snapshot
 from streams.schema import ImpressionEvent, ShownItem, encode
 
@@ -115,6 +118,71 @@ def test_ranking_part_of_a_pool_gives_its_items_the_scores_and_order_of_the_whol
     whole = [scored for scored in blend(pool, FunnelConfig(), boost) if scored.item_id in part]
     assert blend([c for c in pool if c.item_id in part], FunnelConfig(), boost) == whole and len(whole) > 10
 
+
+
+def _reference_ranking(pool, config, boost):
+    """The blend as documented, by a plain route: each item's summed credits, the first candidate of its
+    largest credit, best score first and ties by item id."""
+    totals, best = {}, {}
+    for candidate in pool:
+        credit = config.weights.get(candidate.source, 0.0) / (config.rank_offset + candidate.rank)
+        totals[candidate.item_id] = totals.get(candidate.item_id, 0.0) + credit
+        if candidate.item_id not in best or credit > best[candidate.item_id][0]:
+            best[candidate.item_id] = (credit, candidate)
+    scored = [Scored(item, total * boost.get(item, 1.0), best[item][1].source, best[item][1].because)
+              for item, total in totals.items()]
+    return sorted(scored, key=lambda s: (-s.score, s.item_id))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shared_size=st.integers(0, 120), boosted=st.booleans())
+def test_the_blend_of_a_pool_in_two_parts_and_its_tie_order_are_the_one_pass_blends(seed, shared_size, boosted):
+    # Serving blends the shared lists once per snapshot and adds each request's own candidates
+    # (``scores(shared=...)``), and orders ties lazily: both must give what one plain pass gives.
+    # Most items come from one candidate, and trending and new items weigh the same, so ties are common.
+    rng = random.Random(seed)
+    config = FunnelConfig(weights={"two_tower": 1.0, "co_occurrence": 0.6, "trending": 0.3, "popular": 0.15,
+                                   "new_item": 0.3}, rank_offset=10.0)
+    pool = [Candidate(f"i{rng.randrange(300)}", source, rank, because=f"h{rng.randrange(3)}")
+            for source in ("trending", "popular", "new_item", "two_tower", "co_occurrence") for rank in range(40)]
+    rng.shuffle(pool)
+    boost = {f"i{n}": 2.0 for n in range(0, 300, 7)} if boosted else None
+    expected = _reference_ranking(pool, config, boost or {})
+    assert blend(pool, config, boost) == expected
+    shared = blended(pool[:shared_size], config)
+    assert list(ordered(scores(pool, config, boost, shared=shared))) == expected
+    fresh = {f"i{n}" for n in range(0, 300, 3)}
+    assert list(ordered(scores(pool, config, boost, shared=shared), among=fresh)) == [
+        s for s in expected if s.item_id in fresh]
+    assert len({s.score for s in expected}) < len(expected)  # ties were there to order
+
+
+@settings(max_examples=100, deadline=None)
+@given(amounts=st.lists(st.floats(0, 2.0) | st.sampled_from(metrics.LATENCY_BUCKETS), max_size=60))
+def test_queued_metric_updates_export_what_direct_updates_export(amounts):
+    # Requests queue their updates (serving/metrics.py); a flush must leave what observe and inc leave.
+    def twins(registry):
+        histogram = prometheus_client.Histogram("latency", "l", ["rpc"], buckets=metrics.LATENCY_BUCKETS, registry=registry)
+        return histogram.labels("r"), prometheus_client.Counter("calls", "c", ["rpc"], registry=registry).labels("r")
+
+    direct, queued = prometheus_client.CollectorRegistry(), prometheus_client.CollectorRegistry()
+    histogram, counter = twins(direct)
+    for amount in amounts:
+        histogram.observe(amount)
+        counter.inc()
+    histogram, counter = (metrics.Deferred(metric) for metric in twins(queued))
+    for amount in amounts:
+        histogram.observe(amount)
+        counter.inc()
+    metrics.flush()
+
+    def samples(registry):
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect()
+                for s in family.samples if not s.name.endswith("_created")}
+
+    assert samples(queued).keys() == samples(direct).keys()
+    for name, value in samples(direct).items():
+        assert samples(queued)[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
 
 ID_TEXT = st.text(st.characters(blacklist_characters="|", blacklist_categories=("Cs",), min_codepoint=0x21),
                   min_size=1, max_size=40).filter(lambda text: "\x7f" not in text)
