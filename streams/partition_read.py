@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from kapparec.errors import KapparecError
 from streams.dlq import DeadLetter
+from streams.fetched_batch import FetchedBatch
 from streams.read_plan import NO_EVENT_TIME, UNBOUNDED, PartitionRead, StopSignal
 from streams.restriction import RESTRICTIONS, LogRestriction
 from streams.schema import Interaction, InvalidRecord, parse_interaction
@@ -220,7 +221,7 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 return high_water, False
         before = high_water
         parse, time_of, carry = kind.parse, kind.time_ms, kind.carry  # bound once: this runs per record
-        values, letters, first_ms = [], [], None
+        values, letters, first_ms = FetchedBatch(), [], None
         for record in batch:
             try:
                 value = parse(record, tp.partition)
