@@ -57,9 +57,10 @@ class ReadFromKafka(beam.PTransform):
             to the wall clock minus ``IDLE_WATERMARK_LAG_S``.
         stop: follow mode: checked whenever a partition's read resumes; once it says so,
             the read ends (how a long-lived continuous job is stopped or re-planned).
-        batched: ``RECORDS`` carries one list per fetched batch (one partition's records in log
-            order, timed by the earliest) instead of one element per record: what a consumer
-            that works on whole batches takes, without Beam's cost per element.
+        batched: ``RECORDS`` carries one ``FetchedBatch`` (a list) per fetched batch (one
+            partition's records in log order, timed by the earliest) instead of one element per
+            record: what a consumer that works on whole batches takes, without Beam's cost per
+            element.
     """
 
     def __init__(
