@@ -71,26 +71,27 @@ class CommitTarget:
 
 
 class _PausedCollector:
-    """The cyclic garbage collector off from ``pause`` to ``resume`` (as it was before), its youngest
-    generation collected by ``collect_young``. Process-wide: the source's reading runs within the
-    same bundle, on the same thread."""
+    """The cyclic garbage collector off from ``pause`` to ``resume``, its youngest generation
+    collected by ``collect_young``. Process-wide, as the collector is: the source's reading runs
+    within the same bundle, on the same thread, and a bundle that failed before ``resume`` leaves
+    it off only until another bundle ends."""
 
-    def __init__(self):
-        self._was_enabled: bool | None = None
+    _enabled_before: bool | None = None  # the collector's state before any bundle paused it
 
-    def pause(self) -> None:
-        if self._was_enabled is None:
-            self._was_enabled = gc.isenabled()
+    @classmethod
+    def pause(cls) -> None:
+        if cls._enabled_before is None:
+            cls._enabled_before = gc.isenabled()
         gc.disable()
 
     @staticmethod
     def collect_young() -> None:
         gc.collect(0)
 
-    def resume(self) -> None:
-        if self._was_enabled:
+    @classmethod
+    def resume(cls) -> None:
+        if cls._enabled_before:
             gc.enable()
-        self._was_enabled = None
 
 
 class _CommitFeaturesFn(beam.DoFn):
@@ -110,15 +111,12 @@ class _CommitFeaturesFn(beam.DoFn):
         # One commit in flight while the next is extracted: Redis merges on its own core.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._in_flight: Future | None = None
-        self._collector = _PausedCollector()
 
     def teardown(self):
         committer = getattr(self, "_committer", None)
         if committer is not None:
             committer.shutdown(wait=True)
-        collector = getattr(self, "_collector", None)
-        if collector is not None:
-            collector.resume()  # a failed bundle never reached finish_bundle
+        _PausedCollector.resume()  # a failed bundle never reached finish_bundle
 
     def start_bundle(self):
         if self._in_flight is not None:
@@ -128,7 +126,7 @@ class _CommitFeaturesFn(beam.DoFn):
             self._in_flight = None
         self._expected: dict[tuple[str, int], int | None] = {}
         self._reset()
-        self._collector.pause()
+        _PausedCollector.pause()
 
     def _reset(self):
         self._merged = MergedMutations()
@@ -190,7 +188,7 @@ class _CommitFeaturesFn(beam.DoFn):
     def finish_bundle(self):
         self._commit()
         self._land()  # the bundle is done only once its last commit is
-        self._collector.resume()
+        _PausedCollector.resume()
         return ()
 
     def _commit(self) -> None:
@@ -206,7 +204,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._commits.inc()
         self._committed.inc(self._records)
         self._reset()
-        self._collector.collect_young()
+        _PausedCollector.collect_young()
 
     def _land(self) -> None:
         """Waits for the commit in flight; its refusal (a stale bundle, a lost lease) fails the bundle."""
