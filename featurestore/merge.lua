@@ -89,10 +89,12 @@ for g = 1, #bundle do
   if kind ~= 'none' and kind ~= TYPES[op] then
     return refuse(group.key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
   end
+  group.absent = kind == 'none'
   if op == 'distinct' then
     group.ranking, group.members = prefix .. feature .. '_rank:' .. entity, {}
     local ranked = type_of(group.ranking)
     if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
+    group.ranking_absent = ranked == 'none'
   end
   local fields, values, numbers = group.fields, group.values, group.numbers
   if op == 'add' then
@@ -151,6 +153,22 @@ local function current_values(command, key, fields)
   return values
 end
 
+-- Whether `key` is written for the first time: absent before the bundle (`absent`, from the checks)
+-- and not written by an earlier group of it. Such a key has no current values to read, and a
+-- new TOP no longer than its limit nothing to trim: in a backfill, most keys are new.
+local written = {}
+local function first_write(key, absent)
+  local first = absent and not written[key]
+  written[key] = true
+  return first
+end
+
+-- `current_values`, without the call for a key written for the first time.
+local function values_before(command, key, fields, absent)
+  if first_write(key, absent) then return {} end
+  return current_values(command, key, fields)
+end
+
 -- Sums stay integers (counts are), written without an exponent.
 local function integer(number)
   return string.format('%d', number)
@@ -177,19 +195,20 @@ for _, group in ipairs(groups) do
   merged = merged + #fields
   if op == 'count' then
     -- Read every field, then write every sum: two calls per key, not one per field.
-    local current, sums = current_values('HMGET', key, fields), {}
+    local current, sums = values_before('HMGET', key, fields, group.absent), {}
     for i = 1, #fields do
       sums[2 * i - 1], sums[2 * i] = fields[i], integer(tonumber(current[i] or 0) + numbers[i])
     end
     variadic('HSET', key, sums)
     if group.expiry then index_expiry(key, group.expiry) end
   elseif op == 'tally' then
-    local current, scores = current_values('ZMSCORE', key, fields), {}
+    local current, scores = values_before('ZMSCORE', key, fields, group.absent), {}
     for i = 1, #fields do
       scores[2 * i - 1], scores[2 * i] = integer(tonumber(current[i] or 0) + numbers[i]), fields[i]
     end
     variadic('ZADD', key, scores)
   elseif op == 'add' then
+    first_write(key, group.absent)
     variadic('SADD', key, fields)
     if group.partition then index_closing(key, group.partition, group.closes) end
     if group.expiry then index_expiry(key, group.expiry) end
@@ -199,10 +218,10 @@ for _, group in ipairs(groups) do
     for i = 1, #fields do
       scored[2 * i - 1], scored[2 * i] = string.format('%.17g', numbers[i]), fields[i]
     end
+    if not first_write(key, group.absent) or #fields > group.limit then trim[key] = group.limit end
     variadic('ZADD', key, scored, 'GT')
-    trim[key] = group.limit
   elseif op == 'latest' or op == 'max' then
-    local current, winners = current_values('HMGET', key, fields), {}
+    local current, winners = values_before('HMGET', key, fields, group.absent), {}
     for i = 1, #fields do
       local now, value, wins = current[i], values[i], false
       if not now then
@@ -225,7 +244,7 @@ for _, group in ipairs(groups) do
     -- An actor counts 1 from their first event on, and 0 again once their count reaches the
     -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
     -- whatever order) brought the events: the ranking ends as the actors below the cap.
-    local current, counts, deltas, ranked = current_values('HMGET', key, fields), {}, {}, {}
+    local current, counts, deltas, ranked = values_before('HMGET', key, fields, group.absent), {}, {}, {}
     for i = 1, #fields do
       local before = tonumber(current[i] or 0)
       local now = before + numbers[i]
@@ -238,7 +257,7 @@ for _, group in ipairs(groups) do
       end
     end
     variadic('HSET', key, counts)
-    local scores, ranking = current_values('ZMSCORE', group.ranking, ranked), {}
+    local scores, ranking = values_before('ZMSCORE', group.ranking, ranked, group.ranking_absent), {}
     for i, member in ipairs(ranked) do
       ranking[2 * i - 1], ranking[2 * i] = integer(tonumber(scores[i] or 0) + deltas[member]), member
     end

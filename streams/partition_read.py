@@ -21,10 +21,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from kapparec.errors import KapparecError
 from streams.dlq import DeadLetter
+from streams.fetched_batch import FetchedBatch
 from streams.follow_fetch import SharedFetch
 from streams.read_plan import NO_EVENT_TIME, PartitionRead, StopSignal
 from streams.restriction import RESTRICTIONS, LogRestriction
-from streams.schema import Interaction, InvalidRecord, parse_interaction
+from streams.schema import Interaction, InvalidRecord, parse_interaction, parse_interactions
 from streams.watermark import EventTimeWatermarkEstimator
 
 RECORDS = "records"
@@ -66,6 +67,10 @@ class _Interactions:
         # field lookups, and this runs per record.
         return tuple.__new__(Interaction, value[:-1] + (high_water,))
 
+    @staticmethod
+    def parse_batch(records: list, partition: int, high_water: int) -> tuple[list, list, int, int | None]:
+        return parse_interactions(records, partition, high_water)
+
 
 class _LogTimed:
     """Anything else (the catalog): timed by the record's log time, no log watermark to carry.
@@ -87,6 +92,23 @@ class _LogTimed:
     @staticmethod
     def carry(value: Any, high_water: int) -> Any:
         return value
+
+    def parse_batch(self, records: list, partition: int, high_water: int) -> tuple[list, list, int, int | None]:
+        """(the values, (record, InvalidRecord) of each refused one, the high water after them, the
+        least time or None), as ``parse_interactions`` gives them for interactions."""
+        parse, time_of = self.parse, self.time_ms  # bound once: this runs per record
+        values, refused, least = [], [], None
+        for record in records:
+            try:
+                value = parse(record, partition)
+            except InvalidRecord as invalid:
+                refused.append((record, invalid))
+                continue
+            time_ms = time_of(value, record)
+            values.append(value)
+            high_water = max(high_water, time_ms)
+            least = time_ms if least is None else min(least, time_ms)
+        return values, refused, high_water, least
 
 
 def _record_kind(parse: Callable) -> _Interactions | _LogTimed:
@@ -210,20 +232,9 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 tracker.try_claim((stop, NO_EVENT_TIME))
                 return high_water, False
         before = high_water
-        parse, time_of, carry = kind.parse, kind.time_ms, kind.carry  # bound once: this runs per record
-        values, letters, first_ms = [], [], None
-        for record in batch:
-            try:
-                value = parse(record, tp.partition)
-            except InvalidRecord as invalid:
-                letters.append(self._dead_letter(invalid, tp, record, windows))
-                continue
-            time_ms = time_of(value, record)
-            values.append(carry(value, high_water))
-            if time_ms > high_water:
-                high_water = time_ms
-            if first_ms is None or time_ms < first_ms:
-                first_ms = time_ms
+        parsed, refused, high_water, first_ms = kind.parse_batch(batch, tp.partition, high_water)
+        values = FetchedBatch(parsed)
+        letters = [self._dead_letter(invalid, tp, record, windows) for record, invalid in refused]
         if not tracker.try_claim((batch[-1].offset, high_water)):
             return before, False
         self._count(len(values), len(letters))

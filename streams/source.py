@@ -29,6 +29,7 @@ from collections.abc import Callable
 import apache_beam as beam
 
 from kapparec.errors import UsageError
+from streams.fetched_batch import FetchedBatch
 from streams.partition_read import DEAD_LETTER, DEFAULT_CONSUMER_CONFIG, RECORDS, FollowPartitionFn, ReadPartitionFn
 from streams.read_plan import StopSignal, plan_reads
 from streams.schema import parse_interaction
@@ -56,9 +57,10 @@ class ReadFromKafka(beam.PTransform):
             to the wall clock minus ``IDLE_WATERMARK_LAG_S``.
         stop: follow mode: checked whenever a partition's read resumes; once it says so,
             the read ends (how a long-lived continuous job is stopped or re-planned).
-        batched: ``RECORDS`` carries one list per fetched batch (one partition's records in log
-            order, timed by the earliest) instead of one element per record: what a consumer
-            that works on whole batches takes, without Beam's cost per element.
+        batched: ``RECORDS`` carries one ``FetchedBatch`` (a list) per fetched batch (one
+            partition's records in log order, timed by the earliest) instead of one element per
+            record: what a consumer that works on whole batches takes, without Beam's cost per
+            element.
     """
 
     def __init__(
@@ -109,10 +111,13 @@ class ReadFromKafka(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         fn_class, bootstrap, config, poll_timeout_ms, idle_timeout_s, stop, batched = self._fn_args
         fn = fn_class(bootstrap, self._parsers, config, poll_timeout_ms, idle_timeout_s, stop, batched)
+        read = beam.ParDo(fn)
+        if batched:
+            read = read.with_output_types(FetchedBatch)  # its coder estimates a batch's size without pickling it
         return (
             pbegin
             | "Partitions" >> beam.Create(self.reads)
             # Lets a distributed runner read partitions on different workers.
             | "SpreadPartitions" >> beam.Reshuffle()
-            | "ReadPartitions" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main=RECORDS)
+            | "ReadPartitions" >> read.with_outputs(DEAD_LETTER, main=RECORDS)
         )

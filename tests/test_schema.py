@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -203,3 +204,40 @@ def _decodes(wire, raw: bytes) -> bool:
     except (msgspec.DecodeError, schema._Misfit):
         return False
     return True
+
+
+class _KafkaRecord(NamedTuple):
+    value: bytes
+    offset: int
+    timestamp: int
+
+
+def _interaction_bytes(case) -> bytes:
+    return case[1]
+
+
+_hostile_interactions = _hostile_records.filter(lambda case: case[0] is parse_interaction).map(_interaction_bytes)
+# Valid records too, with event times on both sides of the log time's skew limit.
+_valid_interactions = st.builds(lambda time: json.dumps({**_BASES[parse_interaction], "event_time": time}).encode(),
+                                st.integers(0, 3 * schema.MAX_FUTURE_SKEW_MS))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(raws=st.lists(st.one_of(_hostile_interactions, _valid_interactions, _valid_interactions), max_size=12),
+       log_times=st.lists(st.integers(0, 2 * schema.MAX_FUTURE_SKEW_MS), min_size=12, max_size=12),
+       high_water=st.integers(-1, schema.MAX_FUTURE_SKEW_MS))
+def test_a_batch_parses_as_its_records_one_by_one_each_carrying_the_high_water_before_it(raws, log_times, high_water):
+    records = [_KafkaRecord(raw, 7 + n, log_time) for n, (raw, log_time) in enumerate(zip(raws, log_times))]
+    valid, refused, after, least = schema.parse_interactions(records, 3, high_water)
+    expected, expected_refused, times = [], [], []
+    for record in records:
+        try:
+            parsed = parse_interaction(record.value, partition=3, offset=record.offset, log_time_ms=record.timestamp)
+        except InvalidRecord as invalid:
+            expected_refused.append((record.offset, invalid.reason))
+            continue
+        expected.append(parsed._replace(log_watermark=max([high_water, *times])))
+        times.append(parsed.event_time)
+    assert repr(valid) == repr(expected)  # repr: a 4 is not a 4.0
+    assert [(record.offset, invalid.reason) for record, invalid in refused] == expected_refused
+    assert (after, least) == (max([high_water, *times]), min(times, default=None))
