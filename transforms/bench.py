@@ -5,18 +5,20 @@
   RSS (the backfill runs in a spawned process, so the log's generation is not counted) and
   Redis memory; once for the synthetic log and once for a dense-session log.
 - ``freshness_benchmark``: produce-to-readable-in-Redis latency of the continuous job, idle
-  and under a background load, with the job's lag behind the log.
+  and under a background load, with the job's lag behind the log, beside produce-to-received
+  of a bare consumer of the same log (what the broker and client alone take).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from streams.partition_read import DEFAULT_CONSUMER_CONFIG
 from streams.producer import LogProducer
 from streams.schema import InteractionEvent, encode
 from streams.synthetic import SyntheticLog, send_synthetic
+from transforms.pipeline import FOLLOW_CONSUMER_CONFIG, FOLLOW_POLL_TIMEOUT_MS
 
 
 def produce_log(stack: PrivateStack, log: SyntheticLog, partitions: int) -> None:
@@ -127,19 +130,24 @@ def backfill_benchmark(events: int = 1_000_000, users: int = 20_000, items: int 
 
 def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: float = 2_000.0, seed: int = 0) -> dict:
     """``n`` events at a steady rate while ``kapparec stream`` runs, timed until the reader shows them;
-    then ``n`` more while a background producer adds ``load_per_s`` events/s."""
+    then ``n`` more while a background producer adds ``load_per_s`` events/s. The ceiling: the same
+    events timed until a bare consumer of the log receives them, before the job starts."""
     with private_stack() as stack:
         produce_log(stack, SyntheticLog(users=200, items=200, events=5_000, seed=seed), partitions=4)
+        with _BareConsumer(stack.bootstrap) as consumer:
+            ceiling = _timed_events(consumer.received, stack.bootstrap, n, rate_per_s, "bare")
         with _stream_process(stack):
             client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
             _wait_until_caught_up(client, stack.bootstrap)
             reader = FeatureReader(stack.redis_url)
-            idle = _timed_events(reader, stack.bootstrap, n, rate_per_s, "idle")
+            visible = functools.partial(reader.history, n=1)
+            idle = _timed_events(visible, stack.bootstrap, n, rate_per_s, "idle")
             with _BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
-                loaded = _timed_events(reader, stack.bootstrap, n, rate_per_s, "load")
+                loaded = _timed_events(visible, stack.bootstrap, n, rate_per_s, "load")
     return {
         "n": len(idle),
         **_percentiles(idle),
+        "ceiling": {"n": len(ceiling), **_percentiles(ceiling)},
         "rate_per_s": rate_per_s,
         "load": {
             "n": len(loaded),
@@ -234,8 +242,34 @@ def _wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float 
     raise TimeoutError("the continuous job did not catch up with the initial log")
 
 
-def _timed_events(reader: FeatureReader, bootstrap: str, n: int, rate_per_s: float, tag: str) -> list[float]:
-    """Produce one event per fresh user; the reader showing that user's history means the event is readable."""
+class _BareConsumer(Beside):
+    """kafka-python alone following the events topic: which users' events it has received."""
+
+    def __init__(self, bootstrap: str):
+        super().__init__()
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                       **{**DEFAULT_CONSUMER_CONFIG, **FOLLOW_CONSUMER_CONFIG})
+        partitions = [TopicPartition(topics.EVENTS, p) for p in offsets.end_offsets(bootstrap, topics.EVENTS)]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_end()
+        for partition in partitions:  # resolved now: a lazy seek could land after the first event
+            self._consumer.position(partition)
+        self._users: set[str] = set()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            for records in self._consumer.poll(timeout_ms=FOLLOW_POLL_TIMEOUT_MS).values():
+                self._users.update(record.key.decode() for record in records)
+        self._consumer.close()
+
+    def received(self, user: str) -> bool:
+        return user in self._users
+
+
+def _timed_events(visible: Callable[[str], object], bootstrap: str, n: int, rate_per_s: float,
+                  tag: str) -> list[float]:
+    """Produce one event per fresh user, timed until ``visible(user)`` is truthy (the reader showing
+    that user's history: the event is readable)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -253,14 +287,8 @@ def _timed_events(reader: FeatureReader, bootstrap: str, n: int, rate_per_s: flo
             next_send += 1.0 / rate_per_s
             if produced == n:
                 deadline = time.monotonic() + 60
-        _collect_visible(reader, sent, latencies)
+        for user in [user for user in sent if visible(user)]:
+            latencies.append(time.perf_counter() - sent.pop(user))
         time.sleep(0.005)
     producer.close()
     return latencies
-
-
-def _collect_visible(reader: FeatureReader, sent: dict[str, float], latencies: list[float]) -> None:
-    """The sent users whose history, read through ``FeatureReader``, now holds their event."""
-    for user in list(sent):
-        if reader.history(user, n=1):
-            latencies.append(time.perf_counter() - sent.pop(user))
