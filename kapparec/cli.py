@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from kapparec.errors import KapparecError, UsageError
@@ -81,7 +82,16 @@ def translate(exc: BaseException) -> KapparecError | None:
     return None
 
 
+def quiet_library_logs() -> None:
+    """kafka-python's network thread warns whenever one of its steps took over 0.1 s of wall time.
+    In a job that is this process's main thread holding the GIL in one C call (encoding a commit's
+    bundle, decoding a large reply), not a stuck event loop: the warning would report our CPU
+    work as the library's fault, in every normal backfill and stream. Errors still show."""
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_logs()
     try:
         args = parse(argv)
         result = args.run(args)

@@ -72,6 +72,9 @@ def run_isolated(function, *args, **kwargs) -> tuple[dict, float]:
 
 
 def _with_peak_rss(function, args: tuple, kwargs: dict) -> tuple[dict, float]:
+    from kapparec.cli import quiet_library_logs
+
+    quiet_library_logs()  # a spawned process starts without the command's logging settings
     result = function(*args, **kwargs)
     return result, peak_rss_mb()
 
