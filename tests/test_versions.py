@@ -57,3 +57,12 @@ def test_features_stats_counts_keys_and_bytes_per_feature(stack):
     assert all(entry["bytes"] > 0 for entry in stats["features"].values())
     unknown = subprocess.run([KAPPAREC, "features", "stats", "--version", "v999"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 2 and "no feature version 'v999'" in unknown.stderr
+
+
+def test_a_normal_backfill_and_stream_print_no_warnings(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=20, items=20, events=300, seed=2))
+    env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
+    for command in (["backfill"], ["stream", "--once"]):
+        done = subprocess.run([KAPPAREC, *command], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "warning" not in (done.stdout + done.stderr).lower(), done.stderr
