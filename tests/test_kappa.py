@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from featurestore import layout
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
 from streams import offsets
@@ -150,17 +151,25 @@ def test_killing_the_continuous_job_does_not_change_its_result(stack, events, ki
     rng = random.Random(42)
     store = RedisFeatureStore(stack.redis_url)
     committed_at_kills = []
-    with TrickleProducer(stack.bootstrap, list(log.records()), seconds=kills * alive_s[1]):
-        for _ in range(kills):
-            before = _events_committed(store)
-            job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            # Killed at a random moment of its working life: how long a job takes to start depends
-            # on the machine's load, so the clock starts at its first commit, not at its launch.
-            _wait_for(lambda: _events_committed(store) > before or job.poll() is not None, timeout_s=120)
-            time.sleep(rng.uniform(0.0, alive_s[1] - alive_s[0]))
-            job.send_signal(signal.SIGKILL)
-            job.wait()
-            committed_at_kills.append(_events_committed(store))
+    trickle = TrickleProducer(stack.bootstrap, list(log.records()), seconds=kills * alive_s[1])
+    for kill in range(kills):
+        before = _events_committed(store)
+        job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill == 0:
+            # The events start once the first job holds the lease: a job slow to start on a loaded
+            # machine would otherwise find the whole log there, and no kill would fall mid-log.
+            _wait_for(lambda: store.client.exists(layout.STREAM_LOCK) or job.poll() is not None, timeout_s=120)
+            trickle.start()
+        # Killed at a random moment of its working life: how long a job takes to start depends
+        # on the machine's load, so the clock starts at its first commit (or once the log it
+        # found is all committed), not at its launch.
+        _wait_for(lambda: _events_committed(store) > before or _events_committed(store) == events
+                  or job.poll() is not None, timeout_s=120)
+        time.sleep(rng.uniform(0.0, alive_s[1] - alive_s[0]))
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        committed_at_kills.append(_events_committed(store))
+    trickle.join()
     subprocess.run([*command, "--once"], env=env, check=True, capture_output=True)
     assert any(0 < committed < events for committed in committed_at_kills), committed_at_kills  # killed mid-log
     assert _events_committed(store) == events
@@ -227,13 +236,6 @@ class TrickleProducer(threading.Thread):
                     producer.send_raw(EVENTS, record.key, record.value, record.timestamp_ms)
                 producer.flush()
                 time.sleep(self.seconds / chunks)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.join()
 
 
 def _events_committed(store: RedisFeatureStore) -> int:
