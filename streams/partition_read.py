@@ -144,6 +144,7 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         return EventTimeWatermarkEstimator(state, self._idle_timeout_s)
 
     def setup(self) -> None:
+        self._read_fetched = self._read_batch if self._batched else self._read_records
         # auto_offset_reset="none": a start offset already gone from the log is an error, not a skip.
         self._consumer = KafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -178,7 +179,6 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
         self._consumer.seek(tp, start)
         position = start
         last_progress = time.monotonic()
-        read_batch = self._read_batch if self._batched else self._read_records
         while position < stop:
             batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms).get(tp)
             if not batch:
@@ -186,8 +186,8 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                     raise KapparecError(f"{tp.topic}/{tp.partition} yielded nothing at offset {position} before {stop}")
                 continue
             last_progress = time.monotonic()
-            high_water, whole = yield from read_batch(self._kinds[element.topic], tp, batch, stop, high_water, tracker,
-                                                      windows)
+            high_water, whole = yield from self._read_fetched(self._kinds[element.topic], tp, batch, stop, high_water,
+                                                              tracker, windows)
             watermark.advance(high_water)
             if not whole:  # a claim failed: the runner split the restriction
                 return
@@ -285,9 +285,8 @@ class FollowPartitionFn(ReadPartitionFn):
         if not batch:
             tracker.defer_remainder(Duration(seconds=self._poll_timeout_ms / 1000))
             return
-        read_batch = self._read_batch if self._batched else self._read_records
-        high_water, whole = yield from read_batch(self._kinds[element.topic], tp, batch, stop, high_water, tracker,
-                                                  (window,))
+        high_water, whole = yield from self._read_fetched(self._kinds[element.topic], tp, batch, stop, high_water,
+                                                          tracker, (window,))
         watermark.advance(high_water)
         if whole:  # else a claim failed: the runner split the restriction, and the rest is its residual
             tracker.defer_remainder()
