@@ -76,6 +76,9 @@ def ordered(scored: Scores, among: Container[str] | None = None) -> Iterator[Sco
     return (Scored(item, total, best[item].source, best[item].because) for item, total in order)
 
 
+_NOTHING_BLENDED = Blended(0, {}, {}, {})
+
+
 def blended(candidates: list[Candidate], config: FunnelConfig) -> Blended:
     """``candidates`` blended, for later candidates to add to (``scores(shared=...)``)."""
     return Blended(len(candidates), *_credits(candidates, config, {}, {}, {}))
@@ -84,11 +87,9 @@ def blended(candidates: list[Candidate], config: FunnelConfig) -> Blended:
 def _blended(candidates: list[Candidate], config: FunnelConfig, shared: Blended | None
              ) -> tuple[dict[str, float], dict[str, Candidate]]:
     """Each item's sum of rank credits, and its candidate with the largest credit."""
-    if shared is None:
-        totals, best, _ = _credits(candidates, config, {}, {}, {})
-    else:
-        totals, best, _ = _credits(candidates[shared.size:], config, dict(shared.totals), dict(shared.best),
-                                   dict(shared.best_credit))
+    start = shared or _NOTHING_BLENDED
+    totals, best, _ = _credits(candidates[start.size:], config, dict(start.totals), dict(start.best),
+                               dict(start.best_credit))
     return totals, best
 
 

@@ -347,10 +347,6 @@ def parse_interaction(
     ))
 
 
-# The event types whose value ``value_misfit`` judges: for the others any value fits.
-_VALUE_RULED_TYPES = frozenset({"rate", "progress", "purchase", "add_to_cart"})
-
-
 def parse_interactions(records: Sequence, partition: int, high_water: int) -> tuple[list, list, int, int | None]:
     """``parse_interaction`` of each Kafka record (``value``, ``offset``, ``timestamp``) of one
     partition in log order, each interaction carrying its ``log_watermark``: the greatest event
@@ -358,20 +354,18 @@ def parse_interactions(records: Sequence, partition: int, high_water: int) -> tu
 
     Returns (the interactions, (record, InvalidRecord) of each refused one, the high water after
     them all, the least event time or None). Every verdict and value is ``parse_interaction``'s:
-    a record the inlined msgspec path does not take goes through it whole.
+    a record the wire Struct does not take goes through it whole.
     """
     valid, refused, least = [], [], None
-    decode, breaker, new = _decode_interaction, _id_breaker, tuple.__new__  # bound once: this runs per record
+    wire, new = _interaction_wire, tuple.__new__  # bound once: this runs per record
     for record in records:
         raw, log_time = record.value, record.timestamp
         try:
             if len(raw) > MAX_RECORD_BYTES:
                 raise _Misfit
-            event = decode(raw)
-            event_type, event_time = event.event_type, event.event_time
-            if breaker(event.user_id + event.item_id) or (
-                    event_type in _VALUE_RULED_TYPES and value_misfit(event_type, event.value)) or (
-                    log_time is not None and event_time > log_time + MAX_FUTURE_SKEW_MS):
+            event = wire(raw)
+            event_time = event.event_time
+            if log_time is not None and event_time > log_time + MAX_FUTURE_SKEW_MS:
                 raise _Misfit
         except (msgspec.DecodeError, _Misfit):
             try:
@@ -384,8 +378,8 @@ def parse_interactions(records: Sequence, partition: int, high_water: int) -> tu
         else:
             ctx = event.context
             valid.append(new(Interaction, (
-                event.user_id, event.item_id, event_type, event.value, event_time, ctx.region or "", ctx.device or "",
-                ctx.session_id or "", partition, record.offset, ctx.request_id or "", high_water,
+                event.user_id, event.item_id, event.event_type, event.value, event_time, ctx.region or "",
+                ctx.device or "", ctx.session_id or "", partition, record.offset, ctx.request_id or "", high_water,
             )))
         if event_time > high_water:
             high_water = event_time
