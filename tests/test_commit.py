@@ -48,7 +48,8 @@ def test_a_bundle_with_one_bad_mutation_anywhere_applies_nothing(stack):
     before = list(store.dump(version))
     many = [Mutation(Op.COUNT, Feature.POPULARITY, f"i{n}", "play|0", 1) for n in range(200)]
     for poison in (Mutation("bogus", Feature.POPULARITY, "i9", "play|0", 1),  # an op the merge does not know
-                   Mutation(Op.ADD, Feature.OCCURRENCE, "", "i1")):  # a set op on an existing hash
+                   Mutation(Op.ADD, Feature.OCCURRENCE, "", "i1"),  # a set op on an existing hash
+                   Mutation(Op.ADD, Feature.POPULARITY, "i7", "play|0")):  # and on a hash the bundle creates
         with pytest.raises(KapparecError, match="nothing applied"):
             store.commit(version, [*many, poison], {(EVENTS, 0): 10}, {(EVENTS, 0): 20})
         assert list(store.dump(version)) == before
