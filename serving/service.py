@@ -186,7 +186,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             raise Unauthenticated("LogEvents needs metadata 'authorization: Bearer <token>'")
 
     def _answer(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         code = grpc.StatusCode.OK
         try:
             return handle()
@@ -201,6 +201,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         finally:
             metrics.child(metrics.RPC_SECONDS, rpc).observe(time.perf_counter() - started)
+            metrics.child(metrics.RPC_CPU_SECONDS, rpc).inc(time.thread_time() - started_cpu)
             metrics.child(metrics.REQUESTS, rpc, code.name).inc()
         context.abort(code, message)
 
