@@ -4,6 +4,12 @@ On a private broker, Redis and registry: a synthetic log with a large catalog is
 two-tower trained on it is exported with its ScaNN index over the whole catalog and promoted,
 and ``kapparec serve`` runs with one worker per core. The ceiling is an empty unary RPC (the
 health Check) on the same server at the same concurrency: what the gRPC stack alone allows.
+
+Beside the wall-clock figures, each level reports the server's CPU milliseconds per request for
+both RPCs (``server_cpu_ms``: every process of the server, from /proc) and, for Recommend, the
+handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on a shared machine
+they move far less than latency and QPS, and their difference is what a request costs outside
+its handler (gRPC's threads, hand-offs, the impressions sender).
 """
 
 from __future__ import annotations
