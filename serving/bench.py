@@ -4,18 +4,28 @@ On a private broker, Redis and registry: a synthetic log with a large catalog is
 two-tower trained on it is exported with its ScaNN index over the whole catalog and promoted,
 and ``kapparec serve`` runs with one worker per core. The ceiling is an empty unary RPC (the
 health Check) on the same server at the same concurrency: what the gRPC stack alone allows.
+
+Beside the wall-clock figures, each level reports the server's CPU milliseconds per request for
+both RPCs (``server_cpu_ms``: every process of the server, from /proc) and, for Recommend, the
+handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on a shared machine
+they move far less than latency and QPS, and their difference is what a request costs outside
+its handler (gRPC's threads, hand-offs, the impressions sender).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.services import free_port
-from serving.loadgen import EMPTY, RECOMMEND, run_load
+from serving import metrics
+from serving.loadgen import EMPTY, RECOMMEND, Load, run_load
 from serving.server import wait_until_serving
 from streams.synthetic import SyntheticLog
 from infra.private import private_stack
@@ -44,11 +54,15 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
             result = {"items": items, "users": len(served_users), "workers": workers, "seconds": seconds,
                       "clients": {}, "ceiling_qps": {}, "ceiling": {}}
             for n in clients:
-                load = run_load(address, RECOMMEND, n, seconds, served_users)
-                ceiling = run_load(address, EMPTY, n, seconds, served_users)
-                result["clients"][str(n)] = load.as_dict() | {"ratio_to_ceiling": round(load.qps / ceiling.qps, 3)}
+                handler_before = handler_cpu(metrics_port)
+                load, load_cpu_ms = _measured(server.pid, lambda: run_load(address, RECOMMEND, n, seconds, served_users))
+                handler_ms = _handler_ms_per_request(handler_before, handler_cpu(metrics_port))
+                ceiling, ceiling_cpu_ms = _measured(server.pid, lambda: run_load(address, EMPTY, n, seconds, served_users))
+                result["clients"][str(n)] = load.as_dict() | {
+                    "ratio_to_ceiling": round(load.qps / ceiling.qps, 3), "server_cpu_ms": load_cpu_ms,
+                    "handler_cpu_ms": handler_ms}
                 result["ceiling_qps"][str(n)] = ceiling.qps
-                result["ceiling"][str(n)] = ceiling.as_dict()
+                result["ceiling"][str(n)] = ceiling.as_dict() | {"server_cpu_ms": ceiling_cpu_ms}
             result["stage_mean_ms"] = stage_means(metrics_port)
             return result
         finally:
@@ -79,16 +93,73 @@ def _train_and_promote(stack, models: Path) -> list[str]:
     return users
 
 
-def stage_means(metrics_port: int) -> dict[str, float]:
-    """Mean milliseconds per funnel stage over the whole run, from the server's own histograms."""
+def _measured(server_pid: int, run: Callable[[], Load]) -> tuple[Load, float]:
+    """The load ``run`` measured, and the server's CPU milliseconds per request it answered: every
+    worker's and the parent's CPU from /proc, which the machine's other work does not inflate as
+    it does wall times."""
+    before = process_tree_cpu_s(server_pid)
+    load = run()
+    used = process_tree_cpu_s(server_pid) - before
+    return load, round(1000 * used / max(1, load.requests), 3)
+
+
+def process_tree_cpu_s(root: int) -> float:
+    """User and system CPU seconds of ``root`` and every live process under it."""
+    # After the command name: state, ppid, pgrp, session, tty, tpgid, flags, four fault counts, utime, stime.
+    stats = {pid: tail.split() for pid, tail in _stat_tails().items()}
+    tree, grown = {root}, True
+    while grown:
+        below = {pid for pid, fields in stats.items() if int(fields[1]) in tree} - tree
+        tree, grown = tree | below, bool(below)
+    ticks = sum(int(stats[pid][11]) + int(stats[pid][12]) for pid in tree if pid in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_tails() -> dict[int, str]:
+    """``/proc/<pid>/stat`` after the command name, of every process."""
+    tails = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                tails[int(entry.name)] = (entry / "stat").read_text().rsplit(") ", 1)[1]
+    return tails
+
+
+def handler_cpu(metrics_port: int) -> tuple[float, float]:
+    """Recommend's handler CPU seconds and its requests so far, from the server's metrics, once the
+    workers' queued updates have reached them."""
+    time.sleep(2 * metrics.FLUSH_S)
+    cpu = requests = 0.0
+    for family in _scrape(metrics_port):
+        for sample in family.samples:
+            if sample.labels.get("rpc") != "Recommend":
+                continue
+            if sample.name == "kapparec_rpc_cpu_seconds_total":
+                cpu += sample.value
+            elif sample.name == "kapparec_requests_total":
+                requests += sample.value
+    return cpu, requests
+
+
+def _handler_ms_per_request(before: tuple[float, float], after: tuple[float, float]) -> float:
+    (cpu_before, requests_before), (cpu_after, requests_after) = before, after
+    return round(1000 * (cpu_after - cpu_before) / max(1.0, requests_after - requests_before), 3)
+
+
+def _scrape(metrics_port: int) -> list:
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://localhost:{metrics_port}/metrics", timeout=10).read().decode()
+    return list(text_string_to_metric_families(text))
+
+
+def stage_means(metrics_port: int) -> dict[str, float]:
+    """Mean milliseconds per funnel stage over the whole run, from the server's own histograms."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in _scrape(metrics_port):
         if family.name != "kapparec_funnel_stage_seconds":
             continue
         for sample in family.samples:

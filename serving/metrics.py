@@ -45,6 +45,10 @@ _flush_lock = threading.Lock()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0)
 
 RPC_SECONDS = Histogram("kapparec_rpc_seconds", "RPC latency", ["rpc"], buckets=LATENCY_BUCKETS)
+# The handler's own CPU (its thread's, from entering the servicer to leaving it): beside the
+# process's CPU it separates the request's work from gRPC's, thread hand-offs' and background threads'.
+RPC_CPU_SECONDS = Counter("kapparec_rpc_cpu_seconds", "CPU seconds the handling thread spent inside each RPC's servicer",
+                          ["rpc"])
 STAGE_SECONDS = Histogram("kapparec_funnel_stage_seconds", "Funnel stage latency", ["stage"], buckets=LATENCY_BUCKETS)
 REQUESTS = Counter("kapparec_requests", "Requests by RPC and status code", ["rpc", "code"])
 CANDIDATES = Histogram("kapparec_candidates", "Candidates one Recommend drew from each source", ["source"],

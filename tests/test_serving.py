@@ -253,6 +253,12 @@ def test_metrics_are_exported(served):
                    "kapparec_items_served_total", "kapparec_responses_total", "kapparec_features_healthy 1.0"):
         assert family in text, family
     assert f'kapparec_model_loaded{{version="{served.registry.production().id}"}} 1.0' in text
+    # The handler's own CPU: some, and less than the RPCs' wall time (a thread's CPU cannot exceed it).
+    handler_cpu = sum(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith('kapparec_rpc_cpu_seconds_total{rpc="Recommend"}'))
+    wall = sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith('kapparec_rpc_seconds_sum{rpc="Recommend"}'))
+    assert 0 < handler_cpu <= wall
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
