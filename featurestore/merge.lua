@@ -21,11 +21,11 @@
 -- Every op is associative and commutative, so merging batches in any split of the log gives
 -- the state one pass over the whole log would (see featurestore/definitions.py).
 --
--- This runs once per event on Redis's single thread, so its cost per field is the store's
--- throughput: each group is checked into one flat argument list, which a key written for the
--- first time (most keys of a backfill) hands to its write as it is. Numbers travel as Lua numbers:
--- redis.call formats them as %.17g: a score as the old explicit format did, and an integer below
--- 10^17 (any count or time in ms) exactly and without an exponent.
+-- Every event of the log pays this script's cost per group and per field on Redis's one thread,
+-- so that cost bounds a backfill: each group is checked into one flat argument list, which a key
+-- written for the first time (most keys of a backfill) hands to its write as it is. Numbers travel
+-- as Lua numbers: redis.call formats them as %.17g, which round-trips every score and writes an
+-- integer below 10^17 (any count or time in ms) exactly and without an exponent.
 local prefix, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 if lease ~= '' and redis.call('GET', KEYS[2]) ~= lease then
