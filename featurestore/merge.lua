@@ -142,7 +142,9 @@ for g = 1, #bundle do
   local group = {op = op, key = prefix .. feature .. ':' .. entity, flat = {}, orders = op == 'latest' and {} or nil,
                  members = op == 'distinct' and {} or nil}
   if not read_attribute(group, op, attribute) then return refuse(op .. ' attribute ' .. tostring(attribute)) end
-  -- Two groups of one absent key with different types would fail half-way through the writes.
+  -- A key an earlier group of the bundle writes counts as existing with that group's type: so two
+  -- types for one new key are refused here, not half-way through the writes, and only a key's
+  -- first group skips reading its current values.
   local kind = planned[group.key] or type_of(group.key)
   if kind ~= 'none' and kind ~= TYPES[op] then
     return refuse(group.key .. ' is a ' .. kind .. ', ' .. op .. ' needs a ' .. TYPES[op])
@@ -151,9 +153,10 @@ for g = 1, #bundle do
   planned[group.key] = TYPES[op]
   if op == 'distinct' then
     group.ranking = prefix .. feature .. '_rank:' .. entity
-    local ranked = type_of(group.ranking)
+    local ranked = planned[group.ranking] or type_of(group.ranking)
     if ranked ~= 'none' and ranked ~= 'zset' then return refuse(group.ranking .. ' is a ' .. ranked) end
     group.ranking_absent = ranked == 'none'
+    planned[group.ranking] = 'zset'
   end
   local fields_ok, field = read_fields(group, op, staged)
   if not fields_ok then return refuse(op .. ' value of ' .. tostring(field) .. ' in ' .. group.key) end
@@ -187,16 +190,6 @@ local function current_values(command, key, flat, offset)
     end
   end
   return values
-end
-
--- Whether `key` is written for the first time: absent before the bundle (`absent`, from the checks)
--- and not written by an earlier group of it. Such a key has no current values to read, and a
--- new TOP no longer than its limit nothing to trim: in a backfill, most keys are new.
-local written = {}
-local function first_write(key, absent)
-  local first = absent and not written[key]
-  written[key] = true
-  return first
 end
 
 -- Adds the current values to the values at every `offset` + 2i of `flat` (a sum's merge), in place.
@@ -254,8 +247,8 @@ end
 -- brought the events: the ranking ends as the actors below the cap.
 local function merge_distinct(group)
   local key, flat, cap = group.key, group.flat, group.cap
-  local first = first_write(key, group.absent)
-  local current = first and {} or current_values('HMGET', key, flat, 0)
+  -- A new key has no current values to read: in a backfill, most keys are new.
+  local current = group.absent and {} or current_values('HMGET', key, flat, 0)
   local deltas, ranked = {}, {}
   for i = 1, #flat / 2 do
     local before = tonumber(current[i] or 0)
@@ -273,9 +266,9 @@ local function merge_distinct(group)
   for i, member in ipairs(ranked) do
     ranking[2 * i - 1], ranking[2 * i] = deltas[member], member
   end
-  if not first_write(group.ranking, group.ranking_absent) then add_current('ZMSCORE', group.ranking, ranking, 0) end
+  if not group.ranking_absent then add_current('ZMSCORE', group.ranking, ranking, 0) end
   variadic('ZADD', group.ranking, ranking)
-  if first then
+  if group.absent then
     index_expiry(key, group.expiry)
     index_expiry(group.ranking, group.expiry)
   end
@@ -286,26 +279,25 @@ for _, group in ipairs(groups) do
   local op, key, flat = group.op, group.key, group.flat
   if op == 'add' then
     merged = merged + #flat
-    local first = first_write(key, group.absent)
     variadic('SADD', key, flat)
-    if first and group.partition then index_closing(key, group.partition, group.closes) end
-    if first and group.expiry then index_expiry(key, group.expiry) end
+    if group.absent and group.partition then index_closing(key, group.partition, group.closes) end
+    if group.absent and group.expiry then index_expiry(key, group.expiry) end
   else
     merged = merged + #flat / 2
     if op == 'count' then
-      local first = first_write(key, group.absent)
-      if not first then add_current('HMGET', key, flat, 1) end
+      if not group.absent then add_current('HMGET', key, flat, 1) end
       variadic('HSET', key, flat)
-      if first and group.expiry then index_expiry(key, group.expiry) end
+      if group.absent and group.expiry then index_expiry(key, group.expiry) end
     elseif op == 'tally' then
-      if not first_write(key, group.absent) then add_current('ZMSCORE', key, flat, 0) end
+      if not group.absent then add_current('ZMSCORE', key, flat, 0) end
       variadic('ZADD', key, flat)
     elseif op == 'top' then
       -- GT: a member keeps its best score, as the Python merge does, whatever the batch order.
-      if not first_write(key, group.absent) or #flat / 2 > group.limit then trim[key] = group.limit end
+      -- A new TOP no longer than its limit has nothing to trim.
+      if not group.absent or #flat / 2 > group.limit then trim[key] = group.limit end
       variadic('ZADD', key, flat, 'GT')
     elseif op == 'latest' or op == 'max' then
-      variadic('HSET', key, first_write(key, group.absent) and flat or winners_of(group))
+      variadic('HSET', key, group.absent and flat or winners_of(group))
     else
       merge_distinct(group)
     end
