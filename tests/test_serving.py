@@ -38,6 +38,7 @@ from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
+from tests.logs import empty_log
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
@@ -70,8 +71,7 @@ def register(registry: ModelRegistry, model: TwoTowerRecommender, items: list[st
 
 @pytest.fixture(scope="module")
 def served(session_stack, tmp_path_factory):
-    session_stack.broker.stop()
-    session_stack.broker.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     ensure_topics(session_stack.bootstrap)
     with LogProducer(session_stack.bootstrap) as producer:
@@ -589,7 +589,8 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
 
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
-    """Last in this module: it restarts Redis (which comes back empty) and rebuilds the features."""
+    """Late in this module: it stops Redis, then starts it again (its append-only file brings the
+    features back) and runs a backfill on it."""
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(served.server.address))
     with RequestLoop(served, served.users[6], clients=1) as loop:
         time.sleep(1)
@@ -609,7 +610,7 @@ def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_s
 
 
 def test_an_unreachable_broker_makes_log_events_unavailable_and_nothing_else(served, session_stack):
-    """After the Redis outage: it stops the broker (whose in-memory log is then gone) and starts it again."""
+    """After the Redis outage: it stops the broker and starts it again (its log is kept on disk)."""
     event = pb.Event(user_id="u-log", item_id="i1", event_type="play", event_time=1_735_700_000_000)
     session_stack.broker.stop()
     try:

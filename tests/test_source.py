@@ -275,7 +275,9 @@ class FollowHarness:
     one process() call per restriction."""
 
     def __init__(self, bootstrap: str, idle_timeout_s: float, topic: str = EVENTS, parse=parse_interaction):
-        self.fn = FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 200, idle_timeout_s)
+        # A poll ends as soon as records come; its timeout bounds only a fetch that finds none, and
+        # a new consumer's first fetch (leader look-up, fetch session) can take longer than 200 ms on Kafka.
+        self.fn = FollowPartitionFn(bootstrap, {topic: parse}, DEFAULT_CONSUMER_CONFIG, 2000, idle_timeout_s)
         self.fn.setup()
         self.element = PartitionRead(topic, 0, 0, UNBOUNDED)
         self.restriction = RESTRICTIONS.initial_restriction(self.element)

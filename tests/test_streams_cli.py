@@ -12,6 +12,7 @@ import pytest
 from streams.schema import InvalidRecord, parse_interaction
 from streams.synthetic import SyntheticLog
 from streams.topics import EVENTS, ITEMS
+from tests.logs import empty_log
 from tests.test_movielens import MOVIES_CSV, RATINGS_CSV
 from tests.test_producer import read_topic
 
@@ -50,8 +51,7 @@ def test_produce_synthetic_lands_every_record(stack):
 
 def test_same_seed_gives_a_byte_identical_log(stack):
     def produce(seed: str) -> dict:
-        stack.broker.stop()
-        stack.broker.start()  # an empty log
+        empty_log(stack.bootstrap)
         done = kapparec("produce", "synthetic", "--users", "20", "--items", "15", "--events", "400",
                         "--seed", seed, "--bootstrap", stack.bootstrap)
         assert done.returncode == 0, done.stderr

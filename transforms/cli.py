@@ -21,6 +21,10 @@ def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
         help="Beam's Flink job-server jar (otherwise Beam downloads it from Maven Central)",
     )
     parser.add_argument(
+        "--accept-log-retention", action="store_true",
+        help="run even though a topic of the log deletes history (retention), so a replay sees less than the stream did",
+    )
+    parser.add_argument(
         "--allowed-lateness-hours", type=float, metavar="H",
         help="records later than this behind their partition's event-time high water are counted as late",
     )
@@ -84,7 +88,8 @@ def run_backfill(args) -> int:
 
     config, runner = _job_settings(args)
     version, stats = backfill(cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
-                              progress=not args.no_progress and sys.stderr.isatty())
+                              progress=not args.no_progress and sys.stderr.isatty(),
+                              accept_log_retention=args.accept_log_retention)
     print(
         f"backfill: {stats.records} records into feature version {version} in {stats.seconds:.1f}s "
         f"({stats.records_per_s:,.0f} records/s); dead-lettered {stats.metrics.get('dead_lettered', 0)}, "
@@ -109,6 +114,7 @@ def run_stream(args) -> int:
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
         stop=stop, on_commit=report, wait=args.wait, lease_ttl_s=args.lease_seconds,
+        accept_log_retention=args.accept_log_retention,
     )
     print(f"stream: {total.batches} commits, {total.records} records in {total.seconds:.1f}s")
     return 0

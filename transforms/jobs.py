@@ -157,13 +157,16 @@ def backfill(
     runner: RunnerSettings = RunnerSettings(),
     progress: bool = True,
     max_keys: int = DEFAULT_MAX_KEYS,
+    accept_log_retention: bool = False,
 ) -> tuple[str, BatchStats]:
     """Replay [beginning, end snapshot) of the log into a new version and publish it.
 
     ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
-    memory, whatever the log's length."""
+    memory, whatever the log's length. A log whose topics delete history is refused unless
+    ``accept_log_retention``: the replay would silently differ from the stream."""
     store = RedisFeatureStore(redis_url)
     config = config or FeatureConfig()
+    topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
     snapshot = log_offsets.log_snapshot(bootstrap, READ_TOPICS)
     version = store.create_version("backfill", config.pinned())
     plan = plan_batch(snapshot, {}, {})
@@ -228,16 +231,20 @@ def stream(
     on_commit=None,
     wait: bool = False,
     lease_ttl_s: float = DEFAULT_TTL_S,
+    accept_log_retention: bool = False,
 ) -> BatchStats:
     """Follow the log until ``stop`` is set (or, with ``once``, up to the end seen at start).
 
     One continuous job per store: it holds the store's writer lease (``featurestore.lease``)
     and every commit checks it, so a second job exits with ``WriterBusy`` naming the holder
     (``wait``: it waits for the lease instead). ``on_commit(version, records)`` is called from
-    a watcher thread as committed offsets move.
+    a watcher thread as committed offsets move. A log whose topics delete history is refused
+    unless ``accept_log_retention``, as by ``backfill``.
     """
+    config = config or FeatureConfig()
+    topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
     with WriterLease(redis_url, lease_ttl_s).acquire(wait) as lease:
-        return _stream(bootstrap, redis_url, config or FeatureConfig(), runner, lease, once=once,
+        return _stream(bootstrap, redis_url, config, runner, lease, once=once,
                        poll_interval_s=poll_interval_s, max_batch_records=max_batch_records,
                        stop=stop or threading.Event(), on_commit=on_commit)
 
