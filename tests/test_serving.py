@@ -457,6 +457,16 @@ def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 3
     return found
 
 
+def test_a_preview_serves_the_page_and_logs_no_impression(served):
+    user = served.users[1]
+    preview = recommend(served, user, k=5, preview=True)
+    shown = recommend(served, user, k=5)
+    assert [i.item_id for i in preview.items] == [i.item_id for i in shown.items] and preview.items
+    # One user's impressions share a partition and leave in order: the preview's would come first.
+    logged = read_impressions(served.bootstrap, {preview.request_id, shown.request_id}, timeout_s=10)
+    assert set(logged) == {shown.request_id}
+
+
 def wait_for_log_line(server, fragment: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while fragment not in server.log_path.read_text():
