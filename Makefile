@@ -5,6 +5,7 @@
 #   make test    the default test suite (what CI runs, see .ci/run)
 #   make slow    fault-injection and long end-to-end tests, including the Flink cluster
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
+#   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)
 
@@ -16,7 +17,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages test demo bench slow lock clean
+.PHONY: install system-packages test demo bench slow screenshot lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
@@ -28,11 +29,12 @@ install: system-packages $(STAMP) $(STUBS)
 $(STUBS): $(PROTOS) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I serving/protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
-# Checked on every run (cheap), not stamped: the package can disappear independently of the venv.
+# Checked on every run (cheap), not stamped: the packages can disappear independently of the venv.
+# Chromium is what the console's browser tests drive (playwright never downloads a browser here).
 system-packages:
-	@command -v redis-server >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
 		$(SUDO) apt-get update && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends redis-server; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends redis-server chromium; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +55,9 @@ bench: install
 
 slow: install
 	$(BIN)/pytest -m slow
+
+screenshot: install
+	$(BIN)/python -m tests.console_screenshot --out docs
 
 # Every transitive pin of the venv except the project itself (installed editable, so excluded).
 lock: | $(BIN)/python

@@ -38,7 +38,7 @@ from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
-from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
+from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
 from training.registry import ModelRegistry
@@ -420,24 +420,6 @@ def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served
         time.sleep(0.2)
     assert recommend(served, served.users[0], k=3).model_version == serving
     served.registry.rollback()
-
-
-def write_experiments(path, salt: str, control_share: float, model_version: str = "") -> None:
-    funnel_version = f'model_version = "{model_version}"' if model_version else ""
-    path.write_text(f"""
-[[experiment]]
-name = "ranker"
-salt = "{salt}"
-control = "popular"
-[[experiment.variant]]
-name = "popular"
-share = {control_share}
-popularity_only = true
-[[experiment.variant]]
-name = "funnel"
-share = {1 - control_share}
-{funnel_version}
-""")
 
 
 def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 30) -> dict[str, dict]:
