@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachetools import TTLCache
+
 from console.charts import Sparkline, sparkline
 from console.clients import Clients
 from featurestore.definitions import REGION_SCOPE_PREFIX
 
 ITEMS_PER_LIST = 8
 SPARKLINE_HOURS = 24
+# Which regions have trending counts is a scan of the store's keys: too costly for every
+# one-second refresh of every open page, and regions come and go over hours, not seconds.
+_REGIONS: TTLCache = TTLCache(maxsize=1, ttl=30)
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,10 @@ class TrendingList:
 
 def trending_lists(clients: Clients) -> list[TrendingList]:
     reader = clients.reader()
-    scopes = [("global", "", "global")] + [(region, region, f"{REGION_SCOPE_PREFIX}{region}")
-                                           for region in reader.trending_regions()]
+    regions = _REGIONS.get("regions")
+    if regions is None:
+        regions = _REGIONS["regions"] = reader.trending_regions()
+    scopes = [("global", "", "global")] + [(region, region, f"{REGION_SCOPE_PREFIX}{region}") for region in regions]
     lists = []
     for name, region, scope in scopes:
         response = clients.trending(region, ITEMS_PER_LIST)

@@ -15,10 +15,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from infra.services import free_port
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
 from tests.serving_helpers import TOKEN, Server, start_server, write_experiments
+from transforms.bench import wait_until_caught_up
 from transforms.jobs import backfill
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
@@ -64,9 +67,12 @@ class LiveConsole:
         self.server.stop()
 
     def simulate(self, seconds: float, users: int = 30) -> subprocess.CompletedProcess:
+        """``kapparec simulate`` for ``seconds``, then until the stream job has committed all it sent."""
         command = [KAPPAREC, "simulate", "--users", str(users), "--duration", str(seconds), "--server",
                    self.server.address, "--token", TOKEN, "--seed", "2", "--json", *self.world.simulate_args()]
-        return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+        wait_until_caught_up(redis.Redis.from_url(self.redis_url, decode_responses=True), self.bootstrap, timeout_s=120)
+        return done
 
 
 def fill_store(bootstrap: str, redis_url: str, world: World) -> SyntheticLog:
