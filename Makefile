@@ -6,6 +6,7 @@
 #   make test    the default test suite (what CI runs, see .ci/run)
 #   make slow    fault-injection and long end-to-end tests, including the Flink cluster
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
+#   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)
 
@@ -17,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages broker-jars test demo bench slow lock clean
+.PHONY: install system-packages broker-jars test demo bench slow screenshot lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
@@ -31,7 +32,8 @@ $(STUBS): $(PROTOS) $(STAMP)
 
 # Checked on every run (cheap), not stamped: a package can disappear independently of the venv.
 # Each command a missing Debian package provides, and the package.
-APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven
+# Chromium is what the console's browser tests drive (playwright never downloads a browser here).
+APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven chromium:chromium
 APT_MISSING = $(foreach need,$(APT_NEEDS),$(if $(shell command -v $(word 1,$(subst :, ,$(need)))),,$(word 2,$(subst :, ,$(need)))))
 system-packages:
 	@missing="$(strip $(APT_MISSING))"; [ -z "$$missing" ] || { \
@@ -62,6 +64,9 @@ bench: install
 
 slow: install
 	$(BIN)/pytest -m slow
+
+screenshot: install
+	$(BIN)/python -m tests.console_screenshot --out docs
 
 # Every transitive pin of the venv except the project itself (installed editable, so excluded).
 lock: | $(BIN)/python

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "training.models_cli",
     "serving.cli",
     "serving.experiments_cli",
+    "console.cli",
     "kapparec.bench",
     "kapparec.demo",
 )

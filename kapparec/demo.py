@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from kapparec import settings
 
-SYNTHETIC_LOG = ["--users", "2000", "--items", "600", "--events", "60000", "--seed", "0", "--malformed-share", "0.005"]
+DEMO_LOG = {"users": 2000, "items": 600, "events": 60_000, "seed": 0, "malformed_share": 0.005}
+SYNTHETIC_LOG = [arg for name, value in DEMO_LOG.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def register(verbs) -> None:

@@ -123,10 +123,21 @@ def _letter(record) -> DeadLetter:
 
 def read_dead_letters(bootstrap: str, topic: str = EVENTS_DLQ, timeout_s: float = 30.0) -> list[DeadLetter]:
     """Everything the DLQ topic holds now, partition by partition in log order, each source position once."""
+    return _read(bootstrap, topic, offsets.offset_ranges(bootstrap, topic), timeout_s)
+
+
+def latest_dead_letters(bootstrap: str, n: int, topic: str = EVENTS_DLQ, timeout_s: float = 10.0) -> tuple[int, list[DeadLetter]]:
+    """The records the DLQ topic holds, and its last ``n`` letters of each partition."""
+    ranges = offsets.offset_ranges(bootstrap, topic)
+    held = sum(stop - start for start, stop in ranges.values())
+    return held, _read(bootstrap, topic, {p: (max(start, stop - n), stop) for p, (start, stop) in ranges.items()}, timeout_s)
+
+
+def _read(bootstrap: str, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> list[DeadLetter]:
     letters: dict[str, DeadLetter] = {}
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
-        for partition, (start, stop) in offsets.offset_ranges(bootstrap, topic).items():
+        for partition, (start, stop) in ranges.items():
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)

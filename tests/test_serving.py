@@ -39,7 +39,7 @@ from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
 from tests.logs import empty_log
-from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
+from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
 from training.registry import ModelRegistry
@@ -422,24 +422,6 @@ def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served
     served.registry.rollback()
 
 
-def write_experiments(path, salt: str, control_share: float, model_version: str = "") -> None:
-    funnel_version = f'model_version = "{model_version}"' if model_version else ""
-    path.write_text(f"""
-[[experiment]]
-name = "ranker"
-salt = "{salt}"
-control = "popular"
-[[experiment.variant]]
-name = "popular"
-share = {control_share}
-popularity_only = true
-[[experiment.variant]]
-name = "funnel"
-share = {1 - control_share}
-{funnel_version}
-""")
-
-
 def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 30) -> dict[str, dict]:
     """The impressions of ``request_ids`` as the log holds them, by request id."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
@@ -455,6 +437,16 @@ def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 3
     finally:
         consumer.close()
     return found
+
+
+def test_a_preview_serves_the_page_and_logs_no_impression(served):
+    user = served.users[1]
+    preview = recommend(served, user, k=5, preview=True)
+    shown = recommend(served, user, k=5)
+    assert [i.item_id for i in preview.items] == [i.item_id for i in shown.items] and preview.items
+    # One user's impressions share a partition and leave in order: the preview's would come first.
+    logged = read_impressions(served.bootstrap, {preview.request_id, shown.request_id}, timeout_s=10)
+    assert set(logged) == {shown.request_id}
 
 
 def wait_for_log_line(server, fragment: str, timeout_s: float = 30) -> None:

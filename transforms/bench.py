@@ -141,7 +141,7 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
             ceiling = _timed_events(consumer.received, stack.bootstrap, n, rate_per_s, "bare")
         with _stream_process(stack):
             client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-            _wait_until_caught_up(client, stack.bootstrap)
+            wait_until_caught_up(client, stack.bootstrap)
             reader = FeatureReader(stack.redis_url)
             visible = functools.partial(reader.history, n=1)
             idle = _timed_events(visible, stack.bootstrap, n, rate_per_s, "idle")
@@ -235,7 +235,7 @@ def _committed_events(client: redis.Redis) -> int:
     return sum(int(v) for f, v in done.items() if f.startswith(f"{topics.EVENTS}/"))
 
 
-def _wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float = 300) -> None:
+def wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float = 300) -> None:
     target = sum(offsets.end_offsets(bootstrap, topics.EVENTS).values())
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
