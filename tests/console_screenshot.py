@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from infra.services import ManagedService, broker_spec, free_port, redis_spec
+from infra.private import private_stack
 from kapparec.demo import DEMO_LOG
 from tests import browser
 from tests.console_stack import KAPPAREC, World, fill_store, start_live_console
@@ -27,17 +27,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder of the PNGs (default docs)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        broker = ManagedService(broker_spec(free_port()), work)
-        store = ManagedService(redis_spec(free_port(), work), work)
-        broker.start()
-        store.start()
-        try:
-            _shoot(f"127.0.0.1:{broker.spec.port}", f"redis://127.0.0.1:{store.spec.port}/0", work, args.out)
-        finally:
-            broker.stop()
-            store.stop()
+    with tempfile.TemporaryDirectory() as scratch, private_stack() as stack:
+        _shoot(stack.bootstrap, stack.redis_url, Path(scratch), args.out)
 
 
 def _shoot(bootstrap: str, redis_url: str, work: Path, out: Path) -> None:

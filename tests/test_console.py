@@ -26,6 +26,7 @@ from serving.scrape import LatencyWindow
 from tests import browser
 from infra.services import free_port
 from tests.console_stack import KAPPAREC, start_live_console, wait_for_http
+from tests.logs import empty_log
 from tests.serving_helpers import TOKEN
 
 ARTIFACTS = Path(os.environ.get("KAPPAREC_ARTIFACTS") or Path(__file__).parent.parent / "test-artifacts") / "console"
@@ -34,8 +35,7 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 @pytest.fixture(scope="module")
 def live(session_stack, tmp_path_factory):
-    session_stack.broker.stop()
-    session_stack.broker.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     console = start_live_console(session_stack.bootstrap, session_stack.redis_url, tmp_path_factory.mktemp("console"))
     yield console

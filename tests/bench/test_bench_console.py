@@ -23,6 +23,7 @@ from kapparec.v1 import recommender_pb2 as pb
 from streams.offsets import partitions_for
 from streams.topics import EVENTS
 from tests.console_stack import start_live_console
+from tests.logs import empty_log
 from tests.serving_helpers import TOKEN
 
 pytestmark = pytest.mark.bench
@@ -31,8 +32,7 @@ ROUNDS = 20
 
 
 def test_event_to_change_delay_beside_the_logs_own_round_trip(session_stack, tmp_path):
-    session_stack.broker.stop()
-    session_stack.broker.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     live = start_live_console(session_stack.bootstrap, session_stack.redis_url, tmp_path)
     load_at_start = os.getloadavg()[0]
