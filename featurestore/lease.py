@@ -25,7 +25,6 @@ from kapparec.errors import KapparecError
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 10.0
-FENCE_COUNTER = f"{layout.STREAM_LOCK}:fence"
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -61,7 +60,7 @@ class WriterLease:
         self._renewer: threading.Thread | None = None
 
     def try_acquire(self) -> bool:
-        value = f"{self.client.incr(FENCE_COUNTER)}@{self.holder}"
+        value = f"{self.client.incr(layout.FENCE_COUNTER)}@{self.holder}"
         if self.client.set(layout.STREAM_LOCK, value, nx=True, px=self.ttl_ms):
             self.value = value
             return True

@@ -135,7 +135,7 @@ def run_bounded(
     commits = CommitSettings(CommitTarget(store.url, version, lease), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
     stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
-    store.advance_offsets(version, plan.end_offsets())
+    store.advance_offsets(version, plan.end_offsets(), lease)
     return stats
 
 
