@@ -132,7 +132,7 @@ def run_bounded(
 ) -> BatchStats:
     """The pipeline over fixed ranges into ``version``, then the offsets moved to the ranges' ends."""
     progress_key = f"{layout.ROOT}:progress:{store.new_batch_id()}" if progress else None
-    commits = CommitSettings(CommitTarget(store.url, version, lease), max_records, progress_key, max_keys)
+    commits = CommitSettings(CommitTarget(store.url, version, bootstrap, lease), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
     stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
     store.advance_offsets(version, plan.end_offsets(), lease)
@@ -264,7 +264,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             starts = {topic: {p: start for p, (start, _) in ranges.items()} for topic, ranges in planned.items()}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
-            commits = CommitSettings(CommitTarget(redis_url, version, lease.value), max_batch_records)
+            commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
             total.add(run_pipeline(bootstrap, plan, commits, config, runner))
         finally:
             watcher.finish()
