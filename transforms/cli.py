@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from kapparec import cliargs
+from kapparec.errors import Interrupted
 
 
 def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
@@ -93,14 +94,20 @@ def run_backfill(args) -> int:
     return 0
 
 
+def _interrupt(*_) -> None:
+    raise Interrupted("interrupted: the store holds every commit made so far; run it again to go on from there")
+
+
 def run_stream(args) -> int:
     from transforms.jobs import stream
 
     config, runner = _job_settings(args)
-    # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once.
+    # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once:
+    # a followed read ends at its next round; a bounded one (--once) polls for no stop, so the
+    # signal interrupts it where it is, which is a commit boundary too (a commit is whole or absent).
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, _interrupt if args.once else lambda *_: stop.set())
 
     def report(version, records):
         print(f"stream: {version} +{records} events committed", flush=True)
