@@ -78,6 +78,9 @@ def translate(exc: BaseException) -> KapparecError | None:
         return None
     if isinstance(exc, kafka_errors.KafkaTimeoutError) and "bootstrap" in str(exc):
         return KapparecError(f"Kafka: {_one_line(exc)} (is `kapparec infra up` running? see --bootstrap)")
+    if isinstance(exc, (kafka_errors.OffsetOutOfRangeError, kafka_errors.NoOffsetForPartitionError)):
+        return KapparecError(f"Kafka: the log no longer holds offsets this job was to read (retention deleted them: "
+                             f"{_one_line(exc)}); `kapparec backfill` rebuilds the features from what it holds")
     if isinstance(exc, kafka_errors.KafkaError):
         return KapparecError(f"Kafka: {_one_line(exc)}")
     if isinstance(exc, redis_errors.ConnectionError):

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+from kafka.errors import OffsetOutOfRangeError
+
 from featurestore import layout
 from featurestore.redis_store import RedisFeatureStore
 from infra.services import ManagedService, free_port, redis_spec
+from kapparec.cli import translate
 from streams.synthetic import SyntheticLog
 from streams.topics import EVENTS
 from tests.logs import produce_synthetic
@@ -102,3 +105,10 @@ def test_ctrl_c_stops_stream_once_at_a_commit_boundary(stack):
     resumed = list(store.dump(store.require_current_version()))
     version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
     assert resumed == list(store.dump(version))  # nothing counted twice
+
+
+def test_offsets_that_retention_deleted_under_a_running_job_are_named_in_one_line():
+    """Tansu cannot move a log's start, so the broker's reply is built here; what the CLI prints
+    of it is the real ``translate``, as ``main`` calls it."""
+    error = translate(OffsetOutOfRangeError("{TopicPartition(topic='events', partition=0): 5}"))
+    assert "retention" in str(error) and "events" in str(error) and "\n" not in str(error)
