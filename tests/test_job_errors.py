@@ -49,23 +49,25 @@ def _one_line_error(job: subprocess.Popen, *words: str) -> str:
     return stderr
 
 
-def test_a_stream_whose_lease_another_writer_took_ends_in_one_line(stack):
+def _stream_once_committing(stack) -> tuple[subprocess.Popen, RedisFeatureStore]:
+    """`kapparec stream --once` over a log of 3,000 events, once its first commit landed."""
     produce_synthetic(stack.bootstrap, SyntheticLog(users=40, items=50, events=3000, seed=8))
     store = RedisFeatureStore(stack.redis_url)
     job = subprocess.Popen(STREAM_ONCE, env=_env(stack.bootstrap, stack.redis_url), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _events_committed(store) > 0)
+    return job, store
+
+
+def test_a_stream_whose_lease_another_writer_took_ends_in_one_line(stack):
+    job, store = _stream_once_committing(stack)
     store.client.set(layout.STREAM_LOCK, "999999@another-host:1")
     _one_line_error(job, "lease", "no longer held")
     assert 0 < _events_committed(store) < 3000
 
 
 def test_a_stream_whose_offsets_another_writer_moved_ends_in_one_line(stack):
-    produce_synthetic(stack.bootstrap, SyntheticLog(users=40, items=50, events=3000, seed=8))
-    store = RedisFeatureStore(stack.redis_url)
-    job = subprocess.Popen(STREAM_ONCE, env=_env(stack.bootstrap, stack.redis_url), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: _events_committed(store) > 0)
+    job, store = _stream_once_committing(stack)
     offsets = layout.offsets_key(store.current_version())
     for field in store.client.hkeys(offsets):
         store.client.hincrby(offsets, field, 1)
@@ -90,18 +92,13 @@ def test_a_backfill_whose_redis_went_away_ends_in_one_line(stack, tmp_path):
 
 
 def test_ctrl_c_stops_stream_once_at_a_commit_boundary(stack):
-    log = SyntheticLog(users=40, items=50, events=3000, seed=8)
-    produce_synthetic(stack.bootstrap, log)
-    store = RedisFeatureStore(stack.redis_url)
-    env = _env(stack.bootstrap, stack.redis_url)
-    job = subprocess.Popen(STREAM_ONCE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: _events_committed(store) > 0)
+    job, store = _stream_once_committing(stack)
     job.send_signal(signal.SIGINT)
     _, stderr = job.communicate(timeout=30)
     assert job.returncode == 130 and stderr.count("\n") == 1 and "interrupted" in stderr, stderr
     assert _events_committed(store) < 3000
     assert store.client.get(layout.STREAM_LOCK) is None  # the lease handed back at once
-    subprocess.run(STREAM_ONCE, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(STREAM_ONCE, env=_env(stack.bootstrap, stack.redis_url), check=True, capture_output=True, timeout=300)
     resumed = list(store.dump(store.require_current_version()))
     version, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
     assert resumed == list(store.dump(version))  # nothing counted twice
