@@ -3,7 +3,8 @@
 #
 #   make demo    bring the local stack up and run the main job end to end
 #   make test    the default test suite (what CI runs, see .ci/run)
-#   make slow    fault-injection and long end-to-end tests, including the Flink cluster
+#   make faults  fault-injection tests: kills, restarts, floods, broken disks and model files
+#   make slow    long end-to-end tests, including the Flink cluster
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)
@@ -16,7 +17,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages test demo bench slow lock clean
+.PHONY: install system-packages test demo bench faults slow lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
@@ -50,6 +51,9 @@ demo: install
 
 bench: install
 	$(BIN)/pytest -m bench -s tests/bench
+
+faults: install
+	$(BIN)/pytest -m faults
 
 slow: install
 	$(BIN)/pytest -m slow
