@@ -104,6 +104,19 @@ def test_ctrl_c_stops_stream_once_at_a_commit_boundary(stack):
     assert resumed == list(store.dump(version))  # nothing counted twice
 
 
+def test_ctrl_c_stops_a_backfill_in_one_line_and_readers_keep_the_current_version(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=40, items=50, events=3000, seed=8))
+    current, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    store = RedisFeatureStore(stack.redis_url)
+    job = subprocess.Popen([KAPPAREC, "backfill", "--no-progress"], env=_env(stack.bootstrap, stack.redis_url),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(store.versions()) > 1)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=30)
+    assert job.returncode == 130 and stderr.count("\n") == 1 and "interrupted" in stderr, stderr
+    assert store.current_version() == current
+
+
 def test_offsets_that_retention_deleted_under_a_running_job_are_named_in_one_line():
     """Tansu cannot move a log's start, so the broker's reply is built here; what the CLI prints
     of it is the real ``translate``, as ``main`` calls it."""

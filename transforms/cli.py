@@ -84,6 +84,8 @@ def run_backfill(args) -> int:
     from transforms.jobs import backfill
 
     config, runner = _job_settings(args)
+    _on_signals(_interrupt("interrupted: the version it was building stays unpublished (readers keep the current one) "
+                           "until `kapparec features gc` drops it"))
     version, stats = backfill(cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
                               progress=not args.no_progress and sys.stderr.isatty())
     print(
@@ -94,8 +96,16 @@ def run_backfill(args) -> int:
     return 0
 
 
-def _interrupt(*_) -> None:
-    raise Interrupted("interrupted: the store holds every commit made so far; run it again to go on from there")
+def _on_signals(handler) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _interrupt(message: str):
+    """A signal handler that ends a bounded run where it is: such a run polls for no stop request."""
+    def interrupt(*_) -> None:
+        raise Interrupted(message)
+    return interrupt
 
 
 def run_stream(args) -> int:
@@ -106,8 +116,10 @@ def run_stream(args) -> int:
     # a followed read ends at its next round; a bounded one (--once) polls for no stop, so the
     # signal interrupts it where it is, which is a commit boundary too (a commit is whole or absent).
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _interrupt if args.once else lambda *_: stop.set())
+    if args.once:
+        _on_signals(_interrupt("interrupted: the store holds every commit made so far; run it again to go on from there"))
+    else:
+        _on_signals(lambda *_: stop.set())
 
     def report(version, records):
         print(f"stream: {version} +{records} events committed", flush=True)
