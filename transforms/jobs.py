@@ -298,7 +298,7 @@ class _CommitWatcher(Periodic):
         return sum(o for (t, _), o in self._store.offsets(self._version).items() if t == topics.EVENTS)
 
     def finish(self) -> None:
-        self._done.set()
+        self.stop()
         self.join()
         self._store.client.delete(self._stop_key)
 
