@@ -4,7 +4,8 @@
 #
 #   make demo    bring the local stack up and run the main job end to end
 #   make test    the default test suite (what CI runs, see .ci/run)
-#   make slow    fault-injection and long end-to-end tests, including the Flink cluster
+#   make faults  fault-injection tests: kills, restarts, floods, broken disks and model files
+#   make slow    long end-to-end tests, including the Flink cluster
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
 #   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv
@@ -18,7 +19,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages broker-jars test demo bench slow screenshot lock clean
+.PHONY: install system-packages broker-jars test demo bench faults slow screenshot lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
@@ -61,6 +62,9 @@ demo: install
 
 bench: install
 	$(BIN)/pytest -m bench -s tests/bench
+
+faults: install
+	$(BIN)/pytest -m faults
 
 slow: install
 	$(BIN)/pytest -m slow
