@@ -56,7 +56,10 @@ class Snapshot:
         scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
         reuse = previous is not None and previous.version == reader.version and (
             time.monotonic() - previous.catalog_read_at < catalog_max_age_s)
-        catalog, read_at = (previous.catalog, previous.catalog_read_at) if reuse else (reader.whole_catalog(), time.monotonic())
+        # In item id order: the catalog's order is the order a short page is filled in, and a Redis
+        # hash's own order changes with every restart of Redis.
+        catalog, read_at = (previous.catalog, previous.catalog_read_at) if reuse else (
+            dict(sorted(reader.whole_catalog().items())), time.monotonic())
         fresh_since = now - config.fresh_days * DAY_MS
         new_items = sorted(
             ((item, float(entry["created_at"])) for item, entry in catalog.items()
