@@ -13,7 +13,7 @@ from collections.abc import Hashable
 
 from cachetools import TTLCache
 
-from serving.funnel import Page
+from serving.request import Page
 
 DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 100_000

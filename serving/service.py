@@ -25,14 +25,14 @@ from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits, metrics
 from serving.cache import ResponseCache
 from serving.config import FunnelConfig
-from serving.filters import Filters
-from serving.funnel import Funnel, Page, Query
+from serving.funnel import Funnel
 from serving.impressions import ImpressionLog, impression
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LoggedEvent, LogUnavailable
 from featurestore.reader import UserFeatures
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
+from serving.request import Filters, Page, Query
 from streams.schema import InvalidRecord, parse_interaction
 
 log = logging.getLogger("kapparec.serving")

@@ -23,6 +23,8 @@ LIST_LENGTH = 500
 # The catalog is re-read at most this often: with 100k items a read costs a noticeable share of a
 # core, and catalog changes are rare next to trending's.
 CATALOG_MAX_AGE_S = 30.0
+# The ``derived`` key of the catalog's columns (``serving.catalog_arrays``), which depend on the catalog alone.
+CATALOG_ARRAYS = "catalog_arrays"
 # How far back "trending" looks (FeatureReader.trending's default).
 TRENDING_HORIZON_HOURS = 72
 
@@ -70,7 +72,7 @@ class Snapshot:
         decays = [(config.trending_half_life_hours, TRENDING_HORIZON_HOURS),
                   (config.popular_half_life_hours, config.popular_horizon_hours)]
         rankings = {s: reader.decayed_rankings(s, LIST_LENGTH, decays, now_ms=now) for s in scopes}
-        return cls(
+        snapshot = cls(
             version=reader.version,
             log_clock_ms=now,
             catalog=catalog,
@@ -80,6 +82,9 @@ class Snapshot:
             catalog_read_at=read_at,
             offsets=offsets,
         )
+        if reuse and CATALOG_ARRAYS in previous._derived:
+            snapshot._derived[CATALOG_ARRAYS] = previous._derived[CATALOG_ARRAYS]  # the same catalog's columns
+        return snapshot
 
     @classmethod
     def empty(cls) -> "Snapshot":
