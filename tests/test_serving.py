@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -38,6 +39,7 @@ from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
+from infra.services import free_port
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
@@ -584,8 +586,50 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
         while (served_total := recommends_ok(metrics_text(server))) < 6 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert served_total == 6
+        # Our own clients talk TLS when given the CA (here the self-signed certificate itself).
+        shown = subprocess.run([KAPPAREC, "recommend", "u1", "--k", "3", "--server", server.address, "--tls-ca", str(cert)],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "served full" in shown.stdout and len(shown.stdout.splitlines()) == 6
+        simulated = subprocess.run([KAPPAREC, "simulate", "--users", "4", "--duration", "2", "--clients", "1",
+                                    "--server", server.address, "--tls-ca", str(cert), "--token", TOKEN, "--json"],
+                                   capture_output=True, text=True, timeout=120)
+        summary = json.loads(simulated.stdout)
+        assert simulated.returncode == 0 and summary["requests"] > 0 and not summary["errors"]
     finally:
         server.stop()
+
+
+def serve_command(served: Served, port: int, *extra: str) -> list[str]:
+    return [KAPPAREC, "serve", "--port", str(port), "--metrics-port", str(free_port()), "--bootstrap", served.bootstrap,
+            "--redis", served.redis_url, "--models-dir", str(served.registry.root), *extra]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("kapparec: error:")]
+
+
+def test_a_second_serve_on_a_port_this_host_serves_is_refused_with_one_line(served):
+    second = subprocess.run(serve_command(served, served.server.port), capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert error_lines(second.stderr) == [
+        f"kapparec: error: port {served.server.port} is already served by another kapparec serve on this host"]
+    with socket.create_server(("", 0)) as other:  # a port that something other than kapparec listens on
+        port = other.getsockname()[1]
+        refused = subprocess.run(serve_command(served, port), capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and error_lines(refused.stderr) == [
+        f"kapparec: error: port {port} is already in use on this host: Address already in use"]
+    assert len(recommend(served, served.users[0], k=3).items) == 3  # the first server kept serving
+
+
+def test_a_worker_that_fails_brings_serve_down_non_zero_naming_the_cause(served, tmp_path):
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("not a certificate\n")
+    started = time.monotonic()
+    run = subprocess.run(serve_command(served, free_port(), "--workers", "2", "--tls-cert", str(bad), "--tls-key", str(bad)),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and time.monotonic() - started < 300
+    [line] = error_lines(run.stderr)
+    assert "a serving worker" in line and "every worker stopped" in line and "Failed to bind" in line
 
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
