@@ -37,6 +37,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # A second health entry that is NOT_SERVING while Redis is unreachable (the API keeps answering, degraded).
 FEATURES_HEALTH = f"{SERVICE_NAME}/features"
 log = logging.getLogger("kapparec.serving")
+SPARE_THREADS = 2
+QUEUED_PER_ADMITTED = 8
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class ServeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     experiments_file: Path | None = None
-    threads: int = 16
+    # Requests a worker works on at once; more are answered RESOURCE_EXHAUSTED at once. Each holds
+    # the GIL for most of its CPU time, so more at once only queue inside the process.
+    max_in_flight: int = 8
     refresh_s: float = 2.0
 
 
@@ -177,7 +181,10 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     impressions = ImpressionLog(settings.bootstrap).start()
     events = EventWriter(settings.bootstrap)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads),
+        # Beyond the admitted requests, threads for health checks and for refusing what is over the cap.
+        futures.ThreadPoolExecutor(max_workers=settings.max_in_flight + SPARE_THREADS),
+        # gRPC's own bound (health included) only backs the cap up: the queue never grows without end.
+        maximum_concurrent_rpcs=settings.max_in_flight * QUEUED_PER_ADMITTED,
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
@@ -185,7 +192,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         ],
     )
     pb_grpc.add_RecommenderServicer_to_server(RecommenderService(
-        features, models, events, config, settings.token, experiments=experiments, impressions=impressions), server)
+        features, models, events, config, settings.token, experiments=experiments, impressions=impressions,
+        max_in_flight=settings.max_in_flight), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[::]:{settings.port}"

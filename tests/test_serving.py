@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections import Counter
 
 import grpc
 import numpy as np
@@ -630,6 +631,37 @@ def test_a_worker_that_fails_brings_serve_down_non_zero_naming_the_cause(served,
     assert run.returncode != 0 and time.monotonic() - started < 300
     [line] = error_lines(run.stderr)
     assert "a serving worker" in line and "every worker stopped" in line and "Failed to bind" in line
+
+
+def test_overload_is_refused_at_once_with_resource_exhausted_and_health_still_answers(served, tmp_path):
+    server = start_server(served.bootstrap, served.redis_url, served.registry.root, tmp_path, "--max-in-flight", "1")
+    codes, lock = Counter(), threading.Lock()
+
+    def flood() -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            for n in range(15):
+                try:
+                    stub.Recommend(pb.RecommendRequest(user_id=served.users[n % len(served.users)], k=20), timeout=10)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                with lock:
+                    codes[code] += 1
+
+    try:
+        clients = [threading.Thread(target=flood) for _ in range(16)]
+        for client in clients:
+            client.start()
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # answered during the flood
+        for client in clients:
+            client.join()
+    finally:
+        server.stop()
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert sum(codes.values()) == 16 * 15
 
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
