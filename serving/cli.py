@@ -27,8 +27,8 @@ def register(verbs) -> None:
     serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on LogEvents (env KAPPAREC_TOKEN)")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
-    serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=8, metavar="N",
-                       help="requests one worker answers at once; more get RESOURCE_EXHAUSTED at once (default 8)")
+    serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=16, metavar="N",
+                       help="requests one worker answers at once; more get RESOURCE_EXHAUSTED at once (default 16)")
     serve.add_argument("--experiments", type=Path, metavar="FILE",
                        help="A/B experiments (TOML), reloaded on change (env KAPPAREC_EXPERIMENTS; default ./experiments.toml)")
     serve.set_defaults(run=run_serve)

@@ -55,7 +55,7 @@ class ServeSettings:
     experiments_file: Path | None = None
     # Requests a worker works on at once; more are answered RESOURCE_EXHAUSTED at once. Each holds
     # the GIL for most of its CPU time, so more at once only queue inside the process.
-    max_in_flight: int = 8
+    max_in_flight: int = 16
     refresh_s: float = 2.0
 
 
