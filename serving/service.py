@@ -31,6 +31,7 @@ from serving.impressions import ImpressionLog, impression
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LoggedEvent, LogUnavailable
 from featurestore.reader import UserFeatures
+from featurestore.user_read import user_features_unless
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
 from serving.request import Filters, Page, Query
@@ -95,20 +96,22 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         treatment = self._treatment(query.user_id)
         metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
         key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
-        user = self._user(query.user_id)
-        # The cache's validity stamp: the served model and the user's stored features, as just read.
-        stamp = ((treatment.model.version if treatment.model else ""), *user.stamp) if user else None
-        cached = self.cache.get(key, stamp) if stamp else None
-        if cached is not None:
+        # The cache's validity stamp: the served model and the user's stored features. The user's
+        # stamp is compared in Redis, which sends the features only when it moved.
+        model_version = treatment.model.version if treatment.model else ""
+        held = self.cache.peek(key)
+        read = self._user(query.user_id, held[0][1:] if held and held[0][0] == model_version else None)
+        user = read[1] if read else None
+        if read and user is None:
             metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
-            page = dataclasses.replace(cached, served_from="cached")
+            page = dataclasses.replace(held[1], served_from="cached")
         else:
             metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
             page = self._run(lambda funnel: funnel.recommend(query, user), treatment)
             for source, count in page.candidates.items():
                 metrics.child(metrics.CANDIDATES, source).observe(count)
-            if stamp and page.served_from == "full":
-                self.cache.put(key, stamp, page)
+            if read and page.served_from == "full":
+                self.cache.put(key, (model_version, *read[0]), page)
         response = self._response(page, treatment)
         self._log_impression(query.user_id, response)
         return response
@@ -131,14 +134,15 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             model = self.models.model
         return Treatment(bucket.label, live.configs[(bucket.experiment, variant.name)], model)
 
-    def _user(self, user_id: str) -> UserFeatures | None:
-        """The user's features in one round trip (None while Redis is down: the page is degraded)."""
+    def _user(self, user_id: str, known: tuple | None) -> tuple[tuple, UserFeatures | None] | None:
+        """The user's stamp and, unless it equals ``known``, their features, in one round trip (None
+        while Redis is down: the page is degraded)."""
         reader = self.features.reader if self.features.healthy else None
         if reader is None:
             return None
         try:
             with metrics.stage_timer("features"):
-                return reader.user_features(user_id)
+                return user_features_unless(reader, user_id, known)
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
             return None

@@ -26,6 +26,7 @@ import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from featurestore import layout
 from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
+from featurestore.user_read import user_features_unless
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import metrics
@@ -218,6 +219,12 @@ def test_the_request_paths_batched_reads_equal_the_single_reads(served):
     assert reader.similar_many([], 8) == [] and reader.similar_many(["no-such-item"], 8) == [[]]
     for user in [*served.users[:5], "never-seen-user"]:
         assert reader.user_features(user).stamp == reader.user_stamp(user)
+        # The request path's read: the same features, and none while the stamp it holds is current.
+        stamp, features = user_features_unless(reader, user, None)
+        assert features == dataclasses.replace(reader.user_features(user), stamp=stamp)
+        assert user_features_unless(reader, user, stamp) == (stamp, None)
+        moved = (stamp[0], str(int(stamp[1]) + 1), *stamp[2:])
+        assert user_features_unless(reader, user, moved) == (stamp, features)
 
 
 @pytest.mark.parametrize("request_fields, fragment", [
