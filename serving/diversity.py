@@ -20,10 +20,12 @@ def capped(categories: np.ndarray, max_per_category: int, k: int) -> np.ndarray:
 
 def earlier_of_same(values: np.ndarray) -> np.ndarray:
     """Per element: how many elements before it hold the same value (a per-category running count)."""
+    n = len(values)
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(values) else np.zeros(0, np.int64)
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(values)]))
-    counts = np.empty(len(values), dtype=np.int64)
-    counts[order] = np.arange(len(values)) - group_start
+    starts_group = np.ones(n, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
+    positions = np.arange(n)
+    counts = np.empty(n, dtype=np.int64)
+    counts[order] = positions - np.maximum.accumulate(np.where(starts_group, positions, 0))
     return counts

@@ -182,9 +182,7 @@ class Funnel:
             page = sequence.take(capped(catalog.first_category[sequence.rows], cap, k))
         if explore:
             with self._stage("explore"):
-                fresh = self._fresh()
-                fresh_passing = sequence.take(np.flatnonzero(fresh[sequence.rows]))
-                page = explored(page, fresh_passing, fresh, catalog, self.config.max_per_category,
+                page = explored(page, sequence, self._fresh(), catalog, self.config.max_per_category,
                                 self.config.exploration_share, k)
         with self._stage("explain"):
             nearest = None

@@ -46,8 +46,10 @@ def blended(pool: Pool, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     credit = credit[positions]
     totals = np.bincount(local, weights=credit, minlength=len(items))
     order = np.lexsort((positions, -credit, local))
-    firsts = order[np.r_[True, local[order][1:] != local[order][:-1]]] if len(order) else order
-    return items, totals, positions[firsts]
+    grouped = local[order]
+    firsts = np.ones(len(order), dtype=bool)
+    np.not_equal(grouped[1:], grouped[:-1], out=firsts[1:])
+    return items, totals, positions[order[firsts]]
 
 
 def learned_scores(pool: Pool, catalog: CatalogArrays, learned: Learned) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
