@@ -31,6 +31,9 @@ from streams.synthetic import SyntheticLog
 from infra.private import private_stack
 from transforms.bench import produce_log
 
+# The client count whose run reports the per-stage CPU.
+STAGE_LEVEL = 8
+
 
 def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 200_000,
                       clients: tuple[int, ...] = (1, 8, 32), seconds: float = 30.0, workers: int | None = None) -> dict:
@@ -54,9 +57,13 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
             result = {"items": items, "users": len(served_users), "workers": workers, "seconds": seconds,
                       "clients": {}, "ceiling_qps": {}, "ceiling": {}}
             for n in clients:
-                handler_before = handler_cpu(metrics_port)
+                handler_before, stages_before = handler_cpu(metrics_port), stage_cpu(metrics_port)
                 load, load_cpu_ms = _measured(server.pid, lambda: run_load(address, RECOMMEND, n, seconds, served_users))
-                handler_ms = _handler_ms_per_request(handler_before, handler_cpu(metrics_port))
+                handler_after = handler_cpu(metrics_port)
+                handler_ms = _handler_ms_per_request(handler_before, handler_after)
+                if n == STAGE_LEVEL:
+                    result["stage_cpu_ms"] = stage_cpu_ms(stages_before, stage_cpu(metrics_port),
+                                                          handler_after[1] - handler_before[1], load_cpu_ms, handler_ms)
                 ceiling, ceiling_cpu_ms = _measured(server.pid, lambda: run_load(address, EMPTY, n, seconds, served_users))
                 result["clients"][str(n)] = load.as_dict() | {
                     "ratio_to_ceiling": round(load.qps / ceiling.qps, 3), "server_cpu_ms": load_cpu_ms,
@@ -139,6 +146,23 @@ def handler_cpu(metrics_port: int) -> tuple[float, float]:
             elif sample.name == "kapparec_requests_total":
                 requests += sample.value
     return cpu, requests
+
+
+def stage_cpu(metrics_port: int) -> dict[str, float]:
+    """CPU seconds per request stage so far (``kapparec_stage_cpu_seconds``), once queued updates landed."""
+    time.sleep(2 * metrics.FLUSH_S)
+    return {sample.labels["stage"]: sample.value for family in _scrape(metrics_port) for sample in family.samples
+            if sample.name == "kapparec_stage_cpu_seconds_total"}
+
+
+def stage_cpu_ms(before: dict[str, float], after: dict[str, float], requests: float, server_ms: float,
+                 handler_ms: float) -> dict[str, float]:
+    """Each stage's CPU milliseconds per Recommend, and ``grpc``: the server's CPU outside the handler
+    (gRPC's threads, hand-offs, background threads). ``sum`` adds them all, to hold against ``server_cpu_ms``."""
+    per_request = {stage: round(1000 * (after[stage] - before.get(stage, 0.0)) / max(1.0, requests), 3)
+                   for stage in sorted(after)}
+    per_request["grpc"] = round(server_ms - handler_ms, 3)
+    return per_request | {"sum": round(sum(per_request.values()), 3), "server_cpu_ms": server_ms}
 
 
 def _handler_ms_per_request(before: tuple[float, float], after: tuple[float, float]) -> float:

@@ -35,7 +35,7 @@ from serving.snapshot import CATALOG_ARRAYS, Snapshot
 
 __all__ = ["Funnel", "Page", "Query", "RankedItem"]
 
-StageTimer = Callable[[str, float], None]
+StageTimer = Callable[[str, float, float], None]  # a stage's name, wall seconds and thread CPU seconds
 # A two-tower item is explained by the nearest of the user's this-many latest engagements.
 RECENT_FOR_EXPLANATIONS = 10
 
@@ -57,10 +57,10 @@ class Funnel:
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         yield
         if self._on_stage:
-            self._on_stage(name, time.perf_counter() - started)
+            self._on_stage(name, time.perf_counter() - started, time.thread_time() - started_cpu)
 
     # -- the three read RPCs -----------------------------------------------------------
 
@@ -132,8 +132,9 @@ class Funnel:
             device = query.device or user.profile["device"]
             history = user.tower_history(self.model.history_length)
             hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
-            with self._stage("two_tower"):
+            with self._stage("user_tower"):
                 embedding = self.model.embed_user(query.user_id, history, region, device, hour)
+            with self._stage("two_tower"):
                 personal["two_tower"] = generate.two_tower(
                     *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog))
         # As the shared lists' counts: a source that drew nothing is not counted.

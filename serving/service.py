@@ -92,14 +92,15 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
-        query = _query(request)
-        treatment = self._treatment(query.user_id)
-        metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
-        key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
-        # The cache's validity stamp: the served model and the user's stored features. The user's
-        # stamp is compared in Redis, which sends the features only when it moved.
-        model_version = treatment.model.version if treatment.model else ""
-        held = self.cache.peek(key)
+        with metrics.stage_timer("request"):
+            query = _query(request)
+            treatment = self._treatment(query.user_id)
+            metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
+            key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
+            # The cache's validity stamp: the served model and the user's stored features. The user's
+            # stamp is compared in Redis, which sends the features only when it moved.
+            model_version = treatment.model.version if treatment.model else ""
+            held = self.cache.peek(key)
         read = self._user(query.user_id, held[0][1:] if held and held[0][0] == model_version else None)
         user = read[1] if read else None
         if read and user is None:
@@ -112,8 +113,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 metrics.child(metrics.CANDIDATES, source).observe(count)
             if read and page.served_from == "full":
                 self.cache.put(key, (model_version, *read[0]), page)
-        response = self._response(page, treatment)
-        self._log_impression(query.user_id, response)
+        with metrics.stage_timer("response"):
+            response = self._response(page, treatment)
+            self._log_impression(query.user_id, response)
         return response
 
     def _default(self) -> Treatment:

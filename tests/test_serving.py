@@ -269,6 +269,14 @@ def test_metrics_are_exported(served):
     wall = sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith('kapparec_rpc_seconds_sum{rpc="Recommend"}'))
     assert 0 < handler_cpu <= wall
+    # Each stage's CPU: some for every stage a personal page runs, and together within the handlers'.
+    stages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("kapparec_stage_cpu_seconds_total{")}
+    assert {"request", "features", "co_occurrence", "user_tower", "two_tower", "rank", "filter", "diversify",
+            "explain", "response"} <= set(stages) and all(cpu > 0 for cpu in stages.values())
+    every_handler = sum(float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith("kapparec_rpc_cpu_seconds_total{"))
+    assert sum(stages.values()) <= every_handler  # SimilarItems and Trending run funnel stages too
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
