@@ -5,6 +5,10 @@ two-tower trained on it is exported with its ScaNN index over the whole catalog 
 and ``kapparec serve`` runs with one worker per core. The ceiling is an empty unary RPC (the
 health Check) on the same server at the same concurrency: what the gRPC stack alone allows.
 
+After them, at 25%, 50% and 80% of the 8-client QPS, an open loop (``serving.open_loop``) times
+requests from their scheduled send times; then the 8-client level runs again while ``kapparec
+stream`` applies 2,000 events/s to the store serving reads (``live_ingest``).
+
 Beside the wall-clock figures, each level reports the server's CPU milliseconds per request for
 both RPCs (``server_cpu_ms``: every process of the server, from /proc) and, for Recommend, the
 handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on a shared machine
@@ -23,16 +27,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from infra.services import free_port
 from serving import metrics
 from serving.loadgen import EMPTY, RECOMMEND, Load, run_load
+from serving.open_loop import run_open_loop
 from serving.server import wait_until_serving
 from streams.synthetic import SyntheticLog
 from infra.private import private_stack
-from transforms.bench import produce_log
+from transforms.bench import BackgroundLoad, produce_log, stream_process, wait_until_caught_up
 
-# The client count whose run reports the per-stage CPU.
+# The client count whose run reports the per-stage CPU, and whose rate the open loop takes shares of.
 STAGE_LEVEL = 8
+OPEN_LOOP_SHARES = (25, 50, 80)  # percent of the STAGE_LEVEL closed loop's QPS
+LIVE_EVENTS_PER_S = 2_000.0
 
 
 def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 200_000,
@@ -71,10 +80,27 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                 result["ceiling_qps"][str(n)] = ceiling.qps
                 result["ceiling"][str(n)] = ceiling.as_dict() | {"server_cpu_ms": ceiling_cpu_ms}
             result["stage_mean_ms"] = stage_means(metrics_port)
+            if str(STAGE_LEVEL) in result["clients"]:
+                most = result["clients"][str(STAGE_LEVEL)]["qps"]
+                result["open_loop"] = {str(share): run_open_loop(address, most * share / 100, seconds, served_users)
+                                       for share in OPEN_LOOP_SHARES}
+                result["live_ingest"] = _under_live_ingest(stack, address, seconds, served_users)
             return result
         finally:
             server.terminate()
             server.wait(60)
+
+
+def _under_live_ingest(stack, address: str, seconds: float, users: list[str]) -> dict:
+    """The ``STAGE_LEVEL`` closed loop again while ``kapparec stream`` applies ``LIVE_EVENTS_PER_S``
+    to the Redis that serving reads (their caches and snapshots then keep moving)."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    with stream_process(stack):
+        wait_until_caught_up(client, stack.bootstrap)
+        with BackgroundLoad(stack.bootstrap, LIVE_EVENTS_PER_S, seed=0) as ingest:
+            load = run_load(address, RECOMMEND, STAGE_LEVEL, seconds, users)
+    return {"events_per_s": round(ingest.events_per_s), "qps": load.qps, "p99_ms": load.p99_ms, "errors": load.errors,
+            "served_from": load.served_from}
 
 
 def _train_and_promote(stack, models: Path) -> list[str]:

@@ -33,6 +33,7 @@ from serving import metrics
 from serving.config import SOURCES, FunnelConfig
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
+from serving.open_loop import run_open_loop
 from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
 from serving.snapshot import Snapshot
 from serving.filters import AGE_SCALE
@@ -646,6 +647,13 @@ def test_a_worker_that_fails_brings_serve_down_non_zero_naming_the_cause(served,
     assert run.returncode != 0 and time.monotonic() - started < 300
     [line] = error_lines(run.stderr)
     assert "a serving worker" in line and "every worker stopped" in line and "Failed to bind" in line
+
+
+def test_the_open_loop_generator_keeps_its_schedule_and_times_from_it(served):
+    measured = run_open_loop(served.server.address, rate_qps=40.0, seconds=2.0, users=served.users)
+    assert measured["errors"] == 0 and measured["rate_qps"] == 40.0 and measured["target_qps"] == 40.0
+    assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["p999_ms"]
+    assert 0 <= measured["max_send_lag_ms"] < 2000
 
 
 def test_overload_is_refused_at_once_with_resource_exhausted_and_health_still_answers(served, tmp_path):
