@@ -10,7 +10,6 @@ own, is in the figure. How far the generator fell behind its schedule is reporte
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 
 import grpc
@@ -18,7 +17,7 @@ import numpy as np
 
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
-from serving.loadgen import CONNECT_TIMEOUT_S
+from serving.loadgen import CONNECT_TIMEOUT_S, in_processes
 
 # Generator processes: the rate is split between them, so one event loop's CPU does not cap the rate.
 GENERATORS = 2
@@ -28,20 +27,8 @@ TIMEOUT_S = 10.0
 def run_open_loop(address: str, rate_qps: float, seconds: float, users: list[str], k: int = 20) -> dict:
     """Recommend at ``rate_qps`` for ``seconds``: the rate achieved, p50/p99/p99.9 from the scheduled
     send times, errors, and the generators' largest lag behind their schedule."""
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Barrier(GENERATORS + 1), context.Queue()
-    processes = [context.Process(target=_generate, args=(address, rate_qps / GENERATORS, seconds, users, k, seed, ready,
-                                                         results), daemon=True) for seed in range(GENERATORS)]
-    for process in processes:
-        process.start()
-    try:
-        ready.wait(timeout=CONNECT_TIMEOUT_S)
-        finished = [results.get(timeout=seconds + CONNECT_TIMEOUT_S) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
+    finished = in_processes(_generate, [(address, rate_qps / GENERATORS, seconds, users, k, seed)
+                                        for seed in range(GENERATORS)], seconds)
     latencies = np.concatenate([latency for latency, _, _ in finished]) * 1000
     p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9]).round(3) if len(latencies) else (0.0, 0.0, 0.0)
     return {"target_qps": round(rate_qps, 1), "rate_qps": round(len(latencies) / seconds, 1), "p50_ms": float(p50),
