@@ -47,6 +47,7 @@ class Funnel:
         self._on_stage = on_stage
         self._neighbours = neighbours
         self.catalog = catalog_arrays(snapshot)
+        self._engaged_memo: tuple[UserFeatures, list[str]] | None = None
 
     def _similar_many(self, item_ids: list[str], n: int) -> list[list[tuple[str, float]]]:
         if self.reader is None:
@@ -114,13 +115,12 @@ class Funnel:
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[Pool, Counter]:
         """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
         wanted = self._sources()
-        with self._stage("lists"):
-            listed, listed_counts = self._listed(region)
+        listed, listed_counts = self._listed(region)
         if user is None or user.is_new:
             return listed, Counter(listed_counts)
         personal: dict[str, Pool] = {}
         if "co_occurrence" in wanted:
-            recent = user.tower_history(self.config.recent_items)
+            recent = self._engaged(user, self.config.recent_items)
             if query.current_item_id:
                 recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
@@ -130,7 +130,7 @@ class Funnel:
             personal["continue_watching"] = generate.continue_watching(user, self.catalog)
         if self.model is not None and "two_tower" in wanted:
             device = query.device or user.profile["device"]
-            history = user.tower_history(self.model.history_length)
+            history = self._engaged(user, self.model.history_length)
             hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
             with self._stage("user_tower"):
                 embedding = self.model.embed_user(query.user_id, history, region, device, hour)
@@ -188,10 +188,20 @@ class Funnel:
         with self._stage("explain"):
             nearest = None
             if self.model is not None and user is not None:
-                nearest = functools.partial(self.model.closest, among=user.tower_history(RECENT_FOR_EXPLANATIONS))
+                nearest = functools.partial(self.model.closest, among=self._engaged(user, RECENT_FOR_EXPLANATIONS))
             items = explained(page, catalog.ids, self.snapshot.catalog, region, set(query.onboarding_categories),
                               nearest)
         return items, widened
+
+    def _engaged(self, user: UserFeatures, n: int) -> list[str]:
+        """``user.tower_history(n)``: one pass over the history serves the co-occurrence seeds, the
+        user tower and the explanations (each a prefix of the longest)."""
+        memo = self._engaged_memo
+        if memo is None or memo[0] is not user:
+            longest = max(self.config.recent_items, RECENT_FOR_EXPLANATIONS,
+                          self.model.history_length if self.model is not None else 0)
+            memo = self._engaged_memo = (user, user.tower_history(longest))
+        return memo[1][:n]
 
     def _log_hour(self) -> int:
         """The hour of day of the log's clock: the snapshot's, so once per snapshot (a numpy call each)."""
