@@ -84,9 +84,12 @@ class Pool:
             return pools[0]
         if not pools:
             return cls.of_candidates([], np.zeros(0, dtype=np.int64))
-        return cls([i for p in pools for i in p.ids], np.concatenate([p.rows for p in pools]),
-                   np.concatenate([p.sources for p in pools]), np.concatenate([p.ranks for p in pools]),
-                   [b for p in pools for b in p.because], np.concatenate([p.scores for p in pools]))
+        ids, because = [], []
+        for pool in pools:  # list extends, not a Python step per candidate
+            ids += pool.ids
+            because += pool.because
+        return cls(ids, np.concatenate([p.rows for p in pools]), np.concatenate([p.sources for p in pools]),
+                   np.concatenate([p.ranks for p in pools]), because, np.concatenate([p.scores for p in pools]))
 
     def __len__(self) -> int:
         return len(self.ids)
