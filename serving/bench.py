@@ -5,6 +5,10 @@ two-tower trained on it is exported with its ScaNN index over the whole catalog 
 and ``kapparec serve`` runs with one worker per core. The ceiling is an empty unary RPC (the
 health Check) on the same server at the same concurrency: what the gRPC stack alone allows.
 
+After them, at 25%, 50% and 80% of the 8-client QPS, an open loop (``serving.open_loop``) times
+requests from their scheduled send times; then the 8-client level runs again while ``kapparec
+stream`` applies 2,000 events/s to the store serving reads (``live_ingest``).
+
 Beside the wall-clock figures, each level reports the server's CPU milliseconds per request for
 both RPCs (``server_cpu_ms``: every process of the server, from /proc) and, for Recommend, the
 handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on a shared machine
@@ -23,13 +27,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from infra.services import free_port
 from serving import metrics
 from serving.loadgen import EMPTY, RECOMMEND, Load, run_load
+from serving.open_loop import run_open_loop
 from serving.server import wait_until_serving
 from streams.synthetic import SyntheticLog
 from infra.private import private_stack
-from transforms.bench import produce_log
+from transforms.bench import BackgroundLoad, produce_log, stream_process, wait_until_caught_up
+
+# The client count whose run reports the per-stage CPU, and whose rate the open loop takes shares of.
+STAGE_LEVEL = 8
+OPEN_LOOP_SHARES = (25, 50, 80)  # percent of the STAGE_LEVEL closed loop's QPS
+LIVE_EVENTS_PER_S = 2_000.0
 
 
 def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 200_000,
@@ -54,9 +66,13 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
             result = {"items": items, "users": len(served_users), "workers": workers, "seconds": seconds,
                       "clients": {}, "ceiling_qps": {}, "ceiling": {}}
             for n in clients:
-                handler_before = handler_cpu(metrics_port)
+                handler_before, stages_before = handler_cpu(metrics_port), stage_cpu(metrics_port)
                 load, load_cpu_ms = _measured(server.pid, lambda: run_load(address, RECOMMEND, n, seconds, served_users))
-                handler_ms = _handler_ms_per_request(handler_before, handler_cpu(metrics_port))
+                handler_after = handler_cpu(metrics_port)
+                handler_ms = _handler_ms_per_request(handler_before, handler_after)
+                if n == STAGE_LEVEL:
+                    result["stage_cpu_ms"] = stage_cpu_ms(stages_before, stage_cpu(metrics_port),
+                                                          handler_after[1] - handler_before[1], load_cpu_ms, handler_ms)
                 ceiling, ceiling_cpu_ms = _measured(server.pid, lambda: run_load(address, EMPTY, n, seconds, served_users))
                 result["clients"][str(n)] = load.as_dict() | {
                     "ratio_to_ceiling": round(load.qps / ceiling.qps, 3), "server_cpu_ms": load_cpu_ms,
@@ -64,10 +80,27 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                 result["ceiling_qps"][str(n)] = ceiling.qps
                 result["ceiling"][str(n)] = ceiling.as_dict() | {"server_cpu_ms": ceiling_cpu_ms}
             result["stage_mean_ms"] = stage_means(metrics_port)
+            if str(STAGE_LEVEL) in result["clients"]:
+                most = result["clients"][str(STAGE_LEVEL)]["qps"]
+                result["open_loop"] = {str(share): run_open_loop(address, most * share / 100, seconds, served_users)
+                                       for share in OPEN_LOOP_SHARES}
+                result["live_ingest"] = _under_live_ingest(stack, address, seconds, served_users)
             return result
         finally:
             server.terminate()
             server.wait(60)
+
+
+def _under_live_ingest(stack, address: str, seconds: float, users: list[str]) -> dict:
+    """The ``STAGE_LEVEL`` closed loop again while ``kapparec stream`` applies ``LIVE_EVENTS_PER_S``
+    to the Redis that serving reads (their caches and snapshots then keep moving)."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    with stream_process(stack):
+        wait_until_caught_up(client, stack.bootstrap)
+        with BackgroundLoad(stack.bootstrap, LIVE_EVENTS_PER_S, seed=0) as ingest:
+            load = run_load(address, RECOMMEND, STAGE_LEVEL, seconds, users)
+    return {"events_per_s": round(ingest.events_per_s), "qps": load.qps, "p99_ms": load.p99_ms, "errors": load.errors,
+            "served_from": load.served_from}
 
 
 def _train_and_promote(stack, models: Path) -> list[str]:
@@ -139,6 +172,23 @@ def handler_cpu(metrics_port: int) -> tuple[float, float]:
             elif sample.name == "kapparec_requests_total":
                 requests += sample.value
     return cpu, requests
+
+
+def stage_cpu(metrics_port: int) -> dict[str, float]:
+    """CPU seconds per request stage so far (``kapparec_stage_cpu_seconds``), once queued updates landed."""
+    time.sleep(2 * metrics.FLUSH_S)
+    return {sample.labels["stage"]: sample.value for family in _scrape(metrics_port) for sample in family.samples
+            if sample.name == "kapparec_stage_cpu_seconds_total"}
+
+
+def stage_cpu_ms(before: dict[str, float], after: dict[str, float], requests: float, server_ms: float,
+                 handler_ms: float) -> dict[str, float]:
+    """Each stage's CPU milliseconds per Recommend, and ``grpc``: the server's CPU outside the handler
+    (gRPC's threads, hand-offs, background threads). ``sum`` adds them all, to hold against ``server_cpu_ms``."""
+    per_request = {stage: round(1000 * (after[stage] - before.get(stage, 0.0)) / max(1.0, requests), 3)
+                   for stage in sorted(after)}
+    per_request["grpc"] = round(server_ms - handler_ms, 3)
+    return per_request | {"sum": round(sum(per_request.values()), 3), "server_cpu_ms": server_ms}
 
 
 def _handler_ms_per_request(before: tuple[float, float], after: tuple[float, float]) -> float:

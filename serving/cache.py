@@ -1,9 +1,9 @@
 """Recent pages per user and request, valid only while the user's stored features are unchanged.
 
-A cached page is served again only if the user's feature stamp (``FeatureReader.user_stamp``:
-one cheap round trip) still equals the stamp it was computed under, so an event the stream job
-commits for that user invalidates it at once; the TTL only bounds how stale the shared lists
-(trending, popular) in a cached page can get.
+A cached page is served again only if the user's feature stamp (``featurestore.user_read``,
+compared in Redis in the round trip that would otherwise read the features) still equals the
+stamp it was computed under, so an event the stream job commits for that user invalidates it at
+once; the TTL only bounds how stale the shared lists (trending, popular) in a cached page can get.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Hashable
 
 from cachetools import TTLCache
 
-from serving.funnel import Page
+from serving.request import Page
 
 DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 100_000
@@ -24,12 +24,10 @@ class ResponseCache:
         self._pages: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl_s)
         self._lock = threading.Lock()  # TTLCache is not thread-safe; the server's handlers are threads
 
-    def get(self, key: Hashable, stamp: Hashable) -> Page | None:
+    def peek(self, key: Hashable) -> tuple[Hashable, Page] | None:
+        """The stamp and page held for ``key`` (the caller judges the stamp: it is compared in Redis)."""
         with self._lock:
-            entry = self._pages.get(key)
-        if entry is None or entry[0] != stamp:
-            return None
-        return entry[1]
+            return self._pages.get(key)
 
     def put(self, key: Hashable, stamp: Hashable, page: Page) -> None:
         with self._lock:

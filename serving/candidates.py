@@ -1,44 +1,39 @@
-"""Candidate generators: each proposes items from one source, ranked within that source."""
+"""Candidate generators: each proposes items from one source, ranked within that source, as a ``Pool``."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import numpy as np
 
 from featurestore.reader import UserFeatures
-from serving.model import ServingModel
-from serving.snapshot import Ranked
+from serving.catalog_arrays import CatalogArrays
+from serving.request import Pool
+
+Ranked = list[tuple[str, float]]
 
 
-# A tuple: hundreds per request, and a frozen dataclass costs 4x to build. The request path builds
-# them with positional arguments: keyword arguments double the cost of a namedtuple.
-class Candidate(NamedTuple):
-    item_id: str
-    source: str
-    rank: int  # 0 = the source's best
-    because: str = ""  # the item that brought it (co-occurrence, two-tower), for the explanation
-    score: float = 0.0  # the source's own score where the learned ranker reads it (the two-tower's dot product)
+def listed(source: str, items: Ranked, n: int, catalog: CatalogArrays) -> Pool:
+    ids = [item for item, _ in items[:n]]
+    return Pool.of(source, ids, catalog.rows(ids))
 
 
-def ranked(source: str, items: Ranked, n: int) -> list[Candidate]:
-    return [Candidate(item, source, rank) for rank, (item, _) in enumerate(items[:n])]
+def two_tower(ids: list[str], rows: np.ndarray, scores: np.ndarray) -> Pool:
+    """The model's nearest items (``ServingModel.nearest``) for the user's embedding, best first."""
+    return Pool.of("two_tower", ids, rows, scores=scores)
 
 
-def two_tower(model: ServingModel, user_id: str, history: list[str], region: str, device: str, hour: int,
-              n: int) -> list[Candidate]:
-    hits = model.search(model.embed_user(user_id, history, region, device, hour), n)
-    return [Candidate(item, "two_tower", rank, "", score) for rank, (item, score) in enumerate(hits)]
-
-
-def co_occurrence(neighbours: list[Ranked], recent: list[str]) -> list[Candidate]:
+def co_occurrence(neighbours: list[Ranked], recent: list[str], catalog: CatalogArrays) -> Pool:
     """The neighbours of each recent item (``neighbours[i]`` those of ``recent[i]``), interleaved so
-    that every recent item gets its turn."""
-    found = []
-    for rank in range(max(map(len, neighbours), default=0)):
-        for item, items in zip(recent, neighbours):
-            if rank < len(items):
-                found.append(Candidate(items[rank][0], "co_occurrence", len(found), item))
-    return found
+    that every recent item gets its turn: each list's first, then each list's second, and so on."""
+    lengths = np.fromiter(map(len, neighbours), dtype=np.int64, count=len(neighbours))
+    ids = [item for items in neighbours for item, _ in items]
+    of_list = np.repeat(np.arange(len(neighbours)), lengths)
+    place = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    order = np.lexsort((of_list, place)).tolist()
+    ids = [ids[n] for n in order]
+    because = [recent[n] for n in of_list[order].tolist()]
+    return Pool.of("co_occurrence", ids, catalog.rows(ids), because)
 
 
-def continue_watching(user: UserFeatures) -> list[Candidate]:
-    return [Candidate(item, "continue_watching", rank) for rank, (item, _) in enumerate(user.continue_watching)]
+def continue_watching(user: UserFeatures, catalog: CatalogArrays) -> Pool:
+    ids = [item for item, _ in user.continue_watching]
+    return Pool.of("continue_watching", ids, catalog.rows(ids))

@@ -27,6 +27,8 @@ def register(verbs) -> None:
     serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on LogEvents (env KAPPAREC_TOKEN)")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
+    serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=16, metavar="N",
+                       help="requests one worker answers at once; more get RESOURCE_EXHAUSTED at once (default 16)")
     serve.add_argument("--experiments", type=Path, metavar="FILE",
                        help="A/B experiments (TOML), reloaded on change (env KAPPAREC_EXPERIMENTS; default ./experiments.toml)")
     serve.set_defaults(run=run_serve)
@@ -36,6 +38,7 @@ def register(verbs) -> None:
     recommend.add_argument("--server", default=f"localhost:{DEFAULT_PORT}", metavar="HOST:PORT")
     recommend.add_argument("--k", type=cliargs.positive_int, default=10)
     recommend.add_argument("--region", default="")
+    add_client_security(recommend)
     group = recommend.add_mutually_exclusive_group()
     group.add_argument("--similar", metavar="ITEM", help="items similar to ITEM (for USER if given)")
     group.add_argument("--trending", action="store_true", help="what is trending (in --region)")
@@ -51,12 +54,18 @@ def register(verbs) -> None:
     simulate.add_argument("--k", type=cliargs.positive_int, default=10, help="items per page")
     simulate.add_argument("--clients", type=cliargs.positive_int, default=8, help="concurrent client threads")
     simulate.add_argument("--think", type=float, default=0.2, metavar="S", help="pause after each page (default 0.2 s)")
-    simulate.add_argument("--token", help="LogEvents token (env KAPPAREC_TOKEN)")
+    add_client_security(simulate)
     for name, default in (("users", 1000), ("items", 500), ("seed", 0)):
         simulate.add_argument(f"--world-{name}", type=int, default=default,
                               help=f"the synthetic log's --{name} the server's data came from (default {default})")
     simulate.add_argument("--json", action="store_true", help="print the summary as JSON")
     simulate.set_defaults(run=run_simulate)
+
+
+def add_client_security(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM",
+                        help="talk TLS to a server whose certificate this CA (or self-signed certificate) issued")
+    parser.add_argument("--token", help="send 'authorization: Bearer TOKEN' (env KAPPAREC_TOKEN)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -80,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         experiments_file=experiments_file,
+        max_in_flight=args.max_in_flight,
     ))
     return 0
 
@@ -99,19 +109,23 @@ def run_recommend(args: argparse.Namespace) -> int:
 
     from kapparec.v1 import recommender_pb2 as pb
     from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+    from serving.client import bearer, open_channel
 
     if not (args.user or args.similar or args.trending):
         raise UsageError("give a USER, --similar ITEM or --trending")
-    with grpc.insecure_channel(args.server) as channel:
+    metadata = bearer(args.token or os.environ.get("KAPPAREC_TOKEN") or None)
+    with open_channel(args.server, args.tls_ca) as channel:
         stub = pb_grpc.RecommenderStub(channel)
         try:
             if args.trending:
-                response = stub.Trending(pb.TrendingRequest(region=args.region, k=args.k), timeout=10)
+                response = stub.Trending(pb.TrendingRequest(region=args.region, k=args.k), timeout=10, metadata=metadata)
             elif args.similar:
-                response = stub.SimilarItems(pb.SimilarItemsRequest(item_id=args.similar, k=args.k, user_id=args.user), timeout=10)
+                response = stub.SimilarItems(pb.SimilarItemsRequest(item_id=args.similar, k=args.k, user_id=args.user),
+                                             timeout=10, metadata=metadata)
             else:
                 context = pb.Context(region=args.region)
-                response = stub.Recommend(pb.RecommendRequest(user_id=args.user, k=args.k, context=context), timeout=10)
+                response = stub.Recommend(pb.RecommendRequest(user_id=args.user, k=args.k, context=context), timeout=10,
+                                          metadata=metadata)
         except grpc.RpcError as exc:
             raise KapparecError(f"{args.server}: {exc.code().name}: {exc.details()}") from None
     print(_table(response))
@@ -127,7 +141,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     cliargs.require(min(args.world_users, args.world_items) > 0, "--world-users and --world-items must be positive")
     summary = simulate(SimulationSettings(
         users=args.users, duration_s=args.duration, server=args.server, seed=args.seed, k=args.k, clients=args.clients,
-        think_s=args.think, token=args.token or os.environ.get("KAPPAREC_TOKEN") or None,
+        think_s=args.think, token=args.token or os.environ.get("KAPPAREC_TOKEN") or None, tls_ca=args.tls_ca,
         world_users=args.world_users, world_items=args.world_items, world_seed=args.world_seed,
     ))
     if args.json:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kapparec.errors import UsageError
-
-SOURCES = ("two_tower", "co_occurrence", "continue_watching", "trending", "popular", "new_item")
+from serving.request import SOURCES
 
 
 def _default_weights() -> dict[str, float]:
@@ -63,6 +63,10 @@ class FunnelConfig(BaseModel):
             return cls(**{**values, **overrides})
         except (ValidationError, ValueError, TypeError) as exc:
             raise UsageError(f"bad funnel setting: {str(exc).splitlines()[0]} ({_first_error(exc)})") from None
+
+    def source_weights(self) -> np.ndarray:
+        """Each source's blend weight, indexed by ``SOURCE_CODE``."""
+        return np.array([self.weights.get(source, 0.0) for source in SOURCES])
 
 
 def _first_error(exc: Exception) -> str:

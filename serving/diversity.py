@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
-
-from serving.ranking import Scored
+import numpy as np
 
 
-def diversify(ranked: Iterable[Scored], catalog: dict[str, dict], max_per_category: int, k: int) -> list[Scored]:
-    """The first ``k`` of ``ranked`` under the per-category cap, topped up in rank order if the cap
-    leaves the page short (a page of fewer items would be worse than a less varied one)."""
+def capped(categories: np.ndarray, max_per_category: int, k: int) -> np.ndarray:
+    """The positions of a page of ``k`` from a ranking whose items have ``categories`` (first-category
+    codes, in rank order): the first ``k`` under the cap, topped up in rank order with what the cap
+    held back if it leaves the page short (a page of fewer items would be worse than a less varied one)."""
     if max_per_category <= 0:
-        return list(itertools.islice(ranked, k))
-    page, held_back, per_category = [], [], {}
-    for item in ranked:
-        category = first_category(catalog, item.item_id)
-        if per_category.get(category, 0) < max_per_category:
-            per_category[category] = per_category.get(category, 0) + 1
-            page.append(item)
-            if len(page) == k:
-                return page
-        else:
-            held_back.append(item)
-    return page + held_back[: k - len(page)]
+        return np.arange(min(k, len(categories)))
+    within = earlier_of_same(categories) < max_per_category
+    page = np.flatnonzero(within)[:k]
+    if len(page) < k:
+        page = np.concatenate([page, np.flatnonzero(~within)[: k - len(page)]])
+    return page
 
 
-def first_category(catalog: dict[str, dict], item_id: str) -> str:
-    """The category a page's cap counts an item under ("" for an item with none)."""
-    return (catalog.get(item_id, {}).get("categories") or [""])[0]
+def earlier_of_same(values: np.ndarray) -> np.ndarray:
+    """Per element: how many elements before it hold the same value (a per-category running count)."""
+    n = len(values)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts_group = np.ones(n, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
+    positions = np.arange(n)
+    counts = np.empty(n, dtype=np.int64)
+    counts[order] = positions - np.maximum.accumulate(np.where(starts_group, positions, 0))
+    return counts

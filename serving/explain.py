@@ -1,6 +1,13 @@
-"""One line per recommended item that says why it is there."""
+"""One line per recommended item that says why it is there: the last stage, over the page's items only."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from serving.request import SOURCES, RankedItem, Scored
+
+# For the page's two-tower items: the item of the user's history nearest each ("" where none is known).
+Nearest = Callable[[list[str]], list[str]]
 
 
 def explanation(source: str, because_title: str, entry: dict, region: str, onboarding: set[str]) -> str:
@@ -19,3 +26,22 @@ def explanation(source: str, because_title: str, entry: dict, region: str, onboa
     if chosen or categories:
         return f"Popular in {(chosen or categories)[0]}"
     return "Popular right now"
+
+
+def explained(page: Scored, ids: list[str], catalog: dict[str, dict], region: str, onboarding: set[str],
+              nearest: Nearest | None) -> list[RankedItem]:
+    """Each page item with its line and title; a two-tower item names ``nearest``'s choice."""
+    items = [ids[row] for row in page.rows.tolist()]
+    sources = [SOURCES[code] for code in page.sources.tolist()]
+    because = [page.reason(n) for n in range(len(page))]
+    tower = [n for n, source in enumerate(sources) if source == "two_tower"]
+    if tower and nearest is not None:
+        for n, item in zip(tower, nearest([items[n] for n in tower])):
+            because[n] = item
+    explained_items = []
+    for item, score, source, reason in zip(items, page.scores.tolist(), sources, because):
+        entry = catalog.get(item, {})
+        because_title = catalog.get(reason, {}).get("title", "") if reason else ""
+        text = explanation(source, because_title, entry, region, onboarding)
+        explained_items.append(RankedItem(item, round(score, 6), source, text, entry.get("title", "")))
+    return explained_items

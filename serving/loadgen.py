@@ -43,20 +43,7 @@ class Load:
 def run_load(address: str, rpc: str, clients: int, seconds: float, users: list[str], k: int = 20) -> Load:
     """``clients`` processes call ``rpc`` back to back for ``seconds``, all starting together once
     every one of them is connected (on a loaded machine spawning them takes a while)."""
-    context = multiprocessing.get_context("spawn")
-    connected, results = context.Barrier(clients + 1), context.Queue()
-    processes = [context.Process(target=_client, args=(address, rpc, connected, seconds, users, k, seed, results),
-                                 daemon=True) for seed in range(clients)]
-    for process in processes:
-        process.start()
-    try:
-        connected.wait(timeout=CONNECT_TIMEOUT_S)
-        finished = [results.get(timeout=seconds + CONNECT_TIMEOUT_S) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
+    finished = in_processes(_client, [(address, rpc, seconds, users, k, seed) for seed in range(clients)], seconds)
     latencies = np.concatenate([latency for latency, _, _ in finished])
     errors = sum(errors for _, errors, _ in finished)
     origins = sum((origins for _, _, origins in finished), Counter())
@@ -65,7 +52,25 @@ def run_load(address: str, rpc: str, clients: int, seconds: float, users: list[s
                 dict(sorted(origins.items())))
 
 
-def _client(address: str, rpc: str, connected, seconds: float, users: list[str], k: int, seed: int, results) -> None:
+def in_processes(target, arguments: list[tuple], seconds: float) -> list:
+    """``target(*args, ready, results)`` in a spawned process per entry of ``arguments``, released
+    together once every one waits at ``ready``; what each put on ``results``."""
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(len(arguments) + 1), context.Queue()
+    processes = [context.Process(target=target, args=(*args, ready, results), daemon=True) for args in arguments]
+    for process in processes:
+        process.start()
+    try:
+        ready.wait(timeout=CONNECT_TIMEOUT_S)
+        return [results.get(timeout=seconds + CONNECT_TIMEOUT_S) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+
+
+def _client(address: str, rpc: str, seconds: float, users: list[str], k: int, seed: int, connected, results) -> None:
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
     if rpc == RECOMMEND:

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 
 from kapparec.errors import KapparecError
+from serving.catalog_arrays import CatalogArrays
 from serving.ranker import RANKER_FILE, LearnedRanker
 from training.registry import ModelVersion, verify
 from training.two_tower.features import hour_of_day, pad_rows, query_features
@@ -28,6 +29,8 @@ class ServingModel:
         self._exported = exported
         self._index = index
         self._row_of = {item: row for row, item in enumerate(exported.item_ids.tolist())}
+        self._named = index.ids != ""  # an index position without an item id is never a candidate
+        self._rows_in: tuple[CatalogArrays, np.ndarray] | None = None
         # The numpy user tower (proven equal to the SavedModel) when the version has its weights:
         # a TensorFlow call per request costs more CPU than the rest of the funnel.
         self._tower = exported.numpy_tower
@@ -69,10 +72,20 @@ class ServingModel:
         )
         return self._exported.embed_queries(features)[0]
 
-    def search(self, embedding: np.ndarray, k: int) -> list[tuple[str, float]]:
-        ids, scores = self._index.search(embedding[np.newaxis, :].astype(np.float32), k)
-        # Python values in one call each, rather than a numpy scalar per element converted one by one.
-        return [(str(item), score) for item, score in zip(ids[0].tolist(), scores[0].tolist()) if item != ""]
+    def nearest(self, embedding: np.ndarray, k: int, catalog: CatalogArrays) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The ``k`` items nearest ``embedding``, best first: their ids, catalog rows and scores (float64)."""
+        positions, scores = self._index.search_positions(embedding[np.newaxis, :].astype(np.float32), k)
+        positions, scores = positions[0], scores[0]
+        named = self._named[positions]
+        positions, scores = positions[named], scores[named]
+        return self._index.ids[positions].tolist(), self._catalog_rows(catalog)[positions], scores.astype(np.float64)
+
+    def _catalog_rows(self, catalog: CatalogArrays) -> np.ndarray:
+        """Each index position's catalog row, for the catalog requests see now (kept until it changes)."""
+        found = self._rows_in
+        if found is None or found[0] is not catalog:
+            found = self._rows_in = (catalog, catalog.rows(self._index.ids.tolist()))
+        return found[1]
 
     def closest(self, item_ids: list[str], among: list[str]) -> list[str]:
         """For each of ``item_ids``, the item of ``among`` whose embedding is nearest ("" where none is known)."""

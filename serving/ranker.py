@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kapparec.timeunits import DAY_MS
-from serving.config import SOURCES
+from serving.request import SOURCES, Candidate
 
-if TYPE_CHECKING:  # serving.model loads rankers, and the candidates module imports serving.model
+if TYPE_CHECKING:
     from featurestore.reader import UserFeatures
-    from serving.candidates import Candidate
     from serving.snapshot import Snapshot
 
 RANKER_FILE = "ranker.json"
@@ -163,17 +162,16 @@ class LearnedRanker:
         return ((matrix - self.mean) / self.scale) @ self.coef
 
     def rank(self, candidates: list[Candidate], user: UserFeatures, snapshot: Snapshot,
-             region: str) -> tuple[dict[str, float], dict[str, Candidate]]:
-        """Each distinct item's score, and the candidate that names its source: the proposal whose
-        reciprocal-rank term adds most to the score."""
+             region: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Each distinct item (in first-proposed order), its score, and the position in ``candidates``
+        of the proposal that names its source: the one whose reciprocal-rank term adds most to the score."""
         features = candidate_features(candidates, user, snapshot, region)
         scores = self.scores(features.matrix)
         rr_weight = self.coef[RR:RR + len(SOURCES)] / self.scale[RR:RR + len(SOURCES)]
         adds = rr_weight[features.sources] / (1.0 + features.ranks)
         order = np.lexsort((-adds, features.rows))  # by row, the largest addition first
         firsts = order[np.flatnonzero(np.diff(features.rows[order], prepend=-1))]
-        best = {features.items[row]: candidates[n] for row, n in zip(features.rows[firsts].tolist(), firsts.tolist())}
-        return dict(zip(features.items, scores.tolist())), best
+        return features.items, scores, firsts
 
     def save(self, path: Path) -> None:
         payload = {"features": list(FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),

@@ -2,19 +2,24 @@
 
 A Python gRPC server holds the GIL, so ``--workers N`` forks N processes that each bind the
 same port with SO_REUSEPORT and let the kernel spread connections (the multiprocessing
-pattern of gRPC Python's examples). The parent only supervises and serves the summed metrics.
+pattern of gRPC Python's examples). The parent only supervises and serves the summed metrics;
+it holds the port for the server's life, so a second ``serve`` cannot join in through SO_REUSEPORT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import multiprocessing
 import os
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from kapparec.errors import KapparecError
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits
@@ -32,6 +38,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # within a bound; see LiveFeatures.readable): the API keeps answering, degraded.
 FEATURES_HEALTH = f"{SERVICE_NAME}/features"
 log = logging.getLogger("kapparec.serving")
+SPARE_THREADS = 2
+QUEUED_PER_ADMITTED = 8
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,9 @@ class ServeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     experiments_file: Path | None = None
-    threads: int = 16
+    # Requests a worker works on at once; more are answered RESOURCE_EXHAUSTED at once. Each holds
+    # the GIL for most of its CPU time, so more at once only queue inside the process.
+    max_in_flight: int = 16
     refresh_s: float = 2.0
 
 
@@ -57,16 +67,26 @@ def _configure_logging() -> None:
 
 
 def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM/SIGINT: one worker in-process, or N forked workers and a metrics parent."""
+    """Run until SIGTERM/SIGINT: one worker in-process, or N forked workers and a metrics parent.
+
+    Refused with a ``KapparecError`` when this host already serves the port; a worker that fails
+    stops the others and raises one naming its cause."""
     _configure_logging()
-    if settings.workers == 1:
-        _start_metrics(settings.metrics_port)
-        _run_worker(settings)
-        return
+    with port_claim(settings.port):
+        if settings.workers == 1:
+            _start_metrics(settings.metrics_port)
+            _run_worker(settings)
+            return
+        _supervise(settings)
+
+
+def _supervise(settings: ServeSettings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kapparec-metrics-"))
     _start_metrics(settings.metrics_port, multiprocess=True)
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_run_worker, args=(settings,), daemon=True) for _ in range(settings.workers)]
+    failures = context.SimpleQueue()
+    workers = [context.Process(target=_run_worker, args=(settings, failures), daemon=True)
+               for _ in range(settings.workers)]
     for worker in workers:
         worker.start()
     stop = threading.Event()
@@ -74,10 +94,42 @@ def serve(settings: ServeSettings) -> None:
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(0.5) and all(w.is_alive() for w in workers):
         pass
+    failed = [w for w in workers if not w.is_alive()] if not stop.is_set() else []
     for worker in workers:
         if worker.is_alive():
             worker.terminate()
         worker.join(10)
+    if failed:
+        cause = failures.get() if not failures.empty() else f"exit code {failed[0].exitcode}"
+        raise KapparecError(f"a serving worker (pid {failed[0].pid}) failed, so every worker stopped: {cause}")
+
+
+@contextlib.contextmanager
+def port_claim(port: int) -> Iterator[None]:
+    """Hold ``port`` for this ``serve`` or refuse to start: workers bind it with SO_REUSEPORT, which
+    would let a second server on this host share the port's connections silently. A lock file per
+    port covers a second ``serve`` still starting up; a bind without SO_REUSEPORT covers a port
+    that something already listens on."""
+    lock_path = Path(tempfile.gettempdir()) / f"kapparec-serve-{port}.lock"
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KapparecError(f"port {port} is already served by another kapparec serve on this host") from None
+        _refuse_if_listening(port)
+        yield
+
+
+def _refuse_if_listening(port: int) -> None:
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # gRPC's [::] takes IPv4 too
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("::", port))
+    except OSError as exc:
+        raise KapparecError(f"port {port} is already in use on this host: {exc.strerror}") from None
+    finally:
+        probe.close()
 
 
 def _start_metrics(port: int, multiprocess: bool = False) -> None:
@@ -92,10 +144,19 @@ def _start_metrics(port: int, multiprocess: bool = False) -> None:
     start_http_server(port, registry=registry) if registry else start_http_server(port)
 
 
-def _run_worker(settings: ServeSettings) -> None:
+def _run_worker(settings: ServeSettings, failures=None) -> None:
+    """Serve until SIGTERM/SIGINT. Under a supervisor, a failure is put on ``failures`` as one line
+    before the process exits non-zero, so the supervisor can name it."""
     _configure_logging()
-    server, stop_background = build_server(settings)
-    server.start()
+    try:
+        server, stop_background = build_server(settings)
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any failure to start is reported as one line
+        cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        if failures is None:
+            raise KapparecError(f"serving failed to start: {cause}") from None
+        failures.put(cause)
+        sys.exit(1)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
@@ -121,7 +182,10 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     impressions = ImpressionLog(settings.bootstrap).start()
     events = EventWriter(settings.bootstrap)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads),
+        # Beyond the admitted requests, threads for health checks and for refusing what is over the cap.
+        futures.ThreadPoolExecutor(max_workers=settings.max_in_flight + SPARE_THREADS),
+        # gRPC's own bound (health included) only backs the cap up: the queue never grows without end.
+        maximum_concurrent_rpcs=settings.max_in_flight * QUEUED_PER_ADMITTED,
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
@@ -129,7 +193,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         ],
     )
     pb_grpc.add_RecommenderServicer_to_server(RecommenderService(
-        features, models, events, config, settings.token, experiments=experiments, impressions=impressions), server)
+        features, models, events, config, settings.token, experiments=experiments, impressions=impressions,
+        max_in_flight=settings.max_in_flight), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[::]:{settings.port}"

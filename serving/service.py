@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -25,14 +26,15 @@ from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits, metrics
 from serving.cache import ResponseCache
 from serving.config import FunnelConfig
-from serving.filters import Filters
-from serving.funnel import Funnel, Page, Query
+from serving.funnel import Funnel
 from serving.impressions import ImpressionLog, impression
 from serving.live import REDIS_ERRORS, ExperimentsWatcher, LiveFeatures, ModelWatcher
 from serving.log_writer import EventWriter, LoggedEvent, LogUnavailable
 from featurestore.reader import UserFeatures
+from featurestore.user_read import user_features_unless
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
+from serving.request import Filters, Page, Query
 from streams.schema import InvalidRecord, parse_interaction
 
 log = logging.getLogger("kapparec.serving")
@@ -41,8 +43,12 @@ log = logging.getLogger("kapparec.serving")
 class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, features: LiveFeatures, models: ModelWatcher, events: EventWriter, config: FunnelConfig,
                  token: str | None = None, cache: ResponseCache | None = None,
-                 experiments: ExperimentsWatcher | None = None, impressions: ImpressionLog | None = None):
+                 experiments: ExperimentsWatcher | None = None, impressions: ImpressionLog | None = None,
+                 max_in_flight: int | None = None):
         self.features, self.models, self.events, self.config = features, models, events, config
+        # None: no cap. Health checks are another servicer, so the cap never refuses them.
+        self._in_flight = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._max_in_flight = max_in_flight
         self.token = token
         self.cache = cache or ResponseCache()
         self.neighbours = NeighbourCache()
@@ -86,25 +92,29 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
-        query = _query(request)
-        treatment = self._treatment(query.user_id)
-        metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
-        key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
-        user = self._user(query.user_id)
-        # The cache's validity stamp: the served model and the user's stored features, as just read.
-        stamp = ((treatment.model.version if treatment.model else ""), *user.stamp) if user else None
-        cached = self.cache.get(key, stamp) if stamp else None
-        if cached is not None:
+        with metrics.stage_timer("request"):
+            query = _query(request)
+            treatment = self._treatment(query.user_id)
+            metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
+            key = (query.user_id, treatment.bucket, request.SerializeToString(deterministic=True))
+            # The cache's validity stamp: the served model and the user's stored features. The user's
+            # stamp is compared in Redis, which sends the features only when it moved.
+            model_version = treatment.model.version if treatment.model else ""
+            held = self.cache.peek(key)
+        read = self._user(query.user_id, held[0][1:] if held and held[0][0] == model_version else None)
+        user = read[1] if read else None
+        if read and user is None:
             metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
-            page = dataclasses.replace(cached, served_from="cached")
+            page = dataclasses.replace(held[1], served_from="cached")
         else:
             metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
             page = self._run(lambda funnel: funnel.recommend(query, user), treatment)
             for source, count in page.candidates.items():
                 metrics.child(metrics.CANDIDATES, source).observe(count)
-            if stamp and page.served_from == "full":
-                self.cache.put(key, stamp, page)
-        response = self._response(page, treatment)
+            if read and page.served_from == "full":
+                self.cache.put(key, (model_version, *read[0]), page)
+        with metrics.stage_timer("response"):
+            response = self._response(page, treatment)
         if not request.preview:
             self._log_impression(query.user_id, response)
         return response
@@ -127,14 +137,15 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             model = self.models.model
         return Treatment(bucket.label, live.configs[(bucket.experiment, variant.name)], model)
 
-    def _user(self, user_id: str) -> UserFeatures | None:
-        """The user's features in one round trip (None while Redis is down: the page is degraded)."""
+    def _user(self, user_id: str, known: tuple | None) -> tuple[tuple, UserFeatures | None] | None:
+        """The user's stamp and, unless it equals ``known``, their features, in one round trip (None
+        while Redis is down: the page is degraded)."""
         reader = self.features.reader if self.features.healthy else None
         if reader is None:
             return None
         try:
             with metrics.stage_timer("features"):
-                return reader.user_features(user_id)
+                return user_features_unless(reader, user_id, known)
         except REDIS_ERRORS as exc:
             self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
             return None
@@ -187,6 +198,17 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             raise Unauthenticated("LogEvents needs metadata 'authorization: Bearer <token>'")
 
     def _answer(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
+        if self._in_flight is not None and not self._in_flight.acquire(blocking=False):
+            metrics.child(metrics.REQUESTS, rpc, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this worker is answering {self._max_in_flight} requests already: retry with backoff")
+        try:
+            return self._answer_admitted(rpc, context, handle)
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.release()
+
+    def _answer_admitted(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
         started, started_cpu = time.perf_counter(), time.thread_time()
         code = grpc.StatusCode.OK
         try:

@@ -21,11 +21,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+from serving.client import bearer, open_channel
 from streams.synthetic import SyntheticLog
 
 CLICK_IN_TASTE = 0.5
@@ -45,6 +47,7 @@ class SimulationSettings:
     clients: int = 8
     think_s: float = 0.2
     token: str | None = None
+    tls_ca: Path | None = None  # TLS against this CA's certificates; None: plaintext
     # The synthetic world the server's log came from (``kapparec produce synthetic``'s defaults).
     world_users: int = 1000
     world_items: int = 500
@@ -124,10 +127,10 @@ def simulate(settings: SimulationSettings) -> dict:
     world = World(settings)
     tally, lock = Tally(), threading.Lock()
     deadline = time.monotonic() + settings.duration_s
-    metadata = (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
+    metadata = bearer(settings.token)
 
     def client(users: list[str]) -> None:
-        with grpc.insecure_channel(settings.server) as channel:
+        with open_channel(settings.server, settings.tls_ca) as channel:
             stub = pb_grpc.RecommenderStub(channel)
             pages = Counter()
             while time.monotonic() < deadline:

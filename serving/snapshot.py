@@ -7,22 +7,22 @@ pay for. The last snapshot is also what serving falls back to when Redis is unre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from featurestore import layout
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
 from featurestore.reader import FeatureReader
 from kapparec.timeunits import DAY_MS
 from serving.config import FunnelConfig
+from streams import topics
 
 Ranked = list[tuple[str, float]]
 # Entries kept per ranked list: enough for a page of 200 after filters remove many.
 LIST_LENGTH = 500
-# The catalog is re-read at most this often: with 100k items a read costs a noticeable share of a
-# core, and catalog changes are rare next to trending's.
-CATALOG_MAX_AGE_S = 30.0
+# The ``derived`` key of the catalog's columns (``serving.catalog_arrays``), which depend on the catalog alone.
+CATALOG_ARRAYS = "catalog_arrays"
 # How far back "trending" looks (FeatureReader.trending's default).
 TRENDING_HORIZON_HOURS = 72
 
@@ -35,15 +35,15 @@ class Snapshot:
     trending: dict[str, Ranked]  # scope ("global" or "region:<r>") -> items, best first
     popular: dict[str, Ranked]
     new_items: Ranked  # created within ``fresh_days`` of the log clock, newest first
-    catalog_read_at: float = field(default_factory=time.monotonic)
     offsets: dict[str, str] = field(default_factory=dict)  # the store's committed positions it was taken at
     # What requests derive from the lists alone (their candidates, the set of new items), computed once per snapshot.
     _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def take(cls, reader: FeatureReader, config: FunnelConfig, previous: "Snapshot | None" = None,
-             catalog_max_age_s: float = CATALOG_MAX_AGE_S) -> "Snapshot":
-        """Fresh lists; the catalog of ``previous`` is reused while it is younger than ``catalog_max_age_s``.
+    def take(cls, reader: FeatureReader, config: FunnelConfig, previous: "Snapshot | None" = None) -> "Snapshot":
+        """Fresh lists; the catalog of ``previous`` is reused while the store's position in the
+        ``items`` topic has not moved (with 100k items a read costs a noticeable share of a core,
+        and catalog changes are rare next to trending's).
 
         ``previous`` itself is returned while the store has committed nothing since it was taken:
         a refresh then costs one small read instead of a scan of every trending hour, which would
@@ -54,9 +54,11 @@ class Snapshot:
             return previous
         now = reader.log_clock_ms()
         scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
-        reuse = previous is not None and previous.version == reader.version and (
-            time.monotonic() - previous.catalog_read_at < catalog_max_age_s)
-        catalog, read_at = (previous.catalog, previous.catalog_read_at) if reuse else (reader.whole_catalog(), time.monotonic())
+        reuse = (previous is not None and previous.version == reader.version and bool(offsets)
+                 and _catalog_positions(previous.offsets) == _catalog_positions(offsets))
+        # In item id order: the catalog's order is the order a short page is filled in, and a Redis
+        # hash's own order changes with every restart of Redis.
+        catalog = previous.catalog if reuse else dict(sorted(reader.whole_catalog().items()))
         fresh_since = now - config.fresh_days * DAY_MS
         new_items = sorted(
             ((item, float(entry["created_at"])) for item, entry in catalog.items()
@@ -67,16 +69,18 @@ class Snapshot:
         decays = [(config.trending_half_life_hours, TRENDING_HORIZON_HOURS),
                   (config.popular_half_life_hours, config.popular_horizon_hours)]
         rankings = {s: reader.decayed_rankings(s, LIST_LENGTH, decays, now_ms=now) for s in scopes}
-        return cls(
+        snapshot = cls(
             version=reader.version,
             log_clock_ms=now,
             catalog=catalog,
             trending={s: ranked[0] for s, ranked in rankings.items()},
             popular={s: ranked[1] for s, ranked in rankings.items()},
             new_items=new_items[:LIST_LENGTH],
-            catalog_read_at=read_at,
             offsets=offsets,
         )
+        if reuse and CATALOG_ARRAYS in previous._derived:
+            snapshot._derived[CATALOG_ARRAYS] = previous._derived[CATALOG_ARRAYS]  # the same catalog's columns
+        return snapshot
 
     @classmethod
     def empty(cls) -> "Snapshot":
@@ -95,3 +99,9 @@ class Snapshot:
 
     def popular_in(self, region: str) -> Ranked:
         return self.popular.get(region_scope(region)) or self.popular.get(GLOBAL_SCOPE, [])
+
+
+def _catalog_positions(offsets: dict[str, str]) -> dict[str, str]:
+    """The committed positions in the ``items`` topic: the catalog changes only when they move."""
+    prefix = layout.offset_field(topics.ITEMS, 0).rsplit("/", 1)[0] + "/"
+    return {field: offset for field, offset in offsets.items() if field.startswith(prefix)}

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from featurestore.reader import HistoryEntry, UserFeatures
-from serving.candidates import Candidate
-from serving.config import SOURCES
+from serving.catalog_arrays import CatalogArrays
+from serving.config import FunnelConfig
 from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker, RankerFileError, candidate_features
 from serving.ranking import ranking
-from serving.config import FunnelConfig
+from serving.request import SOURCES, Candidate, Pool
 from serving.snapshot import Snapshot
 from kapparec.timeunits import DAY_MS
 from streams.synthetic import SyntheticLog
@@ -67,17 +67,19 @@ def test_ranking_orders_by_the_learned_scores_and_names_the_source_that_adds_mos
     coef = np.zeros(len(FEATURES))
     coef[COLUMN["popularity"]], coef[COLUMN["rr.co_occurrence"]] = 1.0, 0.5
     ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef)
-    pool = [Candidate("b", "two_tower", 0, score=3.0), Candidate("a", "two_tower", 1, score=1.0),
-            Candidate("a", "co_occurrence", 0, because="h1"), Candidate("c", "popular", 0)]
+    candidates = [Candidate("b", "two_tower", 0, score=3.0), Candidate("a", "two_tower", 1, score=1.0),
+                  Candidate("a", "co_occurrence", 0, because="h1"), Candidate("c", "popular", 0)]
+    catalog = CatalogArrays.of(CATALOG)
+    pool = Pool.of_candidates(candidates, catalog.rows([c.item_id for c in candidates]))
 
-    def learned(candidates):
-        return ranker.rank(candidates, a_user(), a_snapshot(), "")
+    def learned(proposed: Pool):
+        return ranker.rank(proposed.candidates(), a_user(), a_snapshot(), "")
 
-    ranked = list(ranking(pool, FunnelConfig(), learned=learned))
-    assert [item.item_id for item in ranked] == ["a", "c", "b"]
-    assert (ranked[0].source, ranked[0].because) == ("co_occurrence", "h1")
+    ranked = ranking(pool, catalog, FunnelConfig(), learned=learned)
+    assert [catalog.ids[row] for row in ranked.rows] == ["a", "c", "b"]
+    assert (SOURCES[ranked.sources[0]], ranked.reason(0)) == ("co_occurrence", "h1")
     # The blend, over the same candidates, ranks otherwise: the learned scores made the order.
-    assert [item.item_id for item in ranking(pool, FunnelConfig())] != ["a", "c", "b"]
+    assert [catalog.ids[row] for row in ranking(pool, catalog, FunnelConfig()).rows] != ["a", "c", "b"]
 
 
 def test_the_fit_weighs_the_feature_that_predicts_and_its_file_round_trips(tmp_path):

@@ -6,10 +6,12 @@ import dataclasses
 import json
 import math
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from collections import Counter
 
 import grpc
 import numpy as np
@@ -24,12 +26,14 @@ import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from featurestore import layout
 from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
+from featurestore.user_read import user_features_unless
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import metrics
 from serving.config import SOURCES, FunnelConfig
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
+from serving.open_loop import run_open_loop
 from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
 from serving.snapshot import Snapshot
 from serving.filters import AGE_SCALE
@@ -38,6 +42,7 @@ from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
+from infra.services import free_port
 from tests.logs import empty_log
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
@@ -215,6 +220,12 @@ def test_the_request_paths_batched_reads_equal_the_single_reads(served):
     assert reader.similar_many([], 8) == [] and reader.similar_many(["no-such-item"], 8) == [[]]
     for user in [*served.users[:5], "never-seen-user"]:
         assert reader.user_features(user).stamp == reader.user_stamp(user)
+        # The request path's read: the same features, and none while the stamp it holds is current.
+        stamp, features = user_features_unless(reader, user, None)
+        assert features == dataclasses.replace(reader.user_features(user), stamp=stamp)
+        assert user_features_unless(reader, user, stamp) == (stamp, None)
+        moved = (stamp[0], str(int(stamp[1]) + 1), *stamp[2:])
+        assert user_features_unless(reader, user, moved) == (stamp, features)
 
 
 @pytest.mark.parametrize("request_fields, fragment", [
@@ -259,6 +270,14 @@ def test_metrics_are_exported(served):
     wall = sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith('kapparec_rpc_seconds_sum{rpc="Recommend"}'))
     assert 0 < handler_cpu <= wall
+    # Each stage's CPU: some for every stage a personal page runs, and together within the handlers'.
+    stages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("kapparec_stage_cpu_seconds_total{")}
+    assert {"request", "features", "co_occurrence", "user_tower", "two_tower", "rank", "filter", "diversify",
+            "explain", "response"} <= set(stages) and all(cpu > 0 for cpu in stages.values())
+    every_handler = sum(float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith("kapparec_rpc_cpu_seconds_total{"))
+    assert sum(stages.values()) <= every_handler  # SimilarItems and Trending run funnel stages too
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -576,8 +595,88 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
         while (served_total := recommends_ok(metrics_text(server))) < 6 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert served_total == 6
+        # Our own clients talk TLS when given the CA (here the self-signed certificate itself).
+        shown = subprocess.run([KAPPAREC, "recommend", "u1", "--k", "3", "--server", server.address, "--tls-ca", str(cert)],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "served full" in shown.stdout and len(shown.stdout.splitlines()) == 6
+        simulated = subprocess.run([KAPPAREC, "simulate", "--users", "4", "--duration", "2", "--clients", "1",
+                                    "--server", server.address, "--tls-ca", str(cert), "--token", TOKEN, "--json"],
+                                   capture_output=True, text=True, timeout=120)
+        summary = json.loads(simulated.stdout)
+        assert simulated.returncode == 0 and summary["requests"] > 0 and not summary["errors"]
     finally:
         server.stop()
+
+
+def serve_command(served: Served, port: int, *extra: str) -> list[str]:
+    return [KAPPAREC, "serve", "--port", str(port), "--metrics-port", str(free_port()), "--bootstrap", served.bootstrap,
+            "--redis", served.redis_url, "--models-dir", str(served.registry.root), *extra]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("kapparec: error:")]
+
+
+def test_a_second_serve_on_a_port_this_host_serves_is_refused_with_one_line(served):
+    second = subprocess.run(serve_command(served, served.server.port), capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert error_lines(second.stderr) == [
+        f"kapparec: error: port {served.server.port} is already served by another kapparec serve on this host"]
+    with socket.create_server(("", 0)) as other:  # a port that something other than kapparec listens on
+        port = other.getsockname()[1]
+        refused = subprocess.run(serve_command(served, port), capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and error_lines(refused.stderr) == [
+        f"kapparec: error: port {port} is already in use on this host: Address already in use"]
+    assert len(recommend(served, served.users[0], k=3).items) == 3  # the first server kept serving
+
+
+def test_a_worker_that_fails_brings_serve_down_non_zero_naming_the_cause(served, tmp_path):
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("not a certificate\n")
+    started = time.monotonic()
+    run = subprocess.run(serve_command(served, free_port(), "--workers", "2", "--tls-cert", str(bad), "--tls-key", str(bad)),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and time.monotonic() - started < 300
+    [line] = error_lines(run.stderr)
+    assert "a serving worker" in line and "every worker stopped" in line and "Failed to bind" in line
+
+
+def test_the_open_loop_generator_keeps_its_schedule_and_times_from_it(served):
+    measured = run_open_loop(served.server.address, rate_qps=40.0, seconds=2.0, users=served.users)
+    assert measured["errors"] == 0 and measured["rate_qps"] == 40.0 and measured["target_qps"] == 40.0
+    assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["p999_ms"]
+    assert 0 <= measured["max_send_lag_ms"] < 2000
+
+
+def test_overload_is_refused_at_once_with_resource_exhausted_and_health_still_answers(served, tmp_path):
+    server = start_server(served.bootstrap, served.redis_url, served.registry.root, tmp_path, "--max-in-flight", "1")
+    codes, lock = Counter(), threading.Lock()
+
+    def flood() -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            for n in range(15):
+                try:
+                    stub.Recommend(pb.RecommendRequest(user_id=served.users[n % len(served.users)], k=20), timeout=10)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                with lock:
+                    codes[code] += 1
+
+    try:
+        clients = [threading.Thread(target=flood) for _ in range(16)]
+        for client in clients:
+            client.start()
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # answered during the flood
+        for client in clients:
+            client.join()
+    finally:
+        server.stop()
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert sum(codes.values()) == 16 * 15
 
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):

@@ -1,10 +1,12 @@
-"""The funnel's pure stages, one by one: blend, filters, diversity, explanations, config validation."""
+"""The funnel's pure stages, one by one: blend, filters, diversity, explanations, config validation,
+each column stage beside a plain one-item-at-a-time reference."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,14 +15,15 @@ import prometheus_client
 
 from kapparec.errors import UsageError
 from serving import metrics
-from serving.candidates import Candidate
+from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.diversity import diversify
+from serving.diversity import capped
 from serving.explain import explanation
-from serving.filters import Filters, ItemFilter, Passing
-from serving.funnel import Funnel, Query
+from serving.filters import ItemFilter
+from serving.funnel import Funnel
 from serving.impressions import Impression, impression
-from serving.ranking import Scored, blend, blended, ordered, scores
+from serving.ranking import ranking
+from serving.request import SOURCES, Candidate, Filters, Pool, Query
 from serving.snapshot import Snapshot
 from streams.schema import ImpressionEvent, ShownItem, encode
 
@@ -33,33 +36,65 @@ CATALOG = {
 }
 
 
+def ranked_ids(ranked, catalog: CatalogArrays) -> list[str]:
+    return [catalog.ids[row] for row in ranked.rows.tolist()]
+
+
 def test_blend_adds_rank_credits_across_sources_and_names_the_strongest():
     config = FunnelConfig(weights={"two_tower": 1.0, "trending": 0.4}, rank_offset=1.0)
-    pool = [Candidate("x", "two_tower", 0), Candidate("y", "two_tower", 1, because="h"), Candidate("y", "trending", 0)]
-    ranked = blend(pool, config)
-    assert [s.item_id for s in ranked] == ["x", "y"]
-    assert ranked[0].score == pytest.approx(1.0) and ranked[1].score == pytest.approx(1.0 / 2 + 0.4)
-    assert (ranked[1].source, ranked[1].because) == ("two_tower", "h")  # 0.5 from two_tower beats trending's 0.4
-    assert blend(pool, config, boost={"y": 2.0})[0].item_id == "y"
+    catalog = CatalogArrays.of({"x": {"categories": ["a"]}, "y": {"categories": ["b"]}})
+    candidates = [Candidate("x", "two_tower", 0), Candidate("y", "two_tower", 1, because="h"),
+                  Candidate("y", "trending", 0), Candidate("gone", "trending", 1)]
+    pool = Pool.of_candidates(candidates, catalog.rows([c.item_id for c in candidates]))
+    ranked = ranking(pool, catalog, config)
+    assert ranked_ids(ranked, catalog) == ["x", "y"]  # an item off the catalog is not ranked
+    assert ranked.scores[0] == pytest.approx(1.0) and ranked.scores[1] == pytest.approx(1.0 / 2 + 0.4)
+    # 0.5 from two_tower beats trending's 0.4
+    assert (SOURCES[ranked.sources[1]], ranked.reason(1)) == ("two_tower", "h")
+    assert ranked_ids(ranking(pool, catalog, config, boosted=("b",)), catalog) == ["y", "x"]
 
 
 def test_filters_cover_activity_region_age_categories_exclusions_and_blocked_items():
+    catalog = CatalogArrays.of(CATALOG)
+
     def allowed(filters=Filters(), region="", blocked=()):
-        check = ItemFilter(CATALOG, filters, region, set(blocked))
-        return sorted(item for item in [*CATALOG, "unknown"] if check.allows(item))
+        rows = catalog.rows([*CATALOG, "unknown"])
+        mask = ItemFilter(catalog, filters, region, (set(blocked),)).mask(rows)
+        return sorted(item for item, passes in zip([*CATALOG, "unknown"], mask.tolist()) if passes)
 
     assert allowed() == ["a", "b", "c", "e"]  # d is inactive, "unknown" has no catalog entry
     assert allowed(region="eu") == ["a", "b", "e"]
+    assert allowed(region="mars") == ["a", "e"]  # a region no item lists: only items listing none
     assert allowed(Filters(max_age_rating="PG")) == ["a", "c"]  # an unrated item passes no age limit
     assert allowed(Filters(include_categories=("comedy",), exclude_categories=("drama",))) == ["a", "b"]
     assert allowed(Filters(exclude_item_ids=("a",)), blocked={"b"}) == ["c", "e"]
 
 
 def test_diversity_caps_a_category_then_tops_the_page_up_in_rank_order():
-    ranked = [Scored(item, 1.0, "popular", "") for item in ("a", "b", "c", "e")]
-    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=1, k=3)] == ["a", "c", "e"]
-    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=1, k=4)] == ["a", "c", "e", "b"]
-    assert [s.item_id for s in diversify(ranked, CATALOG, max_per_category=0, k=2)] == ["a", "b"]
+    categories = np.array([1, 1, 2, 3])  # a, b: comedy; c: drama; e: horror
+    assert capped(categories, max_per_category=1, k=3).tolist() == [0, 2, 3]
+    assert capped(categories, max_per_category=1, k=4).tolist() == [0, 2, 3, 1]
+    assert capped(categories, max_per_category=0, k=2).tolist() == [0, 1]
+
+
+def _reference_capped(categories: list[int], max_per_category: int, k: int) -> list[int]:
+    """The cap as documented, one item at a time."""
+    page, held_back, per_category = [], [], Counter()
+    for n, category in enumerate(categories):
+        if per_category[category] < max_per_category:
+            per_category[category] += 1
+            page.append(n)
+            if len(page) == k:
+                return page
+        else:
+            held_back.append(n)
+    return page + held_back[: k - len(page)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(categories=st.lists(st.integers(0, 5), max_size=80), cap=st.integers(1, 4), k=st.integers(1, 40))
+def test_the_cap_by_running_counts_is_the_one_at_a_time_cap(categories, cap, k):
+    assert capped(np.array(categories, dtype=np.int64), cap, k).tolist() == _reference_capped(categories, cap, k)
 
 
 def test_every_source_has_an_explanation():
@@ -98,28 +133,6 @@ def test_exploration_gives_new_items_room_within_the_category_cap():
     assert by_category == {"drama": 3, "music": 2, "horror": 1}
 
 
-def test_passing_filters_lazily_but_yields_what_an_eager_filter_would():
-    ranked = [Scored(item, 1.0, "popular", "") for item in ("d", "a", "unknown", "b", "c", "e")]
-    check = ItemFilter(CATALOG, Filters(), "eu", set())
-    eager = [s for s in ranked if check.allows(s.item_id)]  # d inactive, unknown has no entry, c not in eu
-    passing = Passing(iter(ranked), check)
-    assert passing.first(1) == eager[:1]
-    assert list(passing) == eager and list(passing) == eager  # again from the top, in order
-    assert passing.first(10) == eager
-
-
-
-def test_ranking_part_of_a_pool_gives_its_items_the_scores_and_order_of_the_whole_ranking():
-    # Exploration ranks a page's new items apart from the rest (serving/funnel.py) and relies on this.
-    rng = random.Random(0)
-    pool = [Candidate(f"i{rng.randrange(60)}", source, rank, because=f"h{rank % 3}")
-            for source in ("two_tower", "co_occurrence", "trending", "popular", "new_item") for rank in range(40)]
-    part, boost = {f"i{n}" for n in range(0, 60, 4)}, {f"i{n}": 2.0 for n in range(0, 60, 7)}
-    whole = [scored for scored in blend(pool, FunnelConfig(), boost) if scored.item_id in part]
-    assert blend([c for c in pool if c.item_id in part], FunnelConfig(), boost) == whole and len(whole) > 10
-
-
-
 def _reference_ranking(pool, config, boost):
     """The blend as documented, by a plain route: each item's summed credits, the first candidate of its
     largest credit, best score first and ties by item id."""
@@ -129,32 +142,34 @@ def _reference_ranking(pool, config, boost):
         totals[candidate.item_id] = totals.get(candidate.item_id, 0.0) + credit
         if candidate.item_id not in best or credit > best[candidate.item_id][0]:
             best[candidate.item_id] = (credit, candidate)
-    scored = [Scored(item, total * boost.get(item, 1.0), best[item][1].source, best[item][1].because)
+    scored = [(item, total * boost.get(item, 1.0), best[item][1].source, best[item][1].because)
               for item, total in totals.items()]
-    return sorted(scored, key=lambda s: (-s.score, s.item_id))
+    return sorted(scored, key=lambda s: (-s[1], s[0]))
 
 
 @settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shared_size=st.integers(0, 120), boosted=st.booleans())
-def test_the_blend_of_a_pool_in_two_parts_and_its_tie_order_are_the_one_pass_blends(seed, shared_size, boosted):
-    # Serving blends the shared lists once per snapshot and adds each request's own candidates
-    # (``scores(shared=...)``), and orders ties lazily: both must give what one plain pass gives.
-    # Most items come from one candidate, and trending and new items weigh the same, so ties are common.
+@given(seed=st.integers(0, 2**32 - 1), boosted=st.booleans())
+def test_the_blend_in_columns_and_its_tie_order_are_the_plain_python_blend(seed, boosted):
+    # Most items come from one candidate, and trending and new items weigh the same, so ties are common;
+    # the sums must be the same floats as a left-to-right sum, or ties would order differently.
     rng = random.Random(seed)
     config = FunnelConfig(weights={"two_tower": 1.0, "co_occurrence": 0.6, "trending": 0.3, "popular": 0.15,
                                    "new_item": 0.3}, rank_offset=10.0)
-    pool = [Candidate(f"i{rng.randrange(300)}", source, rank, because=f"h{rng.randrange(3)}")
-            for source in ("trending", "popular", "new_item", "two_tower", "co_occurrence") for rank in range(40)]
-    rng.shuffle(pool)
-    boost = {f"i{n}": 2.0 for n in range(0, 300, 7)} if boosted else None
-    expected = _reference_ranking(pool, config, boost or {})
-    assert blend(pool, config, boost) == expected
-    shared = blended(pool[:shared_size], config)
-    assert list(ordered(scores(pool, config, boost, shared=shared))) == expected
-    fresh = {f"i{n}" for n in range(0, 300, 3)}
-    assert list(ordered(scores(pool, config, boost, shared=shared), among=fresh)) == [
-        s for s in expected if s.item_id in fresh]
-    assert len({s.score for s in expected}) < len(expected)  # ties were there to order
+    ids = [f"i{n}" for n in range(300)]
+    catalog = CatalogArrays.of({item: {"categories": [f"c{n % 7}"]} for n, item in enumerate(rng.sample(ids, 300))})
+    candidates = [Candidate(f"i{rng.randrange(300)}", source, rank, because=f"h{rng.randrange(3)}")
+                  for source in ("trending", "popular", "new_item", "two_tower", "co_occurrence") for rank in range(40)]
+    rng.shuffle(candidates)
+    chosen = ("c0", "c3") if boosted else None
+    boost = {item: 2.0 for item in ids if catalog.in_any(catalog.rows([item]), chosen)[0]} if boosted else {}
+    expected = _reference_ranking(candidates, config, boost)
+    ranked = ranking(Pool.of_candidates(candidates, catalog.rows([c.item_id for c in candidates])), catalog,
+                     FunnelConfig.from_overrides({"onboarding_boost": 2.0}, config), chosen)
+    got = [(catalog.ids[row], score, SOURCES[source], ranked.reason(n))
+           for n, (row, score, source) in enumerate(zip(ranked.rows.tolist(), ranked.scores.tolist(),
+                                                        ranked.sources.tolist()))]
+    assert got == expected
+    assert len({s[1] for s in expected}) < len(expected)  # ties were there to order
 
 
 @settings(max_examples=100, deadline=None)

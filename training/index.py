@@ -45,6 +45,8 @@ class RetrievalIndex(Protocol):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
     def save(self, directory: Path) -> None: ...
 
 
@@ -88,6 +90,11 @@ class BruteForceIndex:
         self.embeddings, self.ids = checked_catalog(embeddings, ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        positions, scores = self.search_positions(queries, k)
+        return self.ids[positions], scores
+
+    def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` with each hit as its position in ``ids``."""
         batch = as_query_batch(queries, self.embeddings.shape[1])
         rows = max(1, EXACT_BLOCK_BYTES // (4 * len(self.ids)))
         positions, scores = [], []
@@ -95,7 +102,7 @@ class BruteForceIndex:
             block_positions, block_scores = top_k_rows(batch[start : start + rows] @ self.embeddings.T, k)
             positions.append(block_positions)
             scores.append(block_scores)
-        return self.ids[np.concatenate(positions)], np.concatenate(scores)
+        return np.concatenate(positions), np.concatenate(scores)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -176,6 +183,11 @@ class ScannIndex:
         return index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        positions, scores = self.search_positions(queries, k)
+        return self.ids[positions], scores
+
+    def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` with each hit as its position in ``ids``."""
         single = np.ndim(queries) == 1
         batch = as_query_batch(queries, self.dim)
         k = min(k, len(self.ids))
@@ -186,7 +198,7 @@ class ScannIndex:
         else:
             # parallel=False: one thread, so queries/s is the per-core figure.
             positions, scores = self.searcher.search_batched(batch, k, pre_reorder, -1, False, 0)
-        return self.ids[positions], np.asarray(scores)
+        return np.asarray(positions), np.asarray(scores)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

@@ -63,7 +63,7 @@ def collect_examples(funnel: OfflineFunnel, validation: Split, config: FunnelCon
             features.append(np.zeros((0, len(FEATURES))))
             labels.append(np.zeros(0, dtype=bool))
             continue
-        rows = candidate_features(pool, stored, serving.snapshot, region)
+        rows = candidate_features(pool.candidates(), stored, serving.snapshot, region)
         blocked, held_out = stored.seen | stored.disliked, set(validation.test[user])
         kept = [n for n, item in enumerate(rows.items) if item not in blocked]  # never on a page
         items.append([rows.items[n] for n in kept])

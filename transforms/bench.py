@@ -139,13 +139,13 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
         produce_log(stack, SyntheticLog(users=200, items=200, events=5_000, seed=seed), partitions=4)
         with _BareConsumer(stack.bootstrap) as consumer:
             ceiling = _timed_events(consumer.received, stack.bootstrap, n, rate_per_s, "bare")
-        with _stream_process(stack):
+        with stream_process(stack):
             client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
             wait_until_caught_up(client, stack.bootstrap)
             reader = FeatureReader(stack.redis_url)
             visible = functools.partial(reader.history, n=1)
             idle = _timed_events(visible, stack.bootstrap, n, rate_per_s, "idle")
-            with _BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
+            with BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
                 loaded = _timed_events(visible, stack.bootstrap, n, rate_per_s, "load")
     return {
         "n": len(idle),
@@ -165,7 +165,7 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
 
 
 @contextlib.contextmanager
-def _stream_process(stack: PrivateStack) -> Iterator[None]:
+def stream_process(stack: PrivateStack) -> Iterator[None]:
     """``kapparec stream`` in a process of its own, as a user runs it (not sharing this one's GIL)."""
     env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
     job = subprocess.Popen([str(Path(sys.executable).with_name("kapparec")), "stream"], env=env,
@@ -182,7 +182,7 @@ def _percentiles(latencies: list[float]) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} | {"max_ms": round(float(ms.max()), 1)}
 
 
-class _BackgroundLoad(Beside):
+class BackgroundLoad(Beside):
     """Produces synthetic events at ``rate_per_s`` until the block ends; measures the rate it reached."""
 
     def __init__(self, bootstrap: str, rate_per_s: float, seed: int):

@@ -33,3 +33,12 @@ def test_recommend_against_the_empty_rpc_ceiling():
         assert row["requests"] > 0 and result["ceiling_qps"][clients] > 0
         # Degraded pages come from the snapshot alone: a run that served them did not measure the funnel.
         assert set(row["served_from"]) <= {"full", "cached"}, row["served_from"]
+    assert set(result["open_loop"]) == {"25", "50", "80"}
+    for share, row in result["open_loop"].items():
+        print(f"open loop at {share}%: {row}")
+        assert row["rate_qps"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"]
+    print("under live ingest:", result["live_ingest"])
+    assert result["live_ingest"]["events_per_s"] > 0 and result["live_ingest"]["qps"] > 0
+    stages = result["stage_cpu_ms"]
+    print("CPU ms per Recommend by stage at 8 clients:", stages)
+    assert stages["sum"] > 0 and stages["server_cpu_ms"] > 0

@@ -1,0 +1,34 @@
+"""The serving snapshot's refresh reads only what moved: the catalog only after the ``items`` topic did."""
+
+from __future__ import annotations
+
+from featurestore import layout
+from featurestore.definitions import Feature
+from featurestore.reader import FeatureReader
+from serving.config import FunnelConfig
+from serving.snapshot import Snapshot
+from streams import topics
+from streams.synthetic import SyntheticLog
+from tests.logs import produce_synthetic
+from transforms.jobs import backfill
+
+
+def test_a_refresh_rereads_the_catalog_only_when_the_items_position_moved(stack):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=20, items=40, events=600, seed=3))
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    reader, config = FeatureReader(stack.redis_url), FunnelConfig()
+    first = Snapshot.take(reader, config)
+    assert Snapshot.take(reader, config, previous=first) is first  # nothing committed: the same snapshot
+    offsets, catalog_key = layout.offsets_key(reader.version), layout.feature_key(reader.version, Feature.CATALOG, "")
+    events_field, items_field = (layout.offset_field(topic, 0) for topic in (topics.EVENTS, topics.ITEMS))
+    assert {events_field, items_field} <= set(reader.client.hkeys(offsets))
+
+    reader.client.hincrby(offsets, events_field, 1)  # a commit of events alone
+    after_events = Snapshot.take(reader, config, previous=first)
+    assert after_events is not first and after_events.catalog is first.catalog
+
+    item = next(iter(first.catalog))
+    reader.client.hset(catalog_key, item, reader.client.hget(catalog_key, item).replace('"title"', '"title_"', 1))
+    reader.client.hincrby(offsets, items_field, 1)  # then one of the catalog
+    after_items = Snapshot.take(reader, config, previous=after_events)
+    assert after_items.catalog is not first.catalog and after_items.catalog[item] != first.catalog[item]
