@@ -14,6 +14,7 @@ import pytest
 
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from tests import funnel_pages
+from tests.logs import empty_log
 
 WRITE = os.environ.get("KAPPAREC_WRITE_GOLDEN") == "1"
 
@@ -33,8 +34,7 @@ def write_model_fixture() -> None:
 
 @pytest.fixture(scope="module")
 def golden_store(session_stack):
-    session_stack.broker.stop()
-    session_stack.broker.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     return funnel_pages.build_store(session_stack.bootstrap, session_stack.redis_url)
 
