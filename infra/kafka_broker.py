@@ -110,6 +110,8 @@ class KafkaNode:
         """
         self.home.mkdir(parents=True, exist_ok=True)
         controller = free_port()
+        while controller == self.port:  # the broker's port is chosen free but not yet bound
+            controller = free_port()
         listeners = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
@@ -132,7 +134,9 @@ class KafkaNode:
                    "--cluster-id", cluster_id(), "--config", str(self.properties)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
         if result.returncode != 0:
-            raise KapparecError(f"formatting the Kafka log in {self.data_dir} failed: {result.stdout + result.stderr}".strip())
+            # The tool logs its start-up at INFO first; the reason is its last line.
+            lines = (result.stdout + result.stderr).strip().splitlines() or ["no output"]
+            raise KapparecError(f"formatting the Kafka log in {self.data_dir} failed: {lines[-1]}")
 
     def wipe(self) -> bool:
         """Delete the log (every topic and record); True when there was one."""
