@@ -32,6 +32,7 @@ from streams import offsets as log_offsets
 from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
 from transforms.config import FeatureConfig
+from transforms.flink_options import flink_args, has_flag
 from transforms.pipeline import BatchPlan, CommitSettings, FollowPlan, build_feature_pipeline
 from transforms.progress import ProgressBar
 
@@ -53,11 +54,11 @@ class RunnerSettings:
             # A continuous job on Flink is one streaming job. The local runner drives the
             # followed source without it (its streaming mode ran one record per call).
             args.append("--streaming")
-        if self.flink_master:
+        if self.runner == "FlinkRunner":
+            args += flink_args(args, self.flink_master, self.flink_job_server_jar)
+        elif self.flink_master:
             args += ["--flink_master", self.flink_master]
-        if self.flink_job_server_jar:
-            args += ["--flink_job_server_jar", self.flink_job_server_jar]
-        if self.runner == "DirectRunner" and not any(a.startswith("--direct_num_workers") for a in args):
+        if self.runner == "DirectRunner" and not has_flag(args, "--direct_num_workers"):
             args += ["--direct_num_workers", "1"]
         return PipelineOptions(args)
 
