@@ -7,8 +7,16 @@ resolved or the cluster does not come up, these tests fail: a skipped smoke test
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
+from featurestore import layout
 from featurestore.redis_store import RedisFeatureStore
 from infra.flink import FlinkCluster
 from infra.health import flink_jobs
@@ -18,6 +26,7 @@ from tests.logs import produce_synthetic
 from tests.test_golden import assert_store_matches_golden, produce_golden_log
 from transforms.jobs import RunnerSettings, backfill
 
+KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 
 def backfill_dump(stack, runner: RunnerSettings) -> list[str]:
     version, _ = backfill(stack.bootstrap, stack.redis_url, runner=runner, progress=False)
@@ -68,3 +77,52 @@ def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flin
     assert_store_matches_golden(stack, log)
     ran = {jid: state for jid, state in job_states(local_flink).items() if jid not in before}
     assert list(ran.values()) == ["FINISHED"]
+
+
+def events_committed(store: RedisFeatureStore) -> int:
+    version = store.current_version()
+    return sum(o for (t, _), o in store.offsets(version).items() if t == "events") if version else 0
+
+
+def wait_for(condition, timeout_s: float, what: str) -> float:
+    """Seconds until ``condition()`` held; fails naming ``what`` after ``timeout_s``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def running_jobs(master: str) -> list[str]:
+    return [jid for jid, state in job_states(master).items() if state == "RUNNING"]
+
+
+@pytest.mark.slow
+@pytest.mark.flink
+def test_stream_on_flink_follows_a_backfill_and_stops_leaving_no_job_and_no_lease(stack, local_flink):
+    log = SyntheticLog(users=30, items=40, events=900, seed=4)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records[:500])
+    store = RedisFeatureStore(stack.redis_url)
+    job = subprocess.Popen([KAPPAREC, "stream", "--runner", "FlinkRunner"], env=os.environ.copy(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: events_committed(store) == 500, 240, "the Flink job to commit the first 500 events")
+        assert len(running_jobs(local_flink)) == 1
+        first_job = running_jobs(local_flink)
+        backfilled, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+        # The source ends on the new version; the command resubmits the job on it.
+        gap_s = wait_for(lambda: running_jobs(local_flink) not in ([], first_job), 240, "the job on the new version")
+        print(f"\nthe continuous job followed the backfilled version after a {gap_s:.1f} s gap")
+        produce_synthetic(stack.bootstrap, log, records=records[500:], catalog=False)
+        wait_for(lambda: events_committed(store) == 900, 240, "the Flink job to commit all 900 events")
+        assert store.require_current_version() == backfilled
+    finally:
+        job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, output
+    assert running_jobs(local_flink) == []
+    assert stack.redis().get(layout.STREAM_LOCK) is None
+    followed = list(store.dump(backfilled))
+    rebuilt, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert followed == list(store.dump(rebuilt))

@@ -13,8 +13,14 @@ from infra.flink import local_endpoints
 from infra.jobserver import ensure_jar
 from kapparec import settings
 from kapparec.errors import UsageError
+from transforms.job_control import unique_job_name
 
 REMOTE_WORKER_POOL = "localhost:50000"
+# The continuous job commits once per bundle, so the bundle's time bounds freshness (Flink's
+# default is 1 s). With checkpointing on, Beam keeps a finished Impulse source running unless
+# told to shut it down, and then a job whose read has ended never finishes; Flink 1.19 keeps
+# checkpointing with finished tasks.
+STREAMING_DEFAULTS = {"--max_bundle_time_mills": "200", "--shutdown_sources_after_idle_ms": "0"}
 
 
 def has_flag(args: list[str] | tuple[str, ...], flag: str) -> bool:
@@ -31,11 +37,15 @@ def flag_value(args: list[str] | tuple[str, ...], flag: str) -> str | None:
     return None
 
 
-def flink_args(args: list[str], flink_master: str | None, jar: str | None) -> list[str]:
-    """What to add to ``args`` for the FlinkRunner: master, job-server jar, SDK worker environment."""
+def flink_args(args: list[str], flink_master: str | None, jar: str | None, follow: bool) -> list[str]:
+    """What to add to ``args`` for the FlinkRunner: master, job-server jar, SDK worker environment, a
+    unique job name (how the job is found on the cluster to cancel it) and, for the continuous job,
+    its streaming settings."""
     if has_flag(args, "--job_endpoint"):
         return []  # a job service of the caller's own: it owns all of that
-    added = []
+    added = [] if has_flag(args, "--job_name") else ["--job_name", unique_job_name("stream" if follow else "backfill")]
+    if follow:
+        added += [f"{flag}={value}" for flag, value in STREAMING_DEFAULTS.items() if not has_flag(args, flag)]
     pool = REMOTE_WORKER_POOL
     if flink_master is None:
         local = local_endpoints(settings.run_dir())
