@@ -3,7 +3,7 @@
 #
 #   make demo    bring the local stack up and run the main job end to end
 #   make test    the default test suite (what CI runs, see .ci/run)
-#   make slow    fault-injection and long end-to-end tests, including the Flink cluster
+#   make slow    fault-injection and long end-to-end tests, the continuous job on Flink among them
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)

@@ -45,6 +45,14 @@ def test_flink_runner_client_path_matches_the_direct_runner(stack):
     assert flink_client == direct
 
 
+def test_flink_runner_without_a_local_cluster_or_a_master_is_refused_in_one_line(tmp_path):
+    env = {**os.environ, "KAPPAREC_RUN_DIR": str(tmp_path)}
+    refused = subprocess.run([KAPPAREC, "backfill", "--runner", "FlinkRunner"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "kapparec infra up --with-flink" in refused.stderr, refused.stderr
+
+
 @pytest.fixture(scope="module")
 def flink_cluster(tmp_path_factory):
     """A local cluster as ``infra up --with-flink`` starts it, in a run directory of its own."""

@@ -74,6 +74,7 @@ def _job_settings(args):
     jar = args.flink_job_server_jar
     cliargs.require(jar is None or Path(jar).is_file(), f"--flink-job-server-jar: no file at {jar}")
     runner = RunnerSettings(args.runner, args.flink_master, tuple(args.beam_args), jar)
+    runner.options()  # a runner that cannot run (no Flink cluster to run on) is refused before any work
     return config, runner
 
 
