@@ -29,6 +29,13 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle, not waiting for I/O) since boot."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS_PER_S
+
+
 def listening_pid(port: int) -> int | None:
     """The process holding a listening TCP socket on ``port``, whatever it runs (Tansu, Kafka, Redis)."""
     inodes = set()
@@ -47,7 +54,10 @@ def listening_pid(port: int) -> int | None:
 
 
 class CpuBudget(Beside):
-    """Samples the groups' processes until the block ends; ``cores()`` is CPU seconds per wall second."""
+    """Samples the groups' processes until the block ends; ``cores()`` is CPU seconds per wall second.
+
+    ``machine_cores()`` is what the whole machine used meanwhile, so what the groups did not use
+    shows whether the cores were free or taken by other work."""
 
     def __init__(self, groups: dict[str, Matcher], interval_s: float = 0.5):
         super().__init__(name="cpu-budget")
@@ -56,14 +66,15 @@ class CpuBudget(Beside):
         self._last: dict[int, float] = {}
         self._group_of: dict[int, str] = {}
         self._sampling_from = self._sampling_until = time.monotonic()
+        self._machine_from = self._machine_until = 0.0
 
     def run(self) -> None:
-        self._sampling_from = time.monotonic()
+        self._sampling_from, self._machine_from = time.monotonic(), machine_busy_seconds()
         self._sample()
         while not self._done.wait(self._interval_s):
             self._sample()
         self._sample()
-        self._sampling_until = time.monotonic()
+        self._sampling_until, self._machine_until = time.monotonic(), machine_busy_seconds()
 
     def _sample(self) -> None:
         found: dict[int, str] = {}
@@ -81,8 +92,21 @@ class CpuBudget(Beside):
 
     def cores(self) -> dict[str, float]:
         """Per group, the cores it used on average over the block (1.0: one core all the time)."""
-        wall = max(self._sampling_until - self._sampling_from, 1e-9)
         used = dict.fromkeys(self._groups, 0.0)
         for pid, name in self._group_of.items():
             used[name] += self._last[pid] - self._first[pid]
-        return {name: round(seconds / wall, 2) for name, seconds in used.items()}
+        return {name: round(seconds / self._wall(), 2) for name, seconds in used.items()}
+
+    def machine_cores(self) -> float:
+        """The cores the whole machine kept busy on average over the block, every process counted."""
+        return round((self._machine_until - self._machine_from) / self._wall(), 2)
+
+    def processes(self) -> dict[str, int]:
+        """Per group, how many processes it had over the block (SDK workers: one per subtask asked)."""
+        counts = dict.fromkeys(self._groups, 0)
+        for name in self._group_of.values():
+            counts[name] += 1
+        return counts
+
+    def _wall(self) -> float:
+        return max(self._sampling_until - self._sampling_from, 1e-9)

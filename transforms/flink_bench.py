@@ -130,6 +130,9 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
         "events_per_s": round(events / seconds),
         "cpu_cores": cores,
         "cpu_cores_total": round(sum(cores.values()), 2),
+        # Every process on the machine: what ours did not use went to other work, not to idle cores.
+        "machine_cores_busy": budget.machine_cores(),
+        "sdk_worker_processes": budget.processes()["sdk_workers"],
     }
     if master:
         job = next(job for job in flink_jobs(master) or [] if job["name"] == name)
