@@ -1,10 +1,13 @@
-# kapparec developer entry points. A fresh machine needs python3.11, make, gcc and java 17;
-# `make install` adds redis-server (apt) and the venv. Every target that runs code installs first.
+# kapparec developer entry points. A fresh machine needs python3.11, make and gcc; `make install`
+# adds redis-server, Java 17 and Maven (apt, where missing), the venv, and the Apache Kafka
+# broker's jars (Maven Central, once, into ~/.cache/kapparec). Every target that runs code installs first.
 #
 #   make demo    bring the local stack up and run the main job end to end
 #   make test    the default test suite (what CI runs, see .ci/run)
-#   make slow    fault-injection and long end-to-end tests, the continuous job on Flink among them
+#   make faults  fault-injection tests: kills, restarts, floods, broken disks and model files
+#   make slow    long end-to-end tests, the continuous job on Flink among them
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
+#   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)
 
@@ -16,23 +19,32 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages test demo bench slow lock clean
+.PHONY: install system-packages broker-jars test demo bench faults slow screenshot lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 PROTOS := $(wildcard serving/protos/kapparec/v1/*.proto)
 
-install: system-packages $(STAMP) $(STUBS)
+install: system-packages $(STAMP) $(STUBS) broker-jars
 
 # gRPC stubs are generated here, in a process of their own: grpc_tools must never be imported
 # where TensorFlow is loaded (it segfaults), so no runtime path generates them.
 $(STUBS): $(PROTOS) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I serving/protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
-# Checked on every run (cheap), not stamped: the package can disappear independently of the venv.
+# Checked on every run (cheap), not stamped: a package can disappear independently of the venv.
+# Each command a missing Debian package provides, and the package.
+# Chromium is what the console's browser tests drive (playwright never downloads a browser here).
+APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven chromium:chromium
+APT_MISSING = $(foreach need,$(APT_NEEDS),$(if $(shell command -v $(word 1,$(subst :, ,$(need)))),,$(word 2,$(subst :, ,$(need)))))
 system-packages:
-	@command -v redis-server >/dev/null || { \
+	@missing="$(strip $(APT_MISSING))"; [ -z "$$missing" ] || { \
 		$(SUDO) apt-get update && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends redis-server; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; }
+
+# The broker's jars are resolved by Maven from Maven Central into a cache the venv does not own
+# (a cache per Kafka version); a no-op once they are there.
+broker-jars: $(STAMP) system-packages
+	$(BIN)/python -m infra.kafka_broker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +63,14 @@ demo: install
 bench: install
 	$(BIN)/pytest -m bench -s tests/bench
 
+faults: install
+	$(BIN)/pytest -m faults
+
 slow: install
 	$(BIN)/pytest -m slow
+
+screenshot: install
+	$(BIN)/python -m tests.console_screenshot --out docs
 
 # Every transitive pin of the venv except the project itself (installed editable, so excluded).
 lock: | $(BIN)/python

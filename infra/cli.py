@@ -1,4 +1,4 @@
-"""``kapparec infra up | down | status``: the local broker, Redis and, opt-in, Flink.
+"""``kapparec infra up | down | status | wipe``: the local broker (Apache Kafka), Redis and, opt-in, Flink.
 
 Ports come from ``--broker-port`` / ``--redis-port`` / ``--flink-port``, else from the
 stack already recorded in the run directory, else from ``KAPPAREC_*_PORT`` or the defaults.
@@ -28,6 +28,10 @@ def register(subparsers) -> None:
 
     down = verbs.add_parser("down", parents=[ports], help="stop every service of the stack (idempotent)")
     down.set_defaults(run=run_down)
+
+    wipe = verbs.add_parser("wipe", parents=[ports],
+                            help="delete the local log and feature store (every record and feature); the stack must be down")
+    wipe.set_defaults(run=run_wipe)
 
     status = verbs.add_parser("status", parents=[ports], help="one line per service; non-zero exit if one is not healthy")
     status.add_argument("--json", action="store_true", help="print a JSON list instead")
@@ -63,6 +67,12 @@ def run_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_wipe(args: argparse.Namespace) -> int:
+    wiped = local_stack(args).wipe()
+    print(f"wiped: {' and '.join(wiped) or 'nothing (no local log or store)'}")
+    return 0
+
+
 def run_status(args: argparse.Namespace) -> int:
     return print_status(local_stack(args).status(), as_json=args.json)
 
@@ -73,5 +83,5 @@ def print_status(services, as_json: bool) -> int:
         print(json.dumps([service.as_dict() for service in services]))
     else:
         for service in services:
-            print(f"{service.name:<7} port {service.port:<6} pid {service.pid or '-':<8} {service.state}")
+            print(f"{service.name:<7} {service.kind:<27} port {service.port:<6} pid {service.pid or '-':<8} {service.state}")
     return int(any(service.expected and not service.healthy for service in services))

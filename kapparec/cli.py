@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from kapparec.errors import KapparecError, UsageError
@@ -23,6 +24,7 @@ COMMAND_MODULES = (
     "training.models_cli",
     "serving.cli",
     "serving.experiments_cli",
+    "console.cli",
     "kapparec.bench",
     "kapparec.demo",
 )
@@ -59,9 +61,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# Beam re-raises a DoFn's exception with the step it ran in appended: not the user's concern.
+_BEAM_STEP = re.compile(r" \[while running '.*'\]$")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _BEAM_STEP.sub("", text[0]) if text else type(exc).__name__
 
 
 def translate(exc: BaseException) -> KapparecError | None:
@@ -73,6 +79,9 @@ def translate(exc: BaseException) -> KapparecError | None:
         return None
     if isinstance(exc, kafka_errors.KafkaTimeoutError) and "bootstrap" in str(exc):
         return KapparecError(f"Kafka: {_one_line(exc)} (is `kapparec infra up` running? see --bootstrap)")
+    if isinstance(exc, (kafka_errors.OffsetOutOfRangeError, kafka_errors.NoOffsetForPartitionError)):
+        return KapparecError(f"Kafka: the log no longer holds offsets this job was to read (retention deleted them: "
+                             f"{_one_line(exc)}); `kapparec backfill` rebuilds the features from what it holds")
     if isinstance(exc, kafka_errors.KafkaError):
         return KapparecError(f"Kafka: {_one_line(exc)}")
     if isinstance(exc, redis_errors.ConnectionError):
@@ -86,8 +95,12 @@ def quiet_library_logs() -> None:
     """kafka-python's network thread warns whenever one of its steps took over 0.1 s of wall time.
     In a job that is this process's main thread holding the GIL in one C call (encoding a commit's
     bundle, decoding a large reply), not a stuck event loop: the warning would report our CPU
-    work as the library's fault, in every normal backfill and stream. Errors still show."""
+    work as the library's fault, in every normal backfill and stream. Errors still show.
+
+    Beam logs a failed step's exception with its traceback before it re-raises it from the
+    pipeline's run, where ``main`` reports it in one line."""
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from kapparec import settings
 
-SYNTHETIC_LOG = ["--users", "2000", "--items", "600", "--events", "60000", "--seed", "0", "--malformed-share", "0.005"]
+DEMO_LOG = {"users": 2000, "items": 600, "events": 60_000, "seed": 0, "malformed_share": 0.005}
+SYNTHETIC_LOG = [arg for name, value in DEMO_LOG.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def register(verbs) -> None:
@@ -82,7 +83,8 @@ def run_demo(args) -> int:
     if _log_is_empty():
         _step("produce a synthetic log", ["produce", "synthetic", *SYNTHETIC_LOG])
     else:
-        print("\n== the log already holds events: reusing it (`kapparec infra down` empties it)")
+        print("\n== the log already holds events: reusing it (it outlives `kapparec infra down`; "
+              "`kapparec infra down && kapparec infra wipe` deletes it)")
     _step("compute every feature by replaying the log", ["backfill", "--no-progress"])
     _show_features()
     if not args.skip_training:
@@ -91,5 +93,6 @@ def run_demo(args) -> int:
         _step("the model registry", ["models", "list"])
         _serve_once()
     print("\ndemo done. Try `kapparec stream` to follow new events, `kapparec features dump | head`, "
-          "`kapparec infra down` to stop.")
+          "`kapparec infra down` to stop (the log and the features are kept), `kapparec infra wipe` after it "
+          "to start from an empty log.")
     return 0

@@ -11,3 +11,10 @@ class UsageError(KapparecError):
     """The command line itself is wrong."""
 
     exit_code = 2
+
+
+class Interrupted(KapparecError):
+    """A job stopped by SIGINT or SIGTERM before its end: raised from the signal handler, so that
+    Beam, which turns a KeyboardInterrupt inside a step into a RuntimeError, re-raises it as it is."""
+
+    exit_code = 130

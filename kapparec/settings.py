@@ -72,3 +72,8 @@ def experiments_file(override: Path | None = None) -> Path:
 def partitions() -> int:
     """Partitions for newly created topics."""
     return env_int("KAPPAREC_PARTITIONS", 4)
+
+
+def cache_dir() -> Path:
+    """Downloads that outlive a venv and a run directory: the broker's jars from Maven Central."""
+    return Path(os.environ.get("KAPPAREC_CACHE_DIR") or Path.home() / ".cache" / "kapparec")

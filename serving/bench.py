@@ -147,12 +147,9 @@ def _handler_ms_per_request(before: tuple[float, float], after: tuple[float, flo
 
 
 def _scrape(metrics_port: int) -> list:
-    import urllib.request
+    from serving.scrape import scrape
 
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://localhost:{metrics_port}/metrics", timeout=10).read().decode()
-    return list(text_string_to_metric_families(text))
+    return scrape(f"http://localhost:{metrics_port}/metrics", timeout_s=10)
 
 
 def stage_means(metrics_port: int) -> dict[str, float]:

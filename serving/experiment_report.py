@@ -84,6 +84,23 @@ def day_of(event_time_ms: int) -> str:
     return datetime.fromtimestamp(event_time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
+def report_from_store(redis_url: str, version: str | None, experiments_file, window_minutes: int,
+                      min_impressions: int = DEFAULT_MIN_IMPRESSIONS) -> dict:
+    """The report of a feature version (default: the current one), each experiment's control
+    named by the experiments file: what ``kapparec experiments report`` prints and the console shows."""
+    from featurestore.attribution import read_outcomes
+    from featurestore.redis_store import RedisFeatureStore
+    from serving import experiments
+
+    store = RedisFeatureStore(redis_url)
+    version = store.require_version(version)
+    configured = experiments.load(experiments_file)
+    controls = {e.name: e.control_variant for e in configured.experiment}
+    report = build_report(read_outcomes(store.url, version, window_minutes * 60_000), controls, min_impressions)
+    report["feature_version"] = version
+    return report
+
+
 def build_report(outcomes: Iterable[Outcome], controls: dict[str, str] | None = None,
                  min_impressions: int = DEFAULT_MIN_IMPRESSIONS) -> dict:
     """The report as a JSON-ready dict. ``controls`` names each experiment's control variant

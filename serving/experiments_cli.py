@@ -54,17 +54,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from featurestore.attribution import read_outcomes
-    from featurestore.redis_store import RedisFeatureStore
-    from serving import experiment_report, experiments
+    from serving import experiment_report
 
-    store = RedisFeatureStore(cliargs.redis_url(args))
-    version = store.require_version(args.version)
-    configured = experiments.load(settings.experiments_file(args.experiments))
-    controls = {e.name: e.control_variant for e in configured.experiment}
-    outcomes = read_outcomes(store.url, version, args.window_minutes * 60_000)
-    report = experiment_report.build_report(outcomes, controls, args.min_impressions)
-    report["feature_version"] = version
+    report = experiment_report.report_from_store(cliargs.redis_url(args), args.version,
+                                                 settings.experiments_file(args.experiments),
+                                                 args.window_minutes, args.min_impressions)
     if args.plot:
         experiment_report.plot(report, args.plot)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else experiment_report.render(report))

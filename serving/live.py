@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,10 @@ from training.registry import ModelRegistry
 
 log = logging.getLogger("kapparec.serving")
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Every Redis error degrades, not only an unreachable Redis: one that answers BUSY (another
+# client's long script) or LOADING serves nothing either, and a request fails no more than a
+# refresh for it; a degraded page comes from the last good snapshot.
+REDIS_ERRORS = (redis.exceptions.RedisError,)
 # The request path's Redis calls fail after this long rather than hang a request.
 REQUEST_TIMEOUT_S = 0.25
 # The background snapshot's reads (a 100,000-item catalog, every scope's rankings) are bulk reads
@@ -59,7 +63,10 @@ def freeze_heap(collect: bool = False) -> None:
 
 
 class Poller:
-    """Runs ``check`` once at ``start`` (so the first state is there before serving), then every ``interval_s``."""
+    """Runs ``check`` once at ``start`` (so the first state is there before serving), then every ``interval_s``.
+
+    A check that raises is logged and the next one runs as planned: the thread that keeps
+    serving's state current must outlive any one failure."""
 
     def __init__(self, interval_s: float):
         self.interval_s = interval_s
@@ -79,7 +86,10 @@ class Poller:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - logged; the thread lives on
+                log.exception("event=check_failed poller=%s", type(self).__name__)
 
 
 class LiveFeatures(Poller):
@@ -90,6 +100,9 @@ class LiveFeatures(Poller):
         self._snapshot_reader: FeatureReader | None = None
         self.snapshot = Snapshot.empty()
         self.healthy: bool | None = None  # None until the first check
+        self._read_at: float | None = None  # when a check last read the store whole
+        # A check that hangs on its timeouts reports nothing; past this, the store counts as unreadable.
+        self.unreadable_after_s = 3 * refresh_s + SNAPSHOT_TIMEOUT_S
 
     def check(self) -> None:
         try:
@@ -104,12 +117,19 @@ class LiveFeatures(Poller):
             if self.snapshot.catalog is not previous.catalog:
                 freeze_heap()
             self.reader = reader
+            self._read_at = time.monotonic()
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:
             self._set_health(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def _reader_of(self, current: FeatureReader | None, version: str, timeout_s: float) -> FeatureReader:
         return current if current and current.version == version else FeatureReader(self.redis_url, version, timeout_s=timeout_s)
+
+    def readable(self) -> bool:
+        """What the features' health reports: the last check read the store, and that was less than
+        ``unreadable_after_s`` ago."""
+        return bool(self.healthy) and self._read_at is not None and (
+            time.monotonic() - self._read_at < self.unreadable_after_s)
 
     def mark_unreachable(self, reason: str) -> None:
         """A request found Redis unreachable: degrade at once rather than at the next refresh."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from kapparec.errors import KapparecError
 from serving.ranker import RANKER_FILE, LearnedRanker
-from training.registry import ModelVersion
+from training.registry import ModelVersion, verify
 from training.two_tower.features import hour_of_day, pad_rows, query_features
 
 log = logging.getLogger("kapparec.serving")
@@ -43,6 +43,7 @@ class ServingModel:
         from training.two_tower.export import INDEX_DIR, ExportedTwoTower
 
         try:
+            verify(version)  # a truncated or overwritten file may still load, and serve garbage
             exported = ExportedTwoTower(version.path)
             index = load_index(version.path / INDEX_DIR)
             ranker_file = version.path / RANKER_FILE

@@ -28,7 +28,8 @@ from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
-# A second health entry that is NOT_SERVING while Redis is unreachable (the API keeps answering, degraded).
+# A second health entry that is NOT_SERVING while the store is unreadable (unreachable, busy, or not read
+# within a bound; see LiveFeatures.readable): the API keeps answering, degraded.
 FEATURES_HEALTH = f"{SERVICE_NAME}/features"
 log = logging.getLogger("kapparec.serving")
 
@@ -144,7 +145,7 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
         # Health and the metrics follow the background state; the API itself is always SERVING.
         shown_version = None
         while True:
-            healthy = features.healthy
+            healthy = features.readable()
             metrics.FEATURES_HEALTHY.set(1 if healthy else 0)
             version = models.model.version if models.model else None
             if version != shown_version:

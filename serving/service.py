@@ -105,7 +105,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             if stamp and page.served_from == "full":
                 self.cache.put(key, stamp, page)
         response = self._response(page, treatment)
-        self._log_impression(query.user_id, response)
+        if not request.preview:
+            self._log_impression(query.user_id, response)
         return response
 
     def _default(self) -> Treatment:

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     synthetic.add_argument("--malformed-share", type=float, default=0.0, help="share of invalid records (0..1)")
     synthetic.add_argument("--bots", type=float, default=0.0, metavar="SHARE",
                            help="add a bot burst of SHARE x events: 3 accounts playing 2 items within one hour")
+    synthetic.add_argument("--start-ms", type=cliargs.non_negative_int, default=None, metavar="MS",
+                           help="pin the log's start (epoch ms) for a reproducible log; default: the log ends now")
     synthetic.add_argument("--partitions", type=cliargs.positive_int, default=None, help="partitions of newly created topics")
     cliargs.add_bootstrap(synthetic)
     synthetic.set_defaults(run=produce_synthetic)
@@ -39,8 +41,12 @@ def produce_synthetic(args: argparse.Namespace) -> None:
     from streams.synthetic import SyntheticLog, send_synthetic
     from streams.topics import ensure_topics
 
-    log = SyntheticLog(users=args.users, items=args.items, events=args.events, seed=args.seed,
-                       malformed_share=args.malformed_share, bots=args.bots)
+    shape = dict(users=args.users, items=args.items, events=args.events, seed=args.seed,
+                 malformed_share=args.malformed_share, bots=args.bots)
+    if args.start_ms is None:
+        log = SyntheticLog.ending_at(int(time.time() * 1000), **shape)
+    else:
+        log = SyntheticLog(start_ms=args.start_ms, **shape)
     bootstrap = settings.bootstrap(args.bootstrap)
     ensure_topics(bootstrap, args.partitions)
     started = time.perf_counter()
@@ -50,6 +56,9 @@ def produce_synthetic(args: argparse.Namespace) -> None:
     bots = f", {log.bot_events} from bots" if log.bot_events else ""
     _summary(f"{args.items} catalog + {args.events + log.bot_events} interaction records "
              f"({log.malformed_count} malformed{bots})", total, started)
+    from kapparec.timeunits import utc_text
+
+    print(f"the log spans {utc_text(log.start_ms)} to {utc_text(log.last_log_time_ms)} (--start-ms {log.start_ms} reproduces it)")
 
 
 def import_movielens(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""The batched source's element: one fetched batch of one partition's valid records, in log order.
+"""The batched source's element: one fetched batch of one partition's valid records, in log order,
+and the dead letters of the same fetch.
 
 A ``list`` as far as its consumers go. It exists for its coder: Beam samples the byte size of
 the elements each stage emits (for its metrics) by encoding them, and with the default pickle
@@ -18,18 +19,23 @@ ESTIMATED_RECORD_BYTES = 160
 
 
 class FetchedBatch(list):
-    """One fetched batch of one partition's valid records, in log order."""
+    """One fetched batch of one partition's valid records, in log order; ``letters``: the batch's
+    records that failed validation, as ``DeadLetter``s in log order."""
+
+    def __init__(self, records=(), letters=()):
+        super().__init__(records)
+        self.letters = list(letters)
 
 
 class FetchedBatchCoder(beam.coders.Coder):
     def encode(self, batch: FetchedBatch) -> bytes:
-        return pickle.dumps(list(batch), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((list(batch), batch.letters), pickle.HIGHEST_PROTOCOL)
 
     def decode(self, encoded: bytes) -> FetchedBatch:
-        return FetchedBatch(pickle.loads(encoded))
+        return FetchedBatch(*pickle.loads(encoded))
 
     def estimate_size(self, batch: FetchedBatch) -> int:
-        return len(batch) * ESTIMATED_RECORD_BYTES
+        return (len(batch) + len(batch.letters)) * ESTIMATED_RECORD_BYTES
 
     def is_deterministic(self) -> bool:
         return False  # pickle is not: a batch is never a key

@@ -61,10 +61,10 @@ def offset_ranges(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
 def _confirmed_end(consumer: KafkaConsumer, tp: TopicPartition, start: int, listed_end: int) -> int:
     """The log end, checked against the high watermark of a real fetch.
 
-    Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch
-    plus one, so a snapshot would miss the tail of a multi-record batch. The high watermark
-    in a fetch response is exact on every broker, so fetch the last listed record and
-    take the larger of the two.
+    Not every Kafka-protocol broker answers ListOffsets(latest) exactly: one seen in this
+    project's past listed the base offset of the last record batch plus one, so a snapshot
+    missed the tail of a multi-record batch. The high watermark in a fetch response is exact
+    on every broker, so fetch the last listed record and take the larger of the two.
     """
     if listed_end <= start:
         return listed_end
@@ -101,7 +101,17 @@ def log_snapshot(bootstrap: str, topics: tuple[str, ...]) -> dict[str, Ranges]:
 def plan_from(snapshot: dict[str, Ranges], committed: dict[tuple[str, int], int]) -> dict[str, Ranges]:
     """The one offset planner of every job (backfill, stream, training replay): each partition
     from its committed offset, or else from its log *beginning*, which retention moves past 0,
-    to the snapshot's end."""
+    to the snapshot's end. A committed offset below the beginning means records were deleted
+    before the job read them: the features would silently miss them, so the plan is refused."""
+    for topic, ranges in snapshot.items():
+        for partition, (begin, _) in ranges.items():
+            resume = committed.get((topic, partition), begin)
+            if resume < begin:
+                raise KapparecError(
+                    f"{topic}/{partition}: {begin - resume} records were deleted from the log (retention) before "
+                    f"this job read them (committed offset {resume}, log start {begin}); run `kapparec backfill` "
+                    f"to rebuild from what the log holds"
+                )
     return {
         topic: {p: (committed.get((topic, p), begin), end) for p, (begin, end) in ranges.items()}
         for topic, ranges in snapshot.items()

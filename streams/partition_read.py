@@ -222,10 +222,14 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
 
     def _read_batch(self, kind, tp: TopicPartition, batch: list, stop: int, high_water: int, tracker,
                     windows: tuple) -> Iterator[Any]:
-        """The fetched batch's valid records as one output (a list in log order), claimed at once by
-        its last offset: nothing of it was claimed before, so a checkpoint taken meanwhile leaves
-        it all to the residual. Returns the high water after what was claimed, and whether that
-        was the whole batch."""
+        """The fetched batch's valid records as one output (a list in log order) that carries the
+        batch's dead letters, claimed at once by its last offset: nothing of it was claimed before,
+        so a checkpoint taken meanwhile leaves it all to the residual. Returns the high water after
+        what was claimed, and whether that was the whole batch.
+
+        The letters travel with their records, not on ``DEAD_LETTER``: a consumer that moves
+        offsets past them (the feature commit) must have them by then, and a runner keeps no order
+        between two outputs."""
         if batch[-1].offset >= stop:
             batch = [record for record in batch if record.offset < stop]
             if not batch:
@@ -233,21 +237,23 @@ class ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):
                 return high_water, False
         before = high_water
         parsed, refused, high_water, first_ms = kind.parse_batch(batch, tp.partition, high_water)
-        values = FetchedBatch(parsed)
-        letters = [self._dead_letter(invalid, tp, record, windows) for record, invalid in refused]
+        values = FetchedBatch(parsed, [self._letter(invalid, tp, record) for record, invalid in refused])
         if not tracker.try_claim((batch[-1].offset, high_water)):
             return before, False
-        self._count(len(values), len(letters))
-        yield from letters
-        if values:
-            yield WindowedValue(values, Timestamp(micros=first_ms * 1000), windows)
+        self._count(len(values), len(values.letters))
+        if values or values.letters:
+            # A batch of letters alone is timed by the first one's log time, as a letter is.
+            at_ms = first_ms if values else refused[0][0].timestamp
+            yield WindowedValue(values, Timestamp(micros=at_ms * 1000), windows)
         return high_water, True
 
     @staticmethod
-    def _dead_letter(invalid: InvalidRecord, tp: TopicPartition, record: Any, windows: tuple) -> Any:
-        letter = DeadLetter(invalid.reason, record.value, record.key, tp.topic, tp.partition, record.offset)
+    def _letter(invalid: InvalidRecord, tp: TopicPartition, record: Any) -> DeadLetter:
+        return DeadLetter(invalid.reason, record.value, record.key, tp.topic, tp.partition, record.offset)
+
+    def _dead_letter(self, invalid: InvalidRecord, tp: TopicPartition, record: Any, windows: tuple) -> Any:
         log_time = Timestamp(micros=record.timestamp * 1000)
-        return beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(letter, log_time, windows))
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(self._letter(invalid, tp, record), log_time, windows))
 
     def _count(self, valid: int, dead: int) -> None:
         self._records_read.inc(valid + dead)

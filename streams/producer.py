@@ -7,11 +7,9 @@ says it did not.
 
 from __future__ import annotations
 
-import random
 from types import TracebackType
 
 from kafka import KafkaProducer
-from kafka.partitioner.default import murmur2
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import BaseModel
 from tqdm import tqdm
@@ -20,12 +18,9 @@ from kapparec.errors import KapparecError
 from streams.schema import CatalogEvent, InteractionEvent, encode
 from streams.topics import EVENTS, ITEMS, client_timeouts, unreachable
 
-# Throughput settings, measured sending 50k synthetic events (~200 B each) to the local Tansu
-# broker, in records per producer CPU-second (kafka-python's per-record Python work dominates):
-#   none 16 KiB/0 ms 7.4k | none 64 KiB/20 ms 6.4k | gzip 64 KiB/20 ms 9.7k
-#   lz4 16 KiB/0 ms 9.6k  | lz4 64 KiB/20 ms 10.7k | lz4 256 KiB/50 ms 10.7k
-# lz4 shrinks the requests at almost no CPU (gzip saves little more and costs more CPU); a
-# 64 KiB batch with 20 ms linger fills real batches, and bigger ones gain nothing more.
+# Throughput settings. kafka-python's per-record Python work dominates a producer's CPU: lz4
+# shrinks the requests at almost no CPU (gzip saves little more and costs more), and a 64 KiB
+# batch with 20 ms linger fills real batches, where bigger ones gained nothing more.
 THROUGHPUT_CONFIG = {
     "compression_type": "lz4",
     "batch_size": 64 * 1024,
@@ -43,13 +38,14 @@ class LogProducer:
                  description: str = "records", **overrides):
         config = {**THROUGHPUT_CONFIG, **client_timeouts(), "max_block_ms": MAX_BLOCK_MS, **overrides}
         try:
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="kapparec-producer", **config)
+            # Idempotent: a retry after a broker restart or a lost acknowledgement never writes a
+            # record twice (the broker drops a batch whose producer sequence it already has).
+            # Explicit, so an override that conflicts with it raises instead of silently turning it off.
+            self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                           client_id="kapparec-producer", **config)
         except (KafkaConnectionError, KafkaTimeoutError):
             raise unreachable(bootstrap) from None
         self._bootstrap = bootstrap
-        self._partitions: dict[str, list[int]] = {}
-        # The last record per (topic, partition), sent only at flush: see ``flush``.
-        self._tails: dict[tuple[str, int], tuple] = {}
         self._failure: BaseException | None = None
         self._bar = tqdm(total=total, desc=description, unit="rec", unit_scale=True, disable=not progress)
         self.sent = 0
@@ -68,52 +64,22 @@ class LogProducer:
         """Send bytes as they are: malformed records, dead letters, anything already encoded."""
         self._raise_failure()
         key_bytes = key.encode() if isinstance(key, str) else key
-        partition = self._partition_of(topic, key_bytes)
-        held = self._tails.get((topic, partition))
-        self._tails[(topic, partition)] = (key_bytes, value, timestamp_ms, headers)
-        if held is not None:
-            self._send(topic, partition, *held)
+        self._send(topic, key_bytes, value, timestamp_ms, headers)
         self.sent += 1
         self._bar.update(1)
 
-    def _partition_of(self, topic: str, key: bytes | None) -> int:
-        """The partition Kafka's default partitioner picks (murmur2 of the key, as the Java client)."""
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            try:
-                partitions = self._partitions[topic] = sorted(self._producer.partitions_for(topic))
-            except KafkaTimeoutError:
-                raise KapparecError(f"Kafka at {self._bootstrap} has no topic {topic!r} "
-                                    f"(or did not answer within {MAX_BLOCK_MS} ms)") from None
-        if key is None:
-            return random.choice(partitions)
-        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-
-    def _send(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None,
+    def _send(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None,
               headers: list[tuple[str, bytes]] | None) -> None:
+        # Kafka's default partitioner (murmur2 of the key, as the Java client) keeps one user's events in order.
         try:
-            future = self._producer.send(topic, value=value, key=key, partition=partition,
-                                         timestamp_ms=timestamp_ms, headers=headers)
+            future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms, headers=headers)
         except KafkaTimeoutError:
             raise KapparecError(f"Kafka at {self._bootstrap} did not take a record for {topic!r} "
                                 f"within {MAX_BLOCK_MS} ms (broker down or topic missing?)") from None
         future.add_errback(self._remember_failure, topic)
 
     def flush(self) -> None:
-        """Wait until every record sent so far is acknowledged; raise if any was not.
-
-        Each partition's last record goes out alone, after the rest is acknowledged, so the
-        final batch of every partition holds one record. Why: Tansu 0.6 answers ListOffsets
-        with the base offset of the last batch plus one, so a multi-record final batch would
-        make standard clients see a log end short of what was written.
-        """
-        self._wait()
-        for (topic, partition), record in self._tails.items():
-            self._send(topic, partition, *record)
-        self._tails.clear()
-        self._wait()
-
-    def _wait(self) -> None:
+        """Wait until every record sent so far is acknowledged; raise if any was not."""
         try:
             self._producer.flush()
         except KafkaError as exc:

@@ -17,7 +17,7 @@ and a restriction resumed elsewhere must know it exactly.
 
 Element timestamps: an interaction's event time; a catalog version's log time (see
 ``streams.partition_read``); a dead letter's log time. Records that fail validation leave on the
-``DEAD_LETTER`` output; the pipeline never stops for bad data. Offsets are owned by the
+``DEAD_LETTER`` output (batched: inside their batch); the pipeline never stops for bad data. Offsets are owned by the
 calling job: no consumer group, no commits.
 """
 
@@ -60,7 +60,8 @@ class ReadFromKafka(beam.PTransform):
         batched: ``RECORDS`` carries one ``FetchedBatch`` (a list) per fetched batch (one
             partition's records in log order, timed by the earliest) instead of one element per
             record: what a consumer that works on whole batches takes, without Beam's cost per
-            element.
+            element. Each batch carries its dead letters (``FetchedBatch.letters``), and
+            ``DEAD_LETTER`` stays empty.
     """
 
     def __init__(

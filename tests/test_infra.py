@@ -17,6 +17,8 @@ import pytest
 from kafka import KafkaAdminClient
 
 from infra.health import flink_overview
+from infra.kafka_broker import kafka_version
+from streams.offsets import offset_ranges
 from infra.services import free_port, group_pids, live_pids, pid_alive, port_open
 from streams.topics import ALL_TOPICS
 
@@ -83,6 +85,57 @@ def test_up_brings_broker_and_redis_up_healthy_with_topics(infra: InfraCli):
         assert set(ALL_TOPICS) <= set(admin.list_topics())
     finally:
         admin.close()
+
+
+def test_status_names_apache_kafka_and_its_version(infra: InfraCli):
+    assert infra("up").returncode == 0
+
+    plain = infra("status")
+
+    broker_line = plain.stdout.splitlines()[0]
+    assert broker_line.startswith("broker") and f"Apache Kafka {kafka_version()} (KRaft)" in broker_line
+    assert broker_line.endswith("healthy")
+
+
+def kapparec(infra: InfraCli, *args: str) -> subprocess.CompletedProcess:
+    """A kapparec verb against this stack's ports, as a user on the same run dir would run it."""
+    result = subprocess.run([str(KAPPAREC), *args], env=infra.env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_the_log_and_the_features_survive_down_and_up_and_a_replay_reproduces_the_dump(infra: InfraCli):
+    assert infra("up").returncode == 0
+    kapparec(infra, "produce", "synthetic", "--users", "30", "--items", "40", "--events", "600", "--seed", "3")
+    kapparec(infra, "backfill")
+    before = kapparec(infra, "features", "dump").stdout
+    assert before.count("\n") > 50
+
+    assert infra("down").returncode == 0
+    assert infra("up").returncode == 0
+
+    assert kapparec(infra, "features", "dump").stdout == before  # Redis's append-only file kept the store
+    kapparec(infra, "backfill")  # and the log kept every record: a replay makes the same features
+    assert kapparec(infra, "features", "dump").stdout == before
+
+
+def test_wipe_is_refused_while_up_and_then_empties_the_log_and_the_store(infra: InfraCli):
+    assert infra("up").returncode == 0
+    kapparec(infra, "produce", "synthetic", "--users", "5", "--items", "5", "--events", "50", "--seed", "1")
+    kapparec(infra, "backfill")
+
+    assert_one_line_error(infra("wipe"), 1, "stop it first with `kapparec infra down`")
+    assert infra("down").returncode == 0
+    wiped = infra("wipe")
+    assert wiped.returncode == 0 and "wiped: log and features" in wiped.stdout
+    assert infra("up").returncode == 0
+
+    bootstrap = f"127.0.0.1:{infra.broker_port}"
+    assert {p: stop for p, (_, stop) in offset_ranges(bootstrap, "events").items()} == {p: 0 for p in range(4)}
+    empty = subprocess.run([str(KAPPAREC), "features", "dump"], env=infra.env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=120)
+    assert empty.returncode == 1 and "the feature store is empty" in empty.stderr
 
 
 def test_up_twice_keeps_the_same_processes(infra: InfraCli):

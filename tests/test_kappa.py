@@ -140,7 +140,7 @@ def test_late_records_are_counted_and_within_lateness_update_their_window(stack)
 
 @pytest.mark.parametrize("events, kills, alive_s", [
     (1500, 2, (2.5, 4.0)),  # the short version, in the default suite
-    pytest.param(6000, 4, (3.0, 8.0), marks=pytest.mark.slow),
+    pytest.param(6000, 4, (3.0, 8.0), marks=pytest.mark.faults),
 ])
 def test_killing_the_continuous_job_does_not_change_its_result(stack, events, kills, alive_s):
     log = SyntheticLog(users=80, items=100, events=events, seed=5)

@@ -40,6 +40,19 @@ def test_a_writer_that_lost_its_lease_has_its_late_merge_refused(stack):
     assert stack.redis().get(layout.STREAM_LOCK) is None  # released on exit
 
 
+def test_a_writer_that_lost_its_lease_cannot_advance_the_offsets_of_the_one_that_took_over(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    paused = WriterLease(stack.redis_url, ttl_s=0.3, holder="paused")
+    assert paused.try_acquire()
+    time.sleep(0.5)
+    with WriterLease(stack.redis_url, holder="successor").acquire() as successor:
+        store.commit(version, PLAY, {(EVENTS, 0): None}, {(EVENTS, 0): 10}, lease=successor.value)
+        with pytest.raises(LeaseLost, match="no longer held"):  # the paused run's bounded read ended at 15
+            store.advance_offsets(version, {(EVENTS, 0): 15, (EVENTS, 1): 3}, lease=paused.value)
+    assert store.offsets(version) == {(EVENTS, 0): 10}
+
+
 def test_the_lease_is_renewed_while_held_and_a_second_writer_is_told_who_holds_it(stack):
     with WriterLease(stack.redis_url, ttl_s=0.6, holder="first").acquire():
         time.sleep(1.5)  # past two terms: the renewer kept it

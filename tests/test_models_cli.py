@@ -79,13 +79,22 @@ def test_rollback_without_history_is_one_line_and_nonzero(models_dir):
     assert "nothing to roll back" in result.stderr
 
 
-def test_corrupt_version_is_one_line(models_dir):
-    first, _ = version_ids(models_dir)
+def test_a_corrupt_version_is_listed_broken_beside_the_others(models_dir):
+    first, second = version_ids(models_dir)
     (models_dir / "versions" / first / "metadata.json").write_text("{")
     result = kapparec(models_dir, "list")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"kapparec: error: model version {first} is corrupt: metadata.json is not valid JSON")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "broken" in lines[1] and f"model version {first} is corrupt: metadata.json is not valid JSON" in lines[1]
+    assert lines[2].startswith(f"  {second}") and "candidate" in lines[2]
+
+
+@pytest.mark.parametrize("damage", [lambda path: path.write_text(""), lambda path: path.write_text("W")])
+def test_a_truncated_or_overwritten_artifact_is_listed_broken(models_dir, damage):
+    first, _ = version_ids(models_dir)
+    damage(models_dir / "versions" / first / "weights.bin")
+    rows = json.loads(kapparec(models_dir, "list", "--json").stdout)
+    assert rows[0]["status"] == "broken" and "weights.bin" in rows[0]["problem"] and rows[1]["status"] == "candidate"
 
 
 def test_empty_registry_and_bad_usage(tmp_path):

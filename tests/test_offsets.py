@@ -37,8 +37,7 @@ def test_missing_topic_fails_fast(stack):
 
 
 def test_the_planner_starts_where_the_log_begins_not_at_zero():
-    """Retention moves a partition's beginning past 0 (Tansu, the broker here, drops the
-    connection on DeleteRecords, so the moved beginning is given as a snapshot)."""
+    """The planning rule alone, on a snapshot; test_log_retention moves a real log start with DeleteRecords."""
     snapshot = {"events": {0: (500, 900), 1: (0, 40)}, "items": {0: (7, 7)}, "impressions": {}}
     assert offsets.plan_from(snapshot, {}) == {"events": {0: (500, 900), 1: (0, 40)}, "items": {0: (7, 7)},
                                                "impressions": {}}

@@ -38,7 +38,8 @@ from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
-from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server
+from tests.logs import empty_log
+from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
 from training.registry import ModelRegistry
@@ -70,8 +71,7 @@ def register(registry: ModelRegistry, model: TwoTowerRecommender, items: list[st
 
 @pytest.fixture(scope="module")
 def served(session_stack, tmp_path_factory):
-    session_stack.broker.stop()
-    session_stack.broker.start()
+    empty_log(session_stack.bootstrap)
     session_stack.redis().flushall()
     ensure_topics(session_stack.bootstrap)
     with LogProducer(session_stack.bootstrap) as producer:
@@ -422,24 +422,6 @@ def test_a_corrupt_model_version_is_refused_and_the_old_one_keeps_serving(served
     served.registry.rollback()
 
 
-def write_experiments(path, salt: str, control_share: float, model_version: str = "") -> None:
-    funnel_version = f'model_version = "{model_version}"' if model_version else ""
-    path.write_text(f"""
-[[experiment]]
-name = "ranker"
-salt = "{salt}"
-control = "popular"
-[[experiment.variant]]
-name = "popular"
-share = {control_share}
-popularity_only = true
-[[experiment.variant]]
-name = "funnel"
-share = {1 - control_share}
-{funnel_version}
-""")
-
-
 def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 30) -> dict[str, dict]:
     """The impressions of ``request_ids`` as the log holds them, by request id."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
@@ -455,6 +437,16 @@ def read_impressions(bootstrap: str, request_ids: set[str], timeout_s: float = 3
     finally:
         consumer.close()
     return found
+
+
+def test_a_preview_serves_the_page_and_logs_no_impression(served):
+    user = served.users[1]
+    preview = recommend(served, user, k=5, preview=True)
+    shown = recommend(served, user, k=5)
+    assert [i.item_id for i in preview.items] == [i.item_id for i in shown.items] and preview.items
+    # One user's impressions share a partition and leave in order: the preview's would come first.
+    logged = read_impressions(served.bootstrap, {preview.request_id, shown.request_id}, timeout_s=10)
+    assert set(logged) == {shown.request_id}
 
 
 def wait_for_log_line(server, fragment: str, timeout_s: float = 30) -> None:
@@ -589,7 +581,8 @@ def test_tls_and_several_worker_processes_on_one_port(served, tmp_path):
 
 
 def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_stack):
-    """Last in this module: it restarts Redis (which comes back empty) and rebuilds the features."""
+    """Late in this module: it stops Redis, then starts it again (its append-only file brings the
+    features back) and runs a backfill on it."""
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(served.server.address))
     with RequestLoop(served, served.users[6], clients=1) as loop:
         time.sleep(1)
@@ -609,7 +602,7 @@ def test_a_redis_outage_degrades_without_failures_and_recovers(served, session_s
 
 
 def test_an_unreachable_broker_makes_log_events_unavailable_and_nothing_else(served, session_stack):
-    """After the Redis outage: it stops the broker (whose in-memory log is then gone) and starts it again."""
+    """After the Redis outage: it stops the broker and starts it again (its log is kept on disk)."""
     event = pb.Event(user_id="u-log", item_id="i1", event_type="play", event_time=1_735_700_000_000)
     session_stack.broker.stop()
     try:

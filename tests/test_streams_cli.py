@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from streams.schema import InvalidRecord, parse_interaction
-from streams.synthetic import SyntheticLog
+from streams.synthetic import START_MS, SyntheticLog
 from streams.topics import EVENTS, ITEMS
+from tests.logs import empty_log
 from tests.test_movielens import MOVIES_CSV, RATINGS_CSV
 from tests.test_producer import read_topic
 
@@ -50,16 +53,28 @@ def test_produce_synthetic_lands_every_record(stack):
 
 def test_same_seed_gives_a_byte_identical_log(stack):
     def produce(seed: str) -> dict:
-        stack.broker.stop()
-        stack.broker.start()  # an empty log
+        empty_log(stack.bootstrap)
         done = kapparec("produce", "synthetic", "--users", "20", "--items", "15", "--events", "400",
-                        "--seed", seed, "--bootstrap", stack.bootstrap)
+                        "--seed", seed, "--start-ms", str(START_MS), "--bootstrap", stack.bootstrap)
         assert done.returncode == 0, done.stderr
         return log_contents(stack.bootstrap)
 
     first = produce("9")
     assert produce("9") == first
     assert produce("10") != first
+
+
+def test_produce_synthetic_ends_now_by_default_and_says_how_to_pin_it(stack):
+    before_ms = int(time.time() * 1000)
+    done = kapparec("produce", "synthetic", "--users", "20", "--items", "15", "--events", "400", "--seed", "3",
+                    "--bootstrap", stack.bootstrap)
+    assert done.returncode == 0, done.stderr
+    last_ms = max(timestamp for records in log_contents(stack.bootstrap).values()
+                  for partition in records.values() for _, _, timestamp in partition)
+    assert before_ms <= last_ms <= int(time.time() * 1000)
+    start_ms = int(re.search(r"--start-ms (\d+) reproduces it", done.stdout).group(1))
+    pinned = SyntheticLog(users=20, items=15, events=400, seed=3, start_ms=start_ms)
+    assert max(r.timestamp_ms for r in pinned.records()) == last_ms
 
 
 def test_import_movielens(stack, tmp_path):

@@ -136,3 +136,16 @@ def test_tiny_logs_still_work():
     assert list(SyntheticLog(users=1, items=1, events=0, seed=1).records()) == []
     tiny = SyntheticLog(users=1, items=1, events=7, seed=1)
     assert len(list(tiny.records())) == 7 and len(tiny.catalog()) == 1
+
+
+@pytest.mark.parametrize("bots", [0.0, 0.05])
+def test_a_log_ending_at_a_time_is_the_log_pinned_at_its_start(bots):
+    end_ms = 1_800_000_123_456
+    shape = dict(users=30, items=40, events=900, seed=8, malformed_share=0.02, bots=bots)
+    ending = SyntheticLog.ending_at(end_ms, **shape)
+    assert ending.last_log_time_ms == end_ms
+    assert max(r.timestamp_ms for r in ending.records()) == end_ms
+    pinned = SyntheticLog(start_ms=ending.start_ms, **shape)
+    assert list(ending.records()) == list(pinned.records())
+    assert ending.catalog() == pinned.catalog()
+    assert ending.trending == pinned.trending

@@ -7,7 +7,7 @@ import json
 
 from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
-from kapparec.timeunits import DAY_MS
+from kapparec.timeunits import DAY_MS, HOUR_MS
 from streams.schema import encode, parse_interaction
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
@@ -84,6 +84,24 @@ def test_popularity_and_affinity_read_back_what_the_log_holds(stack):
         if event.item_id == item and event.event_time - event.event_time % DAY_MS > now - 7 * DAY_MS:
             expected_counts[event.event_type.value] = expected_counts.get(event.event_type.value, 0) + 1
     assert reader.popularity(item, days=7) == expected_counts and expected_counts
+    per_day: dict[int, int] = {}
+    for event in events:
+        bucket = event.event_time - event.event_time % DAY_MS
+        if event.item_id == item and bucket > now - 7 * DAY_MS:
+            per_day[bucket] = per_day.get(bucket, 0) + 1
+    over_time = reader.popularity_over_time(item, days=7)
+    assert [bucket for bucket, _ in over_time] == [now - now % DAY_MS - d * DAY_MS for d in range(6, -1, -1)]
+    assert {bucket: sum(counts.values()) for bucket, counts in over_time if counts} == per_day
+
+    # Every item is among each hour's candidates in a catalog this small, so the hourly counts
+    # behind a sparkline, decayed, add up to the trending score itself.
+    ranked = reader.trending("global", n=10, half_life_hours=6.0, horizon_hours=24)
+    assert ranked
+    for trending_item, score in ranked:
+        hourly = reader.hourly_trending("global", [trending_item], hours=24)[trending_item]
+        decayed = sum(users * 0.5 ** ((now - (now - now % HOUR_MS - age * HOUR_MS)) / HOUR_MS / 6.0)
+                      for age, users in enumerate(reversed(hourly)))
+        assert abs(decayed - score) < 1e-9 and hourly[-1] >= 0
 
     user = events[0].user_id
     per_category: dict[str, float] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kapparec import settings
 from kapparec.cliargs import non_negative_int
+from kapparec.errors import KapparecError
 
 # Shown in the table when present; ``--json`` prints every metric.
 KEY_METRICS = ("recall@10", "ndcg@10", "recall@50", "coverage")
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
     verbs = models.add_subparsers(dest="models_verb", metavar="ACTION")
     verbs.required = True
 
-    listing = verbs.add_parser("list", parents=[where], help="every version, oldest first; * marks production")
+    listing = verbs.add_parser("list", parents=[where],
+                               help="every version, oldest first; * marks production; a damaged one is shown broken")
     listing.add_argument("--json", action="store_true", help="print a JSON list with full metadata instead")
     listing.set_defaults(run=run_list)
 
@@ -50,23 +52,39 @@ def open_registry(args: argparse.Namespace):
 
 def run_list(args: argparse.Namespace) -> int:
     registry = open_registry(args)
-    versions = registry.versions()
     statuses = registry.statuses()
+    checked = [(version_id, *checked_version(registry, version_id)) for version_id in registry.version_ids()]
     if args.json:
-        rows = [{"id": v.id, "status": statuses[v.id], "production": statuses[v.id] == "production", "metadata": v.metadata} for v in versions]
+        rows = [{"id": version_id, "status": "broken" if problem else statuses[version_id],
+                 "production": statuses[version_id] == "production", "metadata": version and version.metadata,
+                 **({"problem": problem} if problem else {})} for version_id, version, problem in checked]
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    if not versions:
+    if not checked:
         print(f"no model versions in {registry.root}")
         return 0
-    shown = [name for name in KEY_METRICS if any(name in v.metrics for v in versions)]
+    shown = [name for name in KEY_METRICS if any(version and name in version.metrics for _, version, _ in checked)]
     print("  ".join([f"  {'VERSION':<22}", f"{'CREATED':<25}", f"{'STATUS':<10}", *(f"{name:>10}" for name in shown)]))
-    for version in versions:
-        mark = "*" if statuses[version.id] == "production" else " "
-        cells = [f"{mark} {version.id:<22}", f"{version.metadata.get('created_at', '?'):<25}", f"{statuses[version.id]:<10}"]
-        cells += [metric_cell(version.metrics.get(name)) for name in shown]
-        print("  ".join(cells))
+    for version_id, version, problem in checked:
+        mark = "*" if statuses[version_id] == "production" else " "
+        metadata = version.metadata if version else {}
+        cells = [f"{mark} {version_id:<22}", f"{metadata.get('created_at', '?'):<25}",
+                 f"{'broken' if problem else statuses[version_id]:<10}"]
+        cells += [metric_cell((version.metrics if version else {}).get(name)) for name in shown]
+        print("  ".join(cells + ([problem] if problem else [])))
     return 0
+
+
+def checked_version(registry, version_id: str):
+    """(the version, None), or (None, why it is broken): its metadata, its files, their sizes and hashes."""
+    from training.registry import verify
+
+    try:
+        version = registry.get(version_id)
+        verify(version)
+    except KapparecError as exc:
+        return None, str(exc)
+    return version, None
 
 
 def metric_cell(value) -> str:

@@ -14,10 +14,16 @@ so a reader never sees a half-written version or a missing pointer.
 The pointer is the source of truth for "what serves"; ``metadata.json`` is never rewritten after
 registration (its ``status`` records how the version entered the registry) and the live status
 (``production`` / ``retired`` / ``candidate``) is derived from the pointer and the history.
+
+``metadata.json`` also holds each artifact's size and SHA-256 as written (``artifact_files``):
+a file truncated or overwritten since (a full disk, a bad copy) is found by ``verify`` before
+the version serves, and ``kapparec models list`` shows it broken.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -37,7 +43,7 @@ from kapparec.errors import KapparecError
 
 METADATA_FILE = "metadata.json"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-\d{8}T\d{4}Z$")
-RESERVED_KEYS = ("id", "created_at", "artifacts", "code_version")
+RESERVED_KEYS = ("id", "created_at", "artifacts", "artifact_files", "code_version")
 DEFAULT_KEEP = 5
 # A staging dir older than this belongs to a writer that died; younger ones may be in use.
 STALE_STAGING_S = 3600
@@ -83,6 +89,31 @@ def listed_files(directory: Path) -> list[str]:
     return sorted(str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file())
 
 
+def describe_files(directory: Path) -> dict[str, dict]:
+    """Each file under ``directory``: its size and SHA-256, what ``verify`` checks it against."""
+    return {name: {"bytes": (directory / name).stat().st_size, "sha256": _sha256(directory / name)}
+            for name in listed_files(directory)}
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def verify(version: ModelVersion) -> None:
+    """Raise ``KapparecError`` naming the first artifact whose size or content is not what was
+    registered. A version registered before sizes and hashes were recorded has nothing to check."""
+    for name, written in (version.metadata.get("artifact_files") or {}).items():
+        path = version.path / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != written["bytes"]:
+            raise KapparecError(f"model version {version.id} is broken: artifact {name} holds {size} bytes, "
+                                f"{written['bytes']} were registered (truncated?)")
+        if _sha256(path) != written["sha256"]:
+            raise KapparecError(f"model version {version.id} is broken: artifact {name} is not what was registered "
+                                "(its SHA-256 differs)")
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
@@ -102,8 +133,18 @@ class ModelRegistry:
     def register(self, write: Callable[[Path], dict], metadata: dict) -> ModelVersion:
         """Run ``write(staging_dir)`` (artifacts; returns extra metadata), then publish atomically.
 
-        If ``write`` raises, the staging dir is removed and no version appears.
+        If ``write`` raises, the staging dir is removed and no version appears; a full disk is
+        refused in one line that says so.
         """
+        try:
+            return self._register(write, metadata)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise KapparecError(f"the model registry at {self.root} ran out of disk space ({exc.strerror}): "
+                                "nothing was registered, production is unchanged") from None
+
+    def _register(self, write: Callable[[Path], dict], metadata: dict) -> ModelVersion:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="version-", dir=self.staging_dir))
@@ -115,7 +156,8 @@ class ModelRegistry:
             if clashing:
                 raise KapparecError(f"metadata may not set {', '.join(clashing)}: the registry assigns them")
             record.setdefault("status", "candidate")
-            record.update(created_at=created.isoformat(timespec="seconds"), code_version=code_version(), artifacts=listed_files(staging))
+            record.update(created_at=created.isoformat(timespec="seconds"), code_version=code_version(),
+                          artifacts=listed_files(staging), artifact_files=describe_files(staging))
             return self.publish(staging, record, created)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename

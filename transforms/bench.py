@@ -150,7 +150,7 @@ def measure_freshness(stack: PrivateStack, n: int, rate_per_s: float, load_per_s
     under ``load_per_s`` events/s, with the job's lag behind the log."""
     with _stream_process(stack, stream_args, env):
         client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        _wait_until_caught_up(client, stack.bootstrap)
+        wait_until_caught_up(client, stack.bootstrap)
         reader = FeatureReader(stack.redis_url)
         visible = functools.partial(reader.history, n=1)
         # A log already committed (by a backfill) is caught up before the job runs: wait for it.
@@ -245,7 +245,7 @@ def _committed_events(client: redis.Redis) -> int:
     return sum(int(v) for f, v in done.items() if f.startswith(f"{topics.EVENTS}/"))
 
 
-def _wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float = 300) -> None:
+def wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float = 300) -> None:
     target = sum(offsets.end_offsets(bootstrap, topics.EVENTS).values())
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -16,6 +16,9 @@ set the rate. Within a bundle the DoFn
   compare-and-set on those offsets (``RedisFeatureStore.commit``). One commit at a time is in
   flight while the next records are extracted; the next commit (whose co-occurrence lookup
   must see it) and the end of the bundle wait for it, and its refusal fails the bundle.
+- writes the dead letters a commit covers (each fetched batch carries its own) to the DLQ
+  before the commit moves the offsets past them: a crash between the two writes them again,
+  where letters written at the end of the bundle, after offsets that moved mid-bundle, were lost.
 
 The cyclic garbage collector is paused while a bundle runs (``_PausedCollector``): every object
 a bundle makes (records, keys, members, the merge's dicts) is acyclic, yet the collector's
@@ -40,6 +43,9 @@ import apache_beam as beam
 
 from featurestore.commit import encode_bundle
 from featurestore.lookups import RedisSessionItems
+from streams import dlq
+from streams.dlq import DeadLetter, DeadLetterWriter
+from streams.fetched_batch import FetchedBatch
 from streams.schema import CatalogEntry, Impression, Interaction
 from streams.topics import EVENTS, IMPRESSIONS, ITEMS
 from transforms.attribution import impression_mutations
@@ -63,10 +69,12 @@ PIECE_RECORDS = 2_000
 
 @dataclass(frozen=True)
 class CommitTarget:
-    """Where the commits go: the store and the version, and the writer lease they are made under."""
+    """Where the commits go: the store and the version, the writer lease they are made under, and
+    the broker whose DLQ takes the dead letters they cover."""
 
     redis_url: str
     version: str
+    bootstrap: str
     lease: str = ""  # a backfill into a fresh version has no other writer to fence off
 
 
@@ -101,6 +109,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._commits = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "commits")
         self._committed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_committed")
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "mutations_committed")
+        self._letters_written = beam.metrics.Metrics.counter(dlq.METRICS_NAMESPACE, dlq.LETTERS_WRITTEN)
 
     def setup(self):
         from featurestore.redis_store import RedisFeatureStore
@@ -108,6 +117,7 @@ class _CommitFeaturesFn(beam.DoFn):
         self._store = RedisFeatureStore(self._target.redis_url)
         self._prior = RedisSessionItems(self._target.redis_url, self._target.version)
         self._extractors = tuple(feature.extract for feature in PER_EVENT_FEATURES)
+        self._dead_letters = DeadLetterWriter(self._target.bootstrap, self._target.redis_url)
         # One commit in flight while the next is extracted: Redis merges on its own core.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._in_flight: Future | None = None
@@ -116,6 +126,7 @@ class _CommitFeaturesFn(beam.DoFn):
         committer = getattr(self, "_committer", None)
         if committer is not None:
             committer.shutdown(wait=True)
+            self._dead_letters.close()
         _PausedCollector.resume()  # a failed bundle never reached finish_bundle
 
     def start_bundle(self):
@@ -133,18 +144,18 @@ class _CommitFeaturesFn(beam.DoFn):
         self._merged = MergedMutations()
         self._windows: dict[tuple[str, int], dict[str, None]] = {}  # (entity, partition) -> its items
         self._next: dict[tuple[str, int], int] = {}
+        self._letters: list[DeadLetter] = []
         self._records = 0
         self._pair_keys = 0
 
-    def process(self, records: list):
+    def process(self, records: FetchedBatch):
         """``records``: one fetched batch of one partition, in log order (the source's batched output)."""
+        for letter in records.letters:
+            self._add_letter(letter)
+        if not records:
+            return ()
         position = (_TOPIC_OF[type(records[0])], records[0].partition)
-        if self._expected is None:
-            # Read with no commit of ours running: a long merge script makes Redis answer BUSY.
-            # All partitions in one read: a round of the continuous job brings several.
-            self._land()
-            self._expected = self._store.offsets(self._target.version)
-        committed = self._expected.get(position)
+        committed = self._committed_offsets().get(position)
         if committed is not None and records[0].offset < committed:
             # Applied by an earlier attempt of this bundle.
             records = [record for record in records if record.offset >= committed]
@@ -156,13 +167,33 @@ class _CommitFeaturesFn(beam.DoFn):
                 self._commit()
         return ()  # a sink emits nothing
 
+    def _committed_offsets(self) -> dict[tuple[str, int], int]:
+        if self._expected is None:
+            # Read with no commit of ours running: a long merge script makes Redis answer BUSY.
+            # All partitions in one read: a round of the continuous job brings several.
+            self._land()
+            self._expected = self._store.offsets(self._target.version)
+        return self._expected
+
+    def _add_letter(self, letter: DeadLetter) -> None:
+        position = (letter.topic, letter.partition)
+        committed = self._committed_offsets().get(position)
+        if committed is not None and letter.offset < committed:
+            return  # written before the commit that moved past it
+        self._letters.append(letter)
+        self._advance(position, letter.offset + 1)
+
+    def _advance(self, position: tuple[str, int], next_offset: int) -> None:
+        # max: a batch's letters are taken before its records, and may lie past its last valid record.
+        self._next[position] = max(self._next.get(position, 0), next_offset)
+
     def _full(self) -> bool:
         return len(self._merged) + self._pair_keys >= self._max_keys or (
             self._max_records is not None and self._records >= self._max_records
         )
 
     def _add_records(self, position: tuple[str, int], records: list) -> None:
-        self._next[position] = records[-1].offset + 1
+        self._advance(position, records[-1].offset + 1)
         self._records += len(records)
         if position[0] == EVENTS:
             self._add_events(EventBatch(self._config, records))
@@ -200,19 +231,27 @@ class _CommitFeaturesFn(beam.DoFn):
         self._add_pairs()
         expected = {position: self._expected.get(position) for position in self._next}
         bundle = encode_bundle(self._merged.merged())
-        self._in_flight = self._committer.submit(self._store.commit, self._target.version, bundle, expected,
-                                                 dict(self._next), self._target.lease)
+        self._in_flight = self._committer.submit(self._write_letters_and_commit, self._letters, bundle, expected,
+                                                 dict(self._next))
         self._expected.update(self._next)  # what the next commit expects, once this one landed
         self._commits.inc()
         self._committed.inc(self._records)
         self._reset()
         _PausedCollector.collect_young()
 
+    def _write_letters_and_commit(self, letters: list[DeadLetter], bundle: bytes, expected: dict,
+                                  offsets: dict) -> tuple[int, int]:
+        """The letters the offsets cover, durable before the commit moves them; (mutations merged, letters written)."""
+        written = self._dead_letters.write(letters)
+        return self._store.commit(self._target.version, bundle, expected, offsets, self._target.lease), written
+
     def _land(self) -> None:
         """Waits for the commit in flight; its refusal (a stale bundle, a lost lease) fails the bundle."""
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
-            self._written.inc(in_flight.result())
+            merged, letters = in_flight.result()
+            self._written.inc(merged)  # counted here: Beam's counters belong to the bundle's thread
+            self._letters_written.inc(letters)
 
     def _add_pairs(self) -> None:
         # Read only after the previous commit, so the lookup sees exactly the earlier log.
@@ -226,8 +265,9 @@ class _CommitFeaturesFn(beam.DoFn):
 
 
 class CommitFeatures(beam.PTransform):
-    """PCollection[list[Interaction] | list[CatalogEntry] | list[Impression]] (the source's batches)
-    -> every feature, committed into ``target`` per bundle.
+    """PCollection[FetchedBatch] of Interaction, CatalogEntry or Impression (the source's batches)
+    -> every feature, committed into ``target`` per bundle, and every batch's dead letters,
+    written to the DLQ before the offsets that cover them move.
 
     ``max_records`` caps the records of one commit (None: only ``max_keys`` does), so a test
     or an operator can force many small commits.

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from kapparec import cliargs
+from kapparec.errors import Interrupted
 
 
 def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,10 @@ def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flink-job-server-jar", metavar="PATH",
         help="Beam's Flink job-server jar (default: the one `infra up --with-flink` resolved with mvn)",
+    )
+    parser.add_argument(
+        "--accept-log-retention", action="store_true",
+        help="run even though a topic of the log deletes history (retention), so a replay sees less than the stream did",
     )
     parser.add_argument(
         "--allowed-lateness-hours", type=float, metavar="H",
@@ -82,8 +87,11 @@ def run_backfill(args) -> int:
     from transforms.jobs import backfill
 
     config, runner = _job_settings(args)
+    _on_signals(_interrupt("interrupted: the version it was building stays unpublished (readers keep the current one) "
+                           "until `kapparec features gc` drops it"))
     version, stats = backfill(cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
-                              progress=not args.no_progress and sys.stderr.isatty())
+                              progress=not args.no_progress and sys.stderr.isatty(),
+                              accept_log_retention=args.accept_log_retention)
     print(
         f"backfill: {stats.records} records into feature version {version} in {stats.seconds:.1f}s "
         f"({stats.records_per_s:,.0f} records/s); dead-lettered {stats.metrics.get('dead_lettered', 0)}, "
@@ -92,14 +100,30 @@ def run_backfill(args) -> int:
     return 0
 
 
+def _on_signals(handler) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _interrupt(message: str):
+    """A signal handler that ends a bounded run where it is: such a run polls for no stop request."""
+    def interrupt(*_) -> None:
+        raise Interrupted(message)
+    return interrupt
+
+
 def run_stream(args) -> int:
     from transforms.jobs import stream
 
     config, runner = _job_settings(args)
-    # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once.
+    # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once:
+    # a followed read ends at its next round; a bounded one (--once) polls for no stop, so the
+    # signal interrupts it where it is, which is a commit boundary too (a commit is whole or absent).
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    if args.once:
+        _on_signals(_interrupt("interrupted: the store holds every commit made so far; run it again to go on from there"))
+    else:
+        _on_signals(lambda *_: stop.set())
 
     def report(version, records):
         print(f"stream: {version} +{records} events committed", flush=True)
@@ -108,6 +132,7 @@ def run_stream(args) -> int:
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
         stop=stop, on_commit=report, wait=args.wait, lease_ttl_s=args.lease_seconds,
+        accept_log_retention=args.accept_log_retention,
     )
     print(f"stream: {total.batches} commits, {total.records} records in {total.seconds:.1f}s")
     return 0

@@ -27,7 +27,7 @@ from featurestore.lease import DEFAULT_TTL_S, WriterLease
 from featurestore.maintenance import HEARTBEAT_S
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.errors import KapparecError
-from kapparec.threads import Beside
+from kapparec.threads import Periodic
 from streams import offsets as log_offsets
 from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
@@ -144,10 +144,10 @@ def run_bounded(
 ) -> BatchStats:
     """The pipeline over fixed ranges into ``version``, then the offsets moved to the ranges' ends."""
     progress_key = f"{layout.ROOT}:progress:{store.new_batch_id()}" if progress else None
-    commits = CommitSettings(CommitTarget(store.url, version, lease), max_records, progress_key, max_keys)
+    commits = CommitSettings(CommitTarget(store.url, version, bootstrap, lease), max_records, progress_key, max_keys)
     events_total = sum(stop - start for start, stop in plan.events.values())
     stats = run_pipeline(bootstrap, plan, commits, config, runner, events_total)
-    store.advance_offsets(version, plan.end_offsets())
+    store.advance_offsets(version, plan.end_offsets(), lease)
     return stats
 
 
@@ -169,13 +169,16 @@ def backfill(
     runner: RunnerSettings = RunnerSettings(),
     progress: bool = True,
     max_keys: int = DEFAULT_MAX_KEYS,
+    accept_log_retention: bool = False,
 ) -> tuple[str, BatchStats]:
     """Replay [beginning, end snapshot) of the log into a new version and publish it.
 
     ``max_keys`` bounds the merged state a bundle holds before it commits: the backfill's
-    memory, whatever the log's length."""
+    memory, whatever the log's length. A log whose topics delete history is refused unless
+    ``accept_log_retention``: the replay would silently differ from the stream."""
     store = RedisFeatureStore(redis_url)
     config = config or FeatureConfig()
+    topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
     snapshot = log_offsets.log_snapshot(bootstrap, READ_TOPICS)
     version = store.create_version("backfill", config.pinned())
     plan = plan_batch(snapshot, {}, {})
@@ -185,16 +188,15 @@ def backfill(
     return version, stats
 
 
-class _Heartbeat(Beside):
+class _Heartbeat(Periodic):
     """Beats a build's heartbeat while it runs, so garbage collection tells it from a crashed one."""
 
-    def __init__(self, store: RedisFeatureStore, version: str):
-        super().__init__(name="build-heartbeat")
+    def __init__(self, store: RedisFeatureStore, version: str, interval_s: float = HEARTBEAT_S):
+        super().__init__(interval_s, "build-heartbeat")
         self._store, self._version = store, version
 
-    def run(self) -> None:
-        while not self._done.wait(HEARTBEAT_S):
-            self._store.heartbeat(self._version)
+    def tick(self) -> None:
+        self._store.heartbeat(self._version)
 
 
 class VersionStop:
@@ -222,8 +224,14 @@ class VersionStop:
             return self._stopped
         if self._client is None:
             self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        stop, current = self._client.mget(self.stop_key, layout.CURRENT)
-        self._checked_at, self._stopped = time.monotonic(), stop is not None or current != self.version
+        self._checked_at = time.monotonic()
+        try:
+            stop, current = self._client.mget(self.stop_key, layout.CURRENT)
+        except redis.RedisError:
+            # Asked again at the next check: a Redis busy or away for a moment is no reason to
+            # end the read (its commits fail by themselves if it stays away).
+            return False
+        self._stopped = stop is not None or current != self.version
         return self._stopped
 
 
@@ -240,16 +248,20 @@ def stream(
     on_commit=None,
     wait: bool = False,
     lease_ttl_s: float = DEFAULT_TTL_S,
+    accept_log_retention: bool = False,
 ) -> BatchStats:
     """Follow the log until ``stop`` is set (or, with ``once``, up to the end seen at start).
 
     One continuous job per store: it holds the store's writer lease (``featurestore.lease``)
     and every commit checks it, so a second job exits with ``WriterBusy`` naming the holder
     (``wait``: it waits for the lease instead). ``on_commit(version, records)`` is called from
-    a watcher thread as committed offsets move.
+    a watcher thread as committed offsets move. A log whose topics delete history is refused
+    unless ``accept_log_retention``, as by ``backfill``.
     """
+    config = config or FeatureConfig()
+    topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
     with WriterLease(redis_url, lease_ttl_s).acquire(wait) as lease:
-        return _stream(bootstrap, redis_url, config or FeatureConfig(), runner, lease, once=once,
+        return _stream(bootstrap, redis_url, config, runner, lease, once=once,
                        poll_interval_s=poll_interval_s, max_batch_records=max_batch_records,
                        stop=stop or threading.Event(), on_commit=on_commit)
 
@@ -276,38 +288,36 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             starts = {topic: {p: start for p, (start, _) in ranges.items()} for topic, ranges in planned.items()}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
-            commits = CommitSettings(CommitTarget(redis_url, version, lease.value), max_batch_records)
+            commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
             total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
         finally:
             watcher.finish()
     return total
 
 
-class _CommitWatcher(threading.Thread):
+class _CommitWatcher(Periodic):
     """Beside a running pipeline: turns ``stop`` into the pipeline's stop key, reports commits."""
 
     def __init__(self, store: RedisFeatureStore, version: str, stop: threading.Event, stop_key: str,
                  poll_interval_s: float, on_commit):
-        super().__init__(daemon=True)
+        super().__init__(poll_interval_s, "commit-watcher")
         self._store, self._version, self._stop_requested, self._stop_key = store, version, stop, stop_key
-        self._poll_interval_s, self._on_commit = poll_interval_s, on_commit
-        self._done = threading.Event()
+        self._on_commit = on_commit
+        self._seen = self._events_committed()
 
-    def run(self) -> None:
-        seen = self._events_committed()
-        while not self._done.wait(self._poll_interval_s):
-            if self._stop_requested.is_set():
-                self._store.client.set(self._stop_key, 1, ex=3600)
-            now = self._events_committed()
-            if now > seen and self._on_commit:
-                self._on_commit(self._version, now - seen)
-            seen = now
+    def tick(self) -> None:
+        if self._stop_requested.is_set():
+            self._store.client.set(self._stop_key, 1, ex=3600)
+        now = self._events_committed()
+        if now > self._seen and self._on_commit:
+            self._on_commit(self._version, now - self._seen)
+        self._seen = now
 
     def _events_committed(self) -> int:
         return sum(o for (t, _), o in self._store.offsets(self._version).items() if t == topics.EVENTS)
 
     def finish(self) -> None:
-        self._done.set()
+        self.stop()
         self.join()
         self._store.client.delete(self._stop_key)
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 
 from streams import topics
-from streams.dlq import WriteDeadLetters
 from streams.schema import parse_catalog, parse_impression, parse_interaction
-from streams.source import DEAD_LETTER, RECORDS, ReadFromKafka, StopSignal
+from streams.source import RECORDS, ReadFromKafka, StopSignal
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitFeatures, CommitTarget
 from transforms.config import FeatureConfig
 from transforms.progress import ReportProgress
@@ -94,7 +93,7 @@ def build_feature_pipeline(
         read = read.and_topic(ReadFromKafka(bootstrap, topics.IMPRESSIONS, parse_impression, batched=True,
                                             **impressions_read))
     log = pipeline | "ReadLog" >> read
-    _ = log[DEAD_LETTER] | "WriteDeadLetters" >> WriteDeadLetters(bootstrap, commits.target.redis_url)
+    # Batched: each batch carries its dead letters, which the commit covering them writes first.
     _ = log[RECORDS] | "Features" >> CommitFeatures(
         commits.target, config, max_records=commits.max_records, max_keys=commits.max_keys
     )

@@ -10,13 +10,16 @@ REPORT_JSON = "evaluation.json"
 REPORT_MD = "evaluation.md"
 
 
+def table_rows(report: dict) -> list[tuple[str, list[str]]]:
+    """(model, its ``METRICS`` formatted) per model, best recall@10 first: the evaluation table's rows."""
+    models = sorted(report["models"].items(), key=lambda kv: -(kv[1].get("recall@10") or 0.0))
+    return [(name, ["" if metrics.get(m) is None else f"{metrics[m]:.4f}" for m in METRICS]) for name, metrics in models]
+
+
 def markdown_table(report: dict) -> str:
     """One row per model, best recall@10 first."""
-    models = sorted(report["models"].items(), key=lambda kv: -(kv[1].get("recall@10") or 0.0))
     lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, metrics in models:
-        cells = ["" if metrics.get(m) is None else f"{metrics[m]:.4f}" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in table_rows(report)]
     return "\n".join(lines)
 
 

@@ -1,0 +1,111 @@
+"""A Redis that answers BUSY for a while (another client's long script) ends no background thread,
+and serving tells the truth about it: the real Redis made busy, the real jobs and server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from featurestore import layout
+from featurestore.lease import WriterLease
+from featurestore.redis_store import RedisFeatureStore
+from kapparec.v1 import recommender_pb2 as pb
+from serving.server import FEATURES_HEALTH
+from streams.synthetic import SyntheticLog
+from tests.busy_redis import busy
+from tests.logs import produce_synthetic
+from tests.serving_helpers import start_server
+from transforms.jobs import _Heartbeat, backfill, stream
+
+
+def _wait_for(condition, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_lease_renewer_outlives_a_busy_redis(stack):
+    # A term longer than the busy spell (a loaded machine stretches it), which spans a renewal.
+    with WriterLease(stack.redis_url, ttl_s=4).acquire() as lease:
+        with busy(stack.redis_url):
+            time.sleep(1.5)
+        time.sleep(4.5)  # past the term: only a renewal since kept the lease
+        assert stack.redis().get(layout.STREAM_LOCK).decode() == lease.value and not lease.lost.is_set()
+
+
+def test_the_build_heartbeat_outlives_a_busy_redis(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("backfill")
+    with _Heartbeat(store, version, interval_s=0.1):
+        with busy(stack.redis_url):
+            time.sleep(0.5)
+        beat = store.versions()[version]["heartbeat_at"]
+        _wait_for(lambda: store.versions()[version]["heartbeat_at"] > beat, timeout_s=5)
+
+
+def test_an_idle_stream_job_outlives_a_busy_redis_then_commits_and_stops_on_request(stack):
+    log = SyntheticLog(users=20, items=30, events=400, seed=6)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records[:200])
+    stop, committed, failed = threading.Event(), [], []
+
+    def run() -> None:
+        try:
+            stream(stack.bootstrap, stack.redis_url, stop=stop, lease_ttl_s=4,
+                   on_commit=lambda version, records: committed.append(records))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failed.append(exc)
+
+    job = threading.Thread(target=run)
+    job.start()
+    try:
+        _wait_for(lambda: sum(committed) == 200 or failed, timeout_s=120)
+        with busy(stack.redis_url):
+            time.sleep(1.0)  # the idle job's stop checks, lease renewals and watcher polls all meet BUSY
+        produce_synthetic(stack.bootstrap, log, records=records[200:], catalog=False)
+        _wait_for(lambda: sum(committed) == 400 or failed, timeout_s=60)  # the watcher still reports
+        time.sleep(4.5)  # past the lease's term: the renewer still renews
+        held = stack.redis().get(layout.STREAM_LOCK)
+    finally:
+        stop.set()
+        job.join(60)
+    assert not failed and not job.is_alive()
+    assert held is not None and stack.redis().get(layout.STREAM_LOCK) is None  # held to the end, then handed back
+
+
+def _features_status(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service=FEATURES_HEALTH)
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+
+
+@pytest.fixture
+def served(stack, tmp_path):
+    produce_synthetic(stack.bootstrap, SyntheticLog(users=30, items=40, events=800, seed=9))
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    models = tmp_path / "models"
+    models.mkdir()
+    server = start_server(stack.bootstrap, stack.redis_url, models, tmp_path)
+    yield server
+    server.stop()
+
+
+def test_serving_degrades_while_redis_is_busy_and_its_health_says_so_until_it_is_back(stack, served):
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    stub = served.stub()
+    assert _features_status(served.address) == serving
+    assert stub.Recommend(pb.RecommendRequest(user_id="u1", k=10), timeout=10).served_from == "full"
+    with busy(stack.redis_url):
+        try:
+            busy_page = stub.Recommend(pb.RecommendRequest(user_id="u2", k=10), timeout=10)
+        except grpc.RpcError as error:
+            pytest.fail(f"a Recommend while Redis was busy failed: {error.code()} {error.details()}")
+        _wait_for(lambda: _features_status(served.address) == not_serving, timeout_s=10)
+    assert busy_page.served_from == "degraded" and busy_page.items  # from the last good snapshot
+    _wait_for(lambda: _features_status(served.address) == serving, timeout_s=10)
+    assert stub.Recommend(pb.RecommendRequest(user_id="u3", k=10), timeout=10).served_from == "full"
