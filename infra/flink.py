@@ -240,10 +240,24 @@ def worker_pool_spec(port: int) -> ServiceSpec:
     place, so the recorded pid is the pool's and its group holds the workers.
     """
     venv_bin = str(Path(sys.executable).parent)
-    return ServiceSpec("beam-worker-pool", port, (
+    return ServiceSpec("beam-worker-pool", port, lambda: (
         "env", f"PATH={venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}",
-    ))
+    ), lambda: grpc_answers(f"localhost:{port}"))
+
+
+def grpc_answers(address: str, timeout_s: float = 1.0) -> bool:
+    """A gRPC server completes the HTTP/2 handshake at ``address``."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def local_endpoints(run_dir: Path) -> dict | None:
