@@ -5,7 +5,7 @@
 #   make demo    bring the local stack up and run the main job end to end
 #   make test    the default test suite (what CI runs, see .ci/run)
 #   make faults  fault-injection tests: kills, restarts, floods, broken disks and model files
-#   make slow    long end-to-end tests, including the Flink cluster
+#   make slow    long end-to-end tests, the continuous job on Flink among them
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
 #   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv

@@ -1,14 +1,22 @@
-"""An opt-in Flink 1.19 standalone cluster (one JobManager, one TaskManager) under the run directory.
+"""An opt-in Flink 1.19 standalone cluster under the run directory: one JobManager, one TaskManager,
+the Beam SDK worker pool beside it, and Beam's Flink job-server jar (``infra.jobserver``).
 
 Flink comes from the ``apache-flink`` wheels, installed on first use into
 ``<run_dir>/flink-1.19.3`` rather than the project venv: the wheels are large and pin
 their own Python dependencies, which we do not want beside Beam's. Every path the
 cluster writes (config, pids, logs) lives under the run directory, so a test cluster
 and a developer's cluster never touch each other.
+
+The Python SDK workers run in an EXTERNAL worker pool (``worker_pool_main``), one per
+TaskManager host, which starts one worker process per SDK worker the TaskManager asks for.
+LOOPBACK would run them as threads of the submitting process under one GIL; Docker, Beam's
+default, is not here. ``flink-endpoints.json`` records what a job needs to reach this cluster
+without flags (``local_endpoints``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +26,8 @@ import time
 from pathlib import Path
 
 from infra.health import flink_healthy, wait_until
-from infra.services import free_port, live_pids, pid_alive, port_open
+from infra.jobserver import ensure_jar
+from infra.services import ManagedService, ServiceSpec, free_port, live_pids, pid_alive, port_open
 from kapparec.errors import KapparecError
 
 FLINK_VERSION = "1.19.3"
@@ -27,12 +36,16 @@ FLINK_PACKAGES = (f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={F
 # Each Flink script first runs a small JVM to parse config.yaml; on a busy 2-core box
 # that alone takes seconds, and stop waits up to 10 s per daemon.
 SCRIPT_TIMEOUT_S = 120.0
+ENDPOINTS_FILE = "flink-endpoints.json"
 
-# Sized for a 2-core laptop-class box: one TaskManager with two slots, so a Beam job and
-# its Python SDK workers (which live outside these JVMs) still leave room for Redis and tests.
+# Sized for a 2-core box shared with Redis, the broker and the Python SDK workers (which live
+# outside these JVMs): heaps of a few hundred MB. Four slots hold a continuous job and a
+# backfill side by side, each at parallelism 2. A Beam job keeps its state on the heap and
+# uses no managed memory (that is RocksDB's), so managed memory gets a tenth, not Flink's 40%.
 CLUSTER_SETTINGS = {
     "jobmanager": {"memory": {"process": {"size": "1024m"}}},
-    "taskmanager": {"numberOfTaskSlots": 2, "memory": {"process": {"size": "2048m"}}},
+    "taskmanager": {"numberOfTaskSlots": 4,
+                    "memory": {"process": {"size": "1280m"}, "managed": {"fraction": 0.1}}},
 }
 
 
@@ -66,6 +79,7 @@ class FlinkCluster:
         self.conf_dir = run_dir / "flink-conf"
         self.pid_dir = run_dir / "flink-pids"
         self.log_dir = run_dir / "logs" / "flink"
+        self.endpoints_file = run_dir / ENDPOINTS_FILE
 
     # -- install -------------------------------------------------------------------------
 
@@ -127,11 +141,22 @@ class FlinkCluster:
         conf = str(self.conf_dir)
         return live_pids(lambda _pid, _stat, argv: Path(argv[0]).name == "java" and conf in argv)
 
+    def worker_pool(self) -> ManagedService:
+        """The SDK worker pool beside the TaskManager, on the port recorded at start (0 before)."""
+        return ManagedService(worker_pool_spec(self.recorded().get("worker_pool_port", 0)), self.run_dir)
+
+    def recorded(self) -> dict:
+        """``{"rest_port", "worker_pool_port", "job_server_jar"}`` of the running cluster; empty when none."""
+        try:
+            return json.loads(self.endpoints_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def running(self) -> bool:
-        return bool(self.java_pids())
+        return bool(self.java_pids()) or self.worker_pool().running()
 
     def healthy(self) -> bool:
-        return flink_healthy(self.port)
+        return flink_healthy(self.port) and self.worker_pool().running()
 
     def start(self, ready_timeout: float = 180.0) -> bool:
         """Install if needed and start unless running; True when this call started it."""
@@ -141,13 +166,17 @@ class FlinkCluster:
             raise KapparecError(
                 f"port {self.port} for flink is held by another process, not ours (free it or choose another port)"
             )
+        jar = ensure_jar()
         self.install()
         self.write_conf(rpc_port=free_port())
+        self.endpoints_file.write_text(json.dumps(
+            {"rest_port": self.port, "worker_pool_port": free_port(), "job_server_jar": str(jar)}) + "\n")
         try:
+            self.worker_pool().start()
             if not self._script("start-cluster.sh", SCRIPT_TIMEOUT_S):
                 raise KapparecError(f"flink start-cluster.sh failed; see {self.log_dir / 'cluster-scripts.log'}")
             wait_until(
-                self.healthy,
+                lambda: flink_healthy(self.port),
                 ready_timeout,
                 f"flink did not report a TaskManager on http://localhost:{self.port}/overview "
                 f"within {ready_timeout:.0f}s; see {self.log_dir}",
@@ -159,10 +188,11 @@ class FlinkCluster:
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop both daemons, then make sure no JVM of ours is left; True when something was running."""
+        """Stop both daemons and the worker pool, then make sure no process of ours is left; True when
+        something was running."""
         if not self.running():
             return False
-        if self.home.exists():
+        if self.home.exists() and self.java_pids():
             # A failed or stuck script is not fatal: the signals below finish the job.
             self._script("stop-cluster.sh", SCRIPT_TIMEOUT_S)
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
@@ -177,6 +207,8 @@ class FlinkCluster:
                 time.sleep(0.1)
         if self.java_pids():
             raise KapparecError(f"flink JVMs survived SIGKILL: {self.java_pids()}")
+        self.worker_pool().stop()  # its group: the pool and every SDK worker it started
+        self.endpoints_file.unlink(missing_ok=True)
         return True
 
     def _script(self, name: str, timeout: float) -> bool:
@@ -198,3 +230,38 @@ class FlinkCluster:
             os.killpg(script.pid, signal.SIGKILL)
             script.wait()
             return False
+
+
+def worker_pool_spec(port: int) -> ServiceSpec:
+    """Beam's worker pool, started from this venv.
+
+    The pool starts each SDK worker as ``python -c ...`` found on PATH, so PATH leads with this
+    venv's ``bin``: the workers import this very package and Beam. ``env`` execs the pool in its
+    place, so the recorded pid is the pool's and its group holds the workers.
+    """
+    venv_bin = str(Path(sys.executable).parent)
+    return ServiceSpec("beam-worker-pool", port, lambda: (
+        "env", f"PATH={venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}",
+    ), lambda: grpc_answers(f"localhost:{port}"))
+
+
+def grpc_answers(address: str, timeout_s: float = 1.0) -> bool:
+    """A gRPC server completes the HTTP/2 handshake at ``address``."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
+def local_endpoints(run_dir: Path) -> dict | None:
+    """What the running local cluster in ``run_dir`` recorded at start; None when none runs there."""
+    cluster = FlinkCluster(run_dir, port=0)
+    recorded = cluster.recorded()
+    return recorded if recorded and cluster.java_pids() else None

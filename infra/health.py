@@ -56,8 +56,19 @@ def redis_healthy(url: str, timeout_s: float = 1.0) -> bool:
 
 def flink_overview(port: int, timeout_s: float = 2.0) -> dict | None:
     """The JobManager's REST ``/overview`` document, or None when it does not answer JSON."""
+    return flink_rest(f"localhost:{port}", "/overview", timeout_s)
+
+
+def flink_jobs(master: str, timeout_s: float = 2.0) -> list[dict] | None:
+    """Every job of ``/jobs/overview`` (``jid``, ``name``, ``state``, ...), or None when Flink does not answer."""
+    document = flink_rest(master, "/jobs/overview", timeout_s)
+    return None if document is None else document.get("jobs", [])
+
+
+def flink_rest(master: str, path: str, timeout_s: float = 2.0) -> dict | None:
+    """A JSON document of Flink's REST API at ``master`` (host:port), or None when it does not answer JSON."""
     try:
-        with urllib.request.urlopen(f"http://localhost:{port}/overview", timeout=timeout_s) as response:
+        with urllib.request.urlopen(f"http://{master}{path}", timeout=timeout_s) as response:
             return json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -11,6 +11,8 @@ from kapparec import cliargs
 BENCHMARKS = {
     "backfill": ("transforms.bench", "backfill_benchmark", "backfill events/s vs raw kafka-python consume rate"),
     "freshness": ("transforms.bench", "freshness_benchmark", "produce-to-readable latency of the continuous job"),
+    "flink": ("transforms.flink_bench", "flink_benchmark",
+              "backfill at parallelism 1 and 2 and freshness on a local Flink cluster vs the DirectRunner"),
     "index": ("training.bench", "index_benchmark", "ScaNN vs brute force: build time, queries/s, recall@10"),
     "serving": ("serving.bench", "serving_benchmark", "Recommend latency and QPS at 1/8/32 clients vs an empty RPC"),
     "reads": ("featurestore.bench", "reads_benchmark", "feature reads (trending, similar, affinity) at two log lengths"),
@@ -31,6 +33,13 @@ def register(verbs) -> None:
             parser.add_argument("--n", type=cliargs.positive_int, default=250, help="events to time (at least 200)")
             parser.add_argument("--load", type=cliargs.positive_int, default=2_000, metavar="EVENTS_PER_S",
                                 help="background load while the second n events are timed")
+        if name == "flink":
+            parser.add_argument("--events", type=cliargs.positive_int, default=1_000_000, help="events backfilled")
+            parser.add_argument("--n", type=cliargs.positive_int, default=250, help="events timed for freshness")
+            parser.add_argument("--load", type=cliargs.positive_int, default=2_000, metavar="EVENTS_PER_S",
+                                help="background load while the second n events are timed")
+            parser.add_argument("--quick", action="store_true",
+                                help="at most 100,000 events and 100 timed events: minutes, not a figure to quote")
         if name == "index":
             parser.add_argument("--sizes", default="100000,1000000", help="comma-separated catalog sizes")
         if name == "reads":
@@ -49,6 +58,8 @@ def _kwargs(args) -> dict:
         return {"events": args.events, "dense_events": args.dense_events}
     if args.benchmark == "freshness":
         return {"n": args.n, "load_per_s": float(args.load)}
+    if args.benchmark == "flink":
+        return {"events": args.events, "n": args.n, "load_per_s": float(args.load), "quick": args.quick}
     if args.benchmark == "serving":
         return {"items": args.items, "users": args.users, "seconds": args.seconds,
                 "clients": tuple(cliargs.positive_int(c) for c in args.clients.split(","))}

@@ -54,6 +54,11 @@ def run_dir() -> Path:
     return Path(os.environ.get("KAPPAREC_RUN_DIR") or PROJECT_ROOT / ".run")
 
 
+def cache_dir() -> Path:
+    """Downloads and builds that outlive a venv or a worktree (Beam's Flink job-server jar)."""
+    return Path(os.environ.get("KAPPAREC_CACHE_DIR") or Path.home() / ".cache" / "kapparec")
+
+
 def models_dir() -> Path:
     """The on-disk model registry."""
     return Path(os.environ.get("KAPPAREC_MODELS_DIR") or PROJECT_ROOT / "models")

@@ -43,8 +43,9 @@ def test_conf_dir_carries_our_ports_slots_and_memory_and_keeps_the_rest(tmp_path
     config = yaml.safe_load((cluster.conf_dir / "config.yaml").read_text())
     assert config["rest"] == {"address": "localhost", "bind-address": "localhost", "port": 18081}
     assert config["jobmanager"]["rpc"] == {"address": "localhost", "port": 16123}
-    assert config["taskmanager"]["numberOfTaskSlots"] == 2
-    assert config["taskmanager"]["memory"]["process"]["size"] == "2048m"
+    assert config["taskmanager"]["numberOfTaskSlots"] == 4
+    assert config["taskmanager"]["memory"]["process"]["size"] == "1280m"
+    assert config["taskmanager"]["memory"]["managed"]["fraction"] == 0.1
     assert config["jobmanager"]["memory"]["process"]["size"] == "1024m"
     assert config["parallelism"] == {"default": 1}
     assert (cluster.conf_dir / "log4j.properties").read_text() == "rootLogger.level = INFO\n"

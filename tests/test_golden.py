@@ -58,11 +58,15 @@ def dead_letter_lines(bootstrap: str) -> list[str]:
     )
 
 
-def test_backfill_dump_and_dead_letters_match_the_golden_files(stack):
+def produce_golden_log(bootstrap: str) -> SyntheticLog:
     log, records = golden_log()
-    produce_synthetic(stack.bootstrap, log, records=records)
-    produce_impressions(stack.bootstrap, impression_records(log))
-    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    produce_synthetic(bootstrap, log, records=records)
+    produce_impressions(bootstrap, impression_records(log))
+    return log
+
+
+def assert_store_matches_golden(stack, log: SyntheticLog) -> None:
+    """``kapparec features dump`` and the dead letters, byte for byte (rewritten under KAPPAREC_WRITE_GOLDEN)."""
     dumped = subprocess.run([KAPPAREC, "features", "dump", "--redis", stack.redis_url],
                             capture_output=True, check=False)
     assert dumped.returncode == 0, dumped.stderr
@@ -74,3 +78,9 @@ def test_backfill_dump_and_dead_letters_match_the_golden_files(stack):
     assert dumped == (GOLDEN / "features.jsonl").read_bytes()
     assert letters == (GOLDEN / "dead_letters.jsonl").read_text()
     assert letters.count("\n") == log.malformed_count + 1  # and the malformed impression
+
+
+def test_backfill_dump_and_dead_letters_match_the_golden_files(stack):
+    log = produce_golden_log(stack.bootstrap)
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert_store_matches_golden(stack, log)

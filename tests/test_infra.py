@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient
 from infra.health import flink_overview
 from infra.kafka_broker import kafka_version
 from streams.offsets import offset_ranges
-from infra.services import free_port, group_pids, live_pids, pid_alive
+from infra.services import free_port, group_pids, live_pids, pid_alive, port_open
 from streams.topics import ALL_TOPICS
 
 KAPPAREC = Path(sys.executable).with_name("kapparec")
@@ -208,6 +208,8 @@ def test_flink_cluster_comes_up_with_a_taskmanager_and_goes_down_completely(infr
     assert overview is not None and overview["taskmanagers"] >= 1
     code, services = infra.status()
     assert code == 0 and services["flink"]["state"] == "healthy"
+    pool_port = json.loads((infra.run_dir / "flink-endpoints.json").read_text())["worker_pool_port"]
+    assert port_open(pool_port)
 
     down = infra("down", timeout=300)
 
@@ -216,3 +218,6 @@ def test_flink_cluster_comes_up_with_a_taskmanager_and_goes_down_completely(infr
     conf_dir = str(infra.run_dir / "flink-conf")
     assert live_pids(lambda _pid, _stat, argv: conf_dir in argv) == []
     assert flink_overview(infra.flink_port) is None
+    assert not port_open(pool_port)
+    assert live_pids(lambda _pid, _stat, argv: "apache_beam.runners.worker.worker_pool_main" in argv
+                     and f"--service_port={pool_port}" in argv) == []

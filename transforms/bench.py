@@ -139,18 +139,28 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
         produce_log(stack, SyntheticLog(users=200, items=200, events=5_000, seed=seed), partitions=4)
         with _BareConsumer(stack.bootstrap) as consumer:
             ceiling = _timed_events(consumer.received, stack.bootstrap, n, rate_per_s, "bare")
-        with stream_process(stack):
-            client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-            wait_until_caught_up(client, stack.bootstrap)
-            reader = FeatureReader(stack.redis_url)
-            visible = functools.partial(reader.history, n=1)
-            idle = _timed_events(visible, stack.bootstrap, n, rate_per_s, "idle")
-            with BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
-                loaded = _timed_events(visible, stack.bootstrap, n, rate_per_s, "load")
+        result = measure_freshness(stack, n, rate_per_s, load_per_s, seed)
+    return {**result, "ceiling": {"n": len(ceiling), **_percentiles(ceiling)},
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def measure_freshness(stack: PrivateStack, n: int, rate_per_s: float, load_per_s: float, seed: int,
+                      stream_args: tuple[str, ...] = (), env: dict[str, str] | None = None, tag: str = "") -> dict:
+    """``kapparec stream [stream_args]`` on ``stack``: ``n`` events timed until readable, idle and
+    under ``load_per_s`` events/s, with the job's lag behind the log."""
+    with stream_process(stack, stream_args, env):
+        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        wait_until_caught_up(client, stack.bootstrap)
+        reader = FeatureReader(stack.redis_url)
+        visible = functools.partial(reader.history, n=1)
+        # A log already committed (by a backfill) is caught up before the job runs: wait for it.
+        _wait_until_live(visible, stack.bootstrap, f"live{tag}")
+        idle = _timed_events(visible, stack.bootstrap, n, rate_per_s, f"idle{tag}")
+        with BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag:
+            loaded = _timed_events(visible, stack.bootstrap, n, rate_per_s, f"load{tag}")
     return {
         "n": len(idle),
         **_percentiles(idle),
-        "ceiling": {"n": len(ceiling), **_percentiles(ceiling)},
         "rate_per_s": rate_per_s,
         "load": {
             "n": len(loaded),
@@ -160,21 +170,21 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
             "lag_first_half_max": lag.half_max(0),
             "lag_second_half_max": lag.half_max(1),
         },
-        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
 @contextlib.contextmanager
-def stream_process(stack: PrivateStack) -> Iterator[None]:
+def stream_process(stack: PrivateStack, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+                   ) -> Iterator[None]:
     """``kapparec stream`` in a process of its own, as a user runs it (not sharing this one's GIL)."""
-    env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
-    job = subprocess.Popen([str(Path(sys.executable).with_name("kapparec")), "stream"], env=env,
+    env = {**os.environ, **(env or {}), "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
+    job = subprocess.Popen([str(Path(sys.executable).with_name("kapparec")), "stream", *args], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:
         job.terminate()
-        job.wait(timeout=60)
+        job.wait(timeout=120)
 
 
 def _percentiles(latencies: list[float]) -> dict:
@@ -243,6 +253,19 @@ def wait_until_caught_up(client: redis.Redis, bootstrap: str, timeout_s: float =
             return
         time.sleep(0.2)
     raise TimeoutError("the continuous job did not catch up with the initial log")
+
+
+def _wait_until_live(visible: Callable[[str], object], bootstrap: str, user: str, timeout_s: float = 300) -> None:
+    """Until one event produced now is readable: the continuous job is running and committing."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    event = InteractionEvent(user_id=user, item_id="i1", event_type="play", event_time=int(time.time() * 1000))
+    producer.send(topics.EVENTS, key=user.encode(), value=encode(event))
+    producer.close()
+    deadline = time.monotonic() + timeout_s
+    while not visible(user):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the continuous job committed nothing within {timeout_s:.0f} s")
+        time.sleep(0.1)
 
 
 class _BareConsumer(Beside):

@@ -16,10 +16,11 @@ def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
     cliargs.add_bootstrap(parser)
     cliargs.add_redis(parser)
     parser.add_argument("--runner", choices=("DirectRunner", "FlinkRunner", "PortableRunner"), default="DirectRunner")
-    parser.add_argument("--flink-master", metavar="HOST:PORT", help="Flink REST endpoint, e.g. localhost:8081")
+    parser.add_argument("--flink-master", metavar="HOST:PORT",
+                        help="Flink REST endpoint of another cluster (default: the one `infra up --with-flink` started)")
     parser.add_argument(
         "--flink-job-server-jar", metavar="PATH",
-        help="Beam's Flink job-server jar (otherwise Beam downloads it from Maven Central)",
+        help="Beam's Flink job-server jar (default: the one `infra up --with-flink` resolved with mvn)",
     )
     parser.add_argument(
         "--accept-log-retention", action="store_true",
@@ -66,10 +67,11 @@ def register(verbs) -> None:
 
 def _job_settings(args):
     from transforms.config import FeatureConfig
+    from transforms.flink_options import has_flag
     from transforms.jobs import RunnerSettings
 
-    cliargs.require(args.runner == "DirectRunner" or args.flink_master or _has_flag(args, "--job_endpoint"),
-                    f"--runner {args.runner} needs --flink-master HOST:PORT (or --job_endpoint)")
+    cliargs.require(args.runner != "PortableRunner" or has_flag(args.beam_args, "--job_endpoint"),
+                    "--runner PortableRunner needs --job_endpoint HOST:PORT")
     overrides = {}
     if args.allowed_lateness_hours is not None:
         overrides["allowed_lateness_ms"] = int(args.allowed_lateness_hours * 3_600_000)
@@ -77,11 +79,8 @@ def _job_settings(args):
     jar = args.flink_job_server_jar
     cliargs.require(jar is None or Path(jar).is_file(), f"--flink-job-server-jar: no file at {jar}")
     runner = RunnerSettings(args.runner, args.flink_master, tuple(args.beam_args), jar)
+    runner.options()  # a runner that cannot run (no Flink cluster to run on) is refused before any work
     return config, runner
-
-
-def _has_flag(args, flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args.beam_args)
 
 
 def run_backfill(args) -> int:

@@ -32,6 +32,8 @@ from streams import offsets as log_offsets
 from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
 from transforms.config import FeatureConfig
+from transforms.flink_options import flink_args, has_flag
+from transforms.job_control import CancelAfterStop, FlinkJob
 from transforms.pipeline import BatchPlan, CommitSettings, FollowPlan, build_feature_pipeline
 from transforms.progress import ProgressBar
 
@@ -53,11 +55,11 @@ class RunnerSettings:
             # A continuous job on Flink is one streaming job. The local runner drives the
             # followed source without it (its streaming mode ran one record per call).
             args.append("--streaming")
-        if self.flink_master:
+        if self.runner == "FlinkRunner":
+            args += flink_args(args, self.flink_master, self.flink_job_server_jar, follow)
+        elif self.flink_master:
             args += ["--flink_master", self.flink_master]
-        if self.flink_job_server_jar:
-            args += ["--flink_job_server_jar", self.flink_job_server_jar]
-        if self.runner == "DirectRunner" and not any(a.startswith("--direct_num_workers") for a in args):
+        if self.runner == "DirectRunner" and not has_flag(args, "--direct_num_workers"):
             args += ["--direct_num_workers", "1"]
         return PipelineOptions(args)
 
@@ -103,15 +105,25 @@ def run_pipeline(
     config: FeatureConfig,
     runner: RunnerSettings,
     events_total: int = 0,
+    stop: threading.Event | None = None,
 ) -> BatchStats:
-    """Run the feature pipeline until its source ends; every bundle commits as it finishes."""
+    """Run the feature pipeline until its source ends; every bundle commits as it finishes.
+
+    A job on Flink does not outlive this call: cancelled when the call leaves by an exception,
+    or when it outlives ``stop`` (its source told to end) by ``STOP_GRACE_S``."""
     started = time.perf_counter()
     pipeline = beam.Pipeline(options=runner.options(follow=isinstance(plan, FollowPlan)))
     build_feature_pipeline(pipeline, bootstrap, plan, commits, config)
     progress = ProgressBar(commits.target.redis_url, commits.progress_key, events_total, "backfill")
     with progress if commits.progress_key else nullcontext():
         result = pipeline.run()
-        result.wait_until_finish()
+        flink_job = FlinkJob.of(pipeline.options)
+        try:
+            with CancelAfterStop(flink_job, stop) if stop and flink_job else nullcontext():
+                result.wait_until_finish()
+        finally:
+            if flink_job:
+                flink_job.cancel()  # nothing to do when it ended
     counters = _counters(result)
     return BatchStats(counters.get("records_committed", 0), counters.get("commits", 0),
                       time.perf_counter() - started, counters)
@@ -277,7 +289,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
             commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
-            total.add(run_pipeline(bootstrap, plan, commits, config, runner))
+            total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
         finally:
             watcher.finish()
     return total
