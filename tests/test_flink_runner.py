@@ -75,6 +75,7 @@ def job_states(master: str) -> dict[str, str]:
     return {job["jid"]: job["state"] for job in jobs}
 
 
+@pytest.mark.slow
 @pytest.mark.flink
 def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flink):
     log = produce_golden_log(stack.bootstrap)
