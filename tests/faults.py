@@ -44,9 +44,21 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 60, what: str = "
     return time.monotonic() - started
 
 
+# Where a run's figures go (pytest shows a passing test's prints only with -s).
+FIGURES_FILE = Path(os.environ.get("KAPPAREC_ARTIFACTS") or Path(__file__).parent.parent / "test-artifacts") / "faults" / "figures.txt"
+
+
+def report(line: str) -> None:
+    """A measured figure with the machine's load (it is shared), printed and appended to FIGURES_FILE."""
+    line = f"{line} load_1m={os.getloadavg()[0]:.1f}"
+    print(line)
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES_FILE.open("a") as figures:
+        figures.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
+
+
 def report_recovery(fault: str, what: str, seconds: float) -> None:
-    """One line per measured recovery, for the issue's note (pytest -s shows them; -q keeps them in the report)."""
-    print(f"recovery fault={fault} what={what!r} seconds={seconds:.2f}")
+    report(f"recovery fault={fault} what={what!r} seconds={seconds:.2f}")
 
 
 def events_committed(store: RedisFeatureStore) -> int:

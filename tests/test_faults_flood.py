@@ -24,6 +24,7 @@ from tests.faults import (
     events_committed,
     log_end,
     read_log,
+    report,
     wait_for,
 )
 from tests.logs import produce_synthetic
@@ -49,7 +50,7 @@ def _offer(bootstrap: str, records: list) -> PacedProducer:
     producer.start()
     producer.join(timeout=len(records) / EVENTS_PER_S * 10)
     assert not producer.is_alive() and producer.failures == [], producer.failures
-    print(f"flood: {len(records)} records offered at {len(records) / (time.monotonic() - started):,.0f}/s "
+    report(f"flood: {len(records)} records offered at {len(records) / (time.monotonic() - started):,.0f}/s "
           f"(asked {EVENTS_PER_S:,}/s)")
     return producer
 
@@ -59,7 +60,7 @@ def _freshness(held: list, clock: CommitClock, producer: PacedProducer, values: 
     seconds = np.array([clock.committed_at(EVENTS, r.partition, r.offset) - producer.sent_at[r.value]
                         for r in held if r.value in values])
     p50, p95, worst = np.percentile(seconds, [50, 95, 100])
-    print(f"flood freshness, {what}: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {worst * 1000:.0f} ms")
+    report(f"flood freshness, {what}: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {worst * 1000:.0f} ms")
     return p95
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.faults import Paced, report_recovery
+from tests.faults import Paced, report, report_recovery
 from tests.test_serving import copy_artifacts, recommend, served, wait_for_version  # noqa: F401 - served: a fixture
 
 pytestmark = pytest.mark.faults
@@ -46,6 +46,6 @@ def test_serving_under_load_through_a_promote_a_redis_outage_and_a_rollback_fail
 
     assert load.failed == [], load.failed[:5]  # RESOURCE_EXHAUSTED or any other status counts
     answered = [o.value for o in load.outcomes]
-    print(f"serving under faults: {len(answered)} requests at {REQUESTS_PER_S}/s, none failed")
+    report(f"serving under faults: {len(answered)} requests at {REQUESTS_PER_S}/s, none failed")
     assert {origin for origin, _ in answered} >= {"degraded", "full"}
     assert {version for _, version in answered} >= {production.id, candidate.id}

@@ -25,7 +25,7 @@ from streams.dlq import read_dead_letters
 from streams.synthetic import SyntheticLog
 from streams.topics import EVENTS_DLQ
 from tests.faults import (PacedProducer, assert_acknowledged_exactly_once, assert_equals_a_clean_backfill, dump,
-                          events_committed, log_values, wait_for)
+                          events_committed, log_values, report_recovery, wait_for)
 from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill, stream
 
@@ -162,7 +162,7 @@ def test_killing_the_continuous_job_does_not_change_its_result(stack, events, ki
         took = wait_for(lambda: events_committed(store) > before or events_committed(store) == events
                         or job.poll() is not None, timeout_s=120)
         if kill:
-            print(f"recovery fault=kill_9 what='the next job commits' seconds={took:.2f}")
+            report_recovery("kill_9", "the next job commits", took)
         time.sleep(rng.uniform(0.0, alive_s[1] - alive_s[0]))
         job.send_signal(signal.SIGKILL)
         job.wait()
@@ -170,7 +170,7 @@ def test_killing_the_continuous_job_does_not_change_its_result(stack, events, ki
     producer.join()
     restarted = time.monotonic()
     subprocess.run([*command, "--once"], env=env, check=True, capture_output=True)
-    print(f"recovery fault=kill_9 what='a restarted job committed the log' seconds={time.monotonic() - restarted:.2f}")
+    report_recovery("kill_9", "a restarted job committed the log", time.monotonic() - restarted)
     assert any(0 < committed < events for committed in committed_at_kills), committed_at_kills  # killed mid-log
     assert events_committed(store) == events
     assert producer.failures == []
