@@ -305,15 +305,18 @@ def _refuse_lost_state(store: RedisFeatureStore, version: str) -> None:
 
 @contextmanager
 def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> Iterator[None]:
-    """One run of the job over ``version``. A run that Redis dropped out of (a restart) ends quietly
+    """One run of the job over ``version``. A run that Redis dropped out of (a restart, BUSY) ends quietly
     once Redis answers again within the lease's term, and the job plans its next run from the
     committed offsets, which the merge's compare-and-set keeps exact whether or not the commit in
     flight landed; past the term the lease has lapsed and the error stands. Whatever ends a run
     (a refused commit, a lost lease), a store that lost its state is named as the cause."""
     try:
         yield
-    except redis.ConnectionError as away:
-        _wait_for_redis(store, away, lease.ttl_ms / 1000)
+    except redis.RedisError as error:
+        if not _redis_away(error):
+            _refuse_lost_state(store, version)
+            raise
+        _wait_for_redis(store, error, lease.ttl_ms / 1000)
         _refuse_lost_state(store, version)
         log.info("event=redis_back stream resumes from the committed offsets of %s", version)
     except Exception:
@@ -323,15 +326,20 @@ def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> I
         _refuse_lost_state(store, version)
 
 
-def _wait_for_redis(store: RedisFeatureStore, away: redis.ConnectionError, within_s: float) -> None:
+def _redis_away(error: redis.RedisError) -> bool:
+    """Redis not answering for now: unreachable, loading its data, or BUSY while another client's script runs."""
+    return isinstance(error, redis.ConnectionError) or str(error).startswith("BUSY")
+
+
+def _wait_for_redis(store: RedisFeatureStore, away: redis.RedisError, within_s: float) -> None:
     log.warning("event=redis_away error=%r waiting_s=%g", str(away), within_s)
     deadline = time.monotonic() + within_s
     while True:
         try:
             store.client.ping()
             return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
+        except redis.RedisError as error:
+            if not _redis_away(error) or time.monotonic() > deadline:
                 raise away from None
             time.sleep(0.2)
 
