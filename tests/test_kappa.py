@@ -22,18 +22,14 @@ from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
 from streams import offsets
 from streams.dlq import read_dead_letters
-from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
-from streams.topics import EVENTS, EVENTS_DLQ
+from streams.topics import EVENTS_DLQ
+from tests.faults import (PacedProducer, assert_acknowledged_exactly_once, assert_equals_a_clean_backfill, dump,
+                          events_committed, log_values, report_recovery, wait_for)
 from tests.logs import impression_records, produce_impressions, produce_synthetic
 from transforms.jobs import backfill, stream
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
-
-
-def dump(redis_url: str, version: str | None = None) -> list[str]:
-    store = RedisFeatureStore(redis_url)
-    return list(store.dump(version or store.require_current_version()))
 
 
 def test_stream_then_backfill_agree_and_replays_are_identical(stack):
@@ -138,11 +134,11 @@ def test_late_records_are_counted_and_within_lateness_update_their_window(stack)
     assert {e.item_id for e in reader.history("u1")} == {"fresh", "slightly_late", "too_late"}
 
 
-@pytest.mark.parametrize("events, kills, alive_s", [
-    (1500, 2, (2.5, 4.0)),  # the short version, in the default suite
-    pytest.param(6000, 4, (3.0, 8.0), marks=pytest.mark.faults),
+@pytest.mark.parametrize("events, kills, alive_s, rate", [
+    (1500, 2, (2.5, 4.0), 200),  # the short version, in the default suite
+    pytest.param(48_000, 3, (3.0, 8.0), 2000, marks=pytest.mark.faults),
 ])
-def test_killing_the_continuous_job_does_not_change_its_result(stack, events, kills, alive_s):
+def test_killing_the_continuous_job_does_not_change_its_result(stack, events, kills, alive_s, rate):
     log = SyntheticLog(users=80, items=100, events=events, seed=5)
     produce_synthetic(stack.bootstrap, log, records=[])  # the catalog; the events arrive while jobs die
     env = {**os.environ, "KAPPAREC_BOOTSTRAP": stack.bootstrap, "KAPPAREC_REDIS_URL": stack.redis_url}
@@ -151,31 +147,35 @@ def test_killing_the_continuous_job_does_not_change_its_result(stack, events, ki
     rng = random.Random(42)
     store = RedisFeatureStore(stack.redis_url)
     committed_at_kills = []
-    trickle = TrickleProducer(stack.bootstrap, list(log.records()), seconds=kills * alive_s[1])
+    producer = PacedProducer(stack.bootstrap, list(log.records()), rate)
     for kill in range(kills):
-        before = _events_committed(store)
+        before = events_committed(store)
         job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kill == 0:
             # The events start once the first job holds the lease: a job slow to start on a loaded
             # machine would otherwise find the whole log there, and no kill would fall mid-log.
-            _wait_for(lambda: store.client.exists(layout.STREAM_LOCK) or job.poll() is not None, timeout_s=120)
-            trickle.start()
+            wait_for(lambda: store.client.exists(layout.STREAM_LOCK) or job.poll() is not None, timeout_s=120)
+            producer.start()
         # Killed at a random moment of its working life: how long a job takes to start depends
         # on the machine's load, so the clock starts at its first commit (or once the log it
         # found is all committed), not at its launch.
-        _wait_for(lambda: _events_committed(store) > before or _events_committed(store) == events
-                  or job.poll() is not None, timeout_s=120)
+        took = wait_for(lambda: events_committed(store) > before or events_committed(store) == events
+                        or job.poll() is not None, timeout_s=120)
+        if kill:
+            report_recovery("kill_9", "the next job commits", took)
         time.sleep(rng.uniform(0.0, alive_s[1] - alive_s[0]))
         job.send_signal(signal.SIGKILL)
         job.wait()
-        committed_at_kills.append(_events_committed(store))
-    trickle.join()
+        committed_at_kills.append(events_committed(store))
+    producer.join()
+    restarted = time.monotonic()
     subprocess.run([*command, "--once"], env=env, check=True, capture_output=True)
+    report_recovery("kill_9", "a restarted job committed the log", time.monotonic() - restarted)
     assert any(0 < committed < events for committed in committed_at_kills), committed_at_kills  # killed mid-log
-    assert _events_committed(store) == events
-    crashed = dump(stack.redis_url)
-    backfill(stack.bootstrap, stack.redis_url, progress=False)
-    assert crashed == dump(stack.redis_url)
+    assert events_committed(store) == events
+    assert producer.failures == []
+    assert_acknowledged_exactly_once(log_values(stack.bootstrap), producer.acknowledged)
+    assert_equals_a_clean_backfill(stack.bootstrap, stack.redis_url)
 
 
 def test_stream_stops_on_request(stack):
@@ -204,13 +204,13 @@ def test_the_running_stream_follows_a_published_backfill(stack):
                               kwargs={"stop": stop, "poll_interval_s": 0.05})
     worker.start()
     try:
-        _wait_for(lambda: _events_committed(store) == 500)
+        wait_for(lambda: events_committed(store) == 500)
         streamed_version = store.require_current_version()
         backfilled, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
         assert backfilled != streamed_version
         produce_synthetic(stack.bootstrap, log, records=records[500:], catalog=False)
         # The same job, not restarted, now extends the backfilled version.
-        _wait_for(lambda: _events_committed(store) == 900)
+        wait_for(lambda: events_committed(store) == 900)
         assert store.require_current_version() == backfilled
     finally:
         stop.set()
@@ -219,32 +219,3 @@ def test_the_running_stream_follows_a_published_backfill(stack):
     followed = dump(stack.redis_url)
     backfill(stack.bootstrap, stack.redis_url, progress=False)
     assert followed == dump(stack.redis_url)
-
-
-class TrickleProducer(threading.Thread):
-    """Sends ``records`` to ``events`` evenly over ``seconds``, beside the test."""
-
-    def __init__(self, bootstrap: str, records: list, seconds: float):
-        super().__init__(daemon=True)
-        self.bootstrap, self.records, self.seconds = bootstrap, records, seconds
-
-    def run(self) -> None:
-        chunks = 20
-        with LogProducer(self.bootstrap) as producer:
-            for n in range(chunks):
-                for record in self.records[n * len(self.records) // chunks:(n + 1) * len(self.records) // chunks]:
-                    producer.send_raw(EVENTS, record.key, record.value, record.timestamp_ms)
-                producer.flush()
-                time.sleep(self.seconds / chunks)
-
-
-def _events_committed(store: RedisFeatureStore) -> int:
-    version = store.current_version()
-    return sum(o for (t, _), o in store.offsets(version).items() if t == "events") if version else 0
-
-
-def _wait_for(condition, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)

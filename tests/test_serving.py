@@ -38,11 +38,11 @@ from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
 from serving.snapshot import Snapshot
 from serving.filters import AGE_SCALE
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
-from streams.offsets import log_snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
 from infra.services import free_port
+from tests.faults import caught_up, wait_for
 from tests.logs import empty_log
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
@@ -52,7 +52,7 @@ from training.replay import replay_log
 from training.two_tower.export import USER_TOWER_DIR, export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 from featurestore.redis_store import RedisFeatureStore
-from transforms.jobs import READ_TOPICS, backfill
+from transforms.jobs import backfill
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
@@ -533,11 +533,7 @@ def experiments_report(served: Served, experiments, *extra: str) -> dict:
 def wait_until_committed(served: Served, timeout_s: float = 90) -> None:
     """Until the current version's committed offsets reach the log's ends (the stream job caught up)."""
     store = RedisFeatureStore(served.redis_url)
-    deadline = time.monotonic() + timeout_s
-    while any(store.offsets(store.current_version()).get((topic, p), 0) < end
-              for topic, ranges in log_snapshot(served.bootstrap, READ_TOPICS).items() for p, (_, end) in ranges.items()):
-        assert time.monotonic() < deadline, "the stream job did not catch up with the log"
-        time.sleep(0.5)
+    wait_for(lambda: caught_up(served.bootstrap, store), timeout_s, "the stream job catching up with the log")
 
 
 def test_ab_loop_the_funnel_beats_a_popularity_control_and_a_replay_reports_the_same(served, tmp_path):

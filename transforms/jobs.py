@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -289,10 +290,70 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
             commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
-            total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
+            with _state_kept(store, version, lease):
+                total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
         finally:
             watcher.finish()
     return total
+
+
+class StoreStateLost(KapparecError):
+    """The store no longer holds the version a running job extends: Redis lost its data."""
+
+
+def _refuse_lost_state(store: RedisFeatureStore, version: str) -> None:
+    """Raises ``StoreStateLost`` when the store has no current version while the job followed ``version``.
+
+    Nothing but a Redis that lost its data (restarted without its append-only file, flushed)
+    unsets ``kr:current``: a backfill or a rollback only moves it. Carrying on would rebuild the
+    features from the log's beginning under a lease that vanished with the rest, and end in a
+    lost-lease error that names the wrong cause."""
+    if store.current_version() is None:
+        raise StoreStateLost(
+            f"Redis lost the feature store's state under the running job (feature version {version}, its offsets "
+            f"and the writer lease are gone: restarted without its append-only file?); run `kapparec backfill` "
+            f"to rebuild it from the log, then start `kapparec stream` again")
+
+
+@contextmanager
+def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> Iterator[None]:
+    """One run of the job over ``version``. A run that Redis dropped out of (a restart, BUSY) ends quietly
+    once Redis answers again within the lease's term, and the job plans its next run from the
+    committed offsets, which the merge's compare-and-set keeps exact whether or not the commit in
+    flight landed; past the term the lease has lapsed and the error stands. Whatever ends a run
+    (a refused commit, a lost lease), a store that lost its state is named as the cause."""
+    try:
+        yield
+    except redis.RedisError as error:
+        if not _redis_away(error):
+            _refuse_lost_state(store, version)
+            raise
+        _wait_for_redis(store, error, lease.ttl_ms / 1000)
+        _refuse_lost_state(store, version)
+        log.info("event=redis_back stream resumes from the committed offsets of %s", version)
+    except Exception:
+        _refuse_lost_state(store, version)
+        raise
+    else:
+        _refuse_lost_state(store, version)
+
+
+def _redis_away(error: redis.RedisError) -> bool:
+    """Redis not answering for now: unreachable, loading its data, or BUSY while another client's script runs."""
+    return isinstance(error, redis.ConnectionError) or str(error).startswith("BUSY")
+
+
+def _wait_for_redis(store: RedisFeatureStore, away: redis.RedisError, within_s: float) -> None:
+    log.warning("event=redis_away error=%r waiting_s=%g", str(away), within_s)
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            store.client.ping()
+            return
+        except redis.RedisError as error:
+            if not _redis_away(error) or time.monotonic() > deadline:
+                raise away from None
+            time.sleep(0.2)
 
 
 class _CommitWatcher(Periodic):
