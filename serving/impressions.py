@@ -112,7 +112,9 @@ class ImpressionLog:
             producer = self._producer or self._connect()
             for user_id, record in batch:
                 producer.send_raw(IMPRESSIONS, user_id, record)
-            producer.flush()
+            # Bounded twice over: a sender stuck on a broker that neither answers nor fails
+            # would drop every later impression unseen.
+            producer.flush(timeout_s=2 * SEND_TIMEOUT_MS / 1000)
         except (KapparecError, KafkaError) as exc:
             metrics.IMPRESSIONS_DROPPED.labels("broker").inc(len(batch))
             log.warning("event=impressions_dropped count=%d reason=%r", len(batch), str(exc).splitlines()[0])

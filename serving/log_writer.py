@@ -30,7 +30,7 @@ class EventWriter:
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
         self._producer: LogProducer | None = None
-        # LogProducer's flush seals each partition's tail: one call's flush at a time.
+        # One call's events at a time, so a failed delivery is reported to the call that sent it.
         self._lock = threading.Lock()
 
     def append(self, events: list[LoggedEvent]) -> None:

@@ -40,6 +40,9 @@ FEATURES_HEALTH = f"{SERVICE_NAME}/features"
 log = logging.getLogger("kapparec.serving")
 SPARE_THREADS = 2
 QUEUED_PER_ADMITTED = 8
+# gRPC's own bound on queued calls refuses health checks too, so it sits far above what the cap
+# admits: a flood meets the cap's RESOURCE_EXHAUSTED long before it reaches this.
+MIN_QUEUE_BOUND = 256
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,8 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     server = grpc.server(
         # Beyond the admitted requests, threads for health checks and for refusing what is over the cap.
         futures.ThreadPoolExecutor(max_workers=settings.max_in_flight + SPARE_THREADS),
-        # gRPC's own bound (health included) only backs the cap up: the queue never grows without end.
-        maximum_concurrent_rpcs=settings.max_in_flight * QUEUED_PER_ADMITTED,
+        # gRPC's own bound only backs the cap up: the queue never grows without end.
+        maximum_concurrent_rpcs=max(settings.max_in_flight * QUEUED_PER_ADMITTED, MIN_QUEUE_BOUND),
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),

@@ -78,10 +78,11 @@ class LogProducer:
                                 f"within {MAX_BLOCK_MS} ms (broker down or topic missing?)") from None
         future.add_errback(self._remember_failure, topic)
 
-    def flush(self) -> None:
-        """Wait until every record sent so far is acknowledged; raise if any was not."""
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every record sent so far is acknowledged; raise if any was not, or if that
+        takes longer than ``timeout_s`` (None: as long as the delivery timeout lets it)."""
         try:
-            self._producer.flush()
+            self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             self._remember_failure("the log", exc)
         self._raise_failure()
