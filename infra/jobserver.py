@@ -14,9 +14,9 @@ fresh venv or worktree does not fetch it again.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
+from infra.maven import mvn
 from kapparec import settings
 from kapparec.errors import KapparecError
 
@@ -26,7 +26,6 @@ PUBLISHED_ARTIFACT = f"org.apache.beam:beam-runners-flink-{FLINK_MINOR}-job-serv
 POM = Path(__file__).with_name("flink-job-server") / "pom.xml"
 # What the pom builds (its beam.version): keep in step with the pom.
 BUILT_BEAM = "2.62.0"
-MVN_TIMEOUT_S = 1800.0
 
 
 def cache_dir() -> Path:
@@ -53,26 +52,13 @@ def ensure_jar() -> Path:
         return jar
     cache_dir().mkdir(parents=True, exist_ok=True)
     log = cache_dir() / "mvn.log"
-    if _mvn(log, "dependency:copy", f"-Dartifact={PUBLISHED_ARTIFACT}", f"-DoutputDirectory={cache_dir()}"):
+    if mvn(log, "dependency:copy", f"-Dartifact={PUBLISHED_ARTIFACT}", f"-DoutputDirectory={cache_dir()}"):
         return published_jar()
     build_dir = cache_dir() / "build"
-    if not _mvn(log, "-f", str(POM), "package", f"-Dbuild.dir={build_dir}"):
+    if not mvn(log, "-f", str(POM), "package", f"-Dbuild.dir={build_dir}"):
         raise KapparecError(f"mvn could not resolve {PUBLISHED_ARTIFACT} nor build the job server from "
                             f"{POM}; see {log}")
     # Moved in whole at the end, so an interrupted build is never taken for a jar.
     (build_dir / built_jar().name).rename(built_jar())
     shutil.rmtree(build_dir, ignore_errors=True)
     return built_jar()
-
-
-def _mvn(log: Path, *args: str) -> bool:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KapparecError("mvn (Maven 3) is not installed: it resolves Beam's Flink job server")
-    with open(log, "ab") as out:
-        try:
-            done = subprocess.run([mvn, "-B", "-q", *args], stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=MVN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return False
-    return done.returncode == 0

@@ -15,7 +15,22 @@ from pathlib import Path
 from kapparec.errors import KapparecError
 
 COMPLETE_MARKER = ".complete"
-RESOLVE_TIMEOUT_S = 900
+RESOLVE_TIMEOUT_S = 1800
+
+
+def mvn(log: Path, *args: str) -> bool:
+    """Run ``mvn -B -q args``, its output appended to ``log``; True when it succeeded in time."""
+    found = shutil.which("mvn")
+    if found is None:
+        raise KapparecError("mvn is not installed: run `make install` (it installs maven from Debian's packages)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            done = subprocess.run([found, "-B", "-q", *args], stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=RESOLVE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return False
+    return done.returncode == 0
 
 
 def resolved(dest: Path) -> bool:
@@ -26,19 +41,12 @@ def copy_dependencies(pom: Path, dest: Path) -> bool:
     """Copy every runtime dependency of ``pom`` into ``dest`` unless already there; True when this call did."""
     if resolved(dest):
         return False
-    if shutil.which("mvn") is None:
-        raise KapparecError("mvn is not installed: run `make install` (it installs maven from Debian's packages)")
     partial = dest.with_name(dest.name + ".partial")
+    log = dest.with_name(dest.name + ".mvn.log")
     shutil.rmtree(partial, ignore_errors=True)
-    command = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-               "-DincludeScope=runtime", f"-DoutputDirectory={partial}"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise KapparecError(f"mvn did not resolve {pom} within {RESOLVE_TIMEOUT_S}s (is Maven Central reachable?)") from None
-    if result.returncode != 0:
-        last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise KapparecError(f"mvn could not resolve {pom}: {last[0]}")
+    if not mvn(log, "-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
+               f"-DoutputDirectory={partial}"):
+        raise KapparecError(f"mvn could not resolve {pom} (is Maven Central reachable?); see {log}")
     (partial / COMPLETE_MARKER).touch()
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)
