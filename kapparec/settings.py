@@ -55,7 +55,8 @@ def run_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Downloads and builds that outlive a venv or a worktree (Beam's Flink job-server jar)."""
+    """Downloads and builds that outlive a venv or a worktree: the Kafka broker's jars and Beam's
+    Flink job-server jar, both resolved by Maven."""
     return Path(os.environ.get("KAPPAREC_CACHE_DIR") or Path.home() / ".cache" / "kapparec")
 
 
@@ -72,8 +73,3 @@ def experiments_file(override: Path | None = None) -> Path:
 def partitions() -> int:
     """Partitions for newly created topics."""
     return env_int("KAPPAREC_PARTITIONS", 4)
-
-
-def cache_dir() -> Path:
-    """Downloads that outlive a venv and a run directory: the broker's jars from Maven Central."""
-    return Path(os.environ.get("KAPPAREC_CACHE_DIR") or Path.home() / ".cache" / "kapparec")

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import grpc
-from pydantic import ValidationError
 
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc

@@ -19,7 +19,6 @@ from kafka import KafkaConsumer, TopicPartition
 
 from console.clients import Clients, ConsoleConfig
 from console.users import send_and_wait
-from kapparec.v1 import recommender_pb2 as pb
 from streams.offsets import partitions_for
 from streams.topics import EVENTS
 from tests.console_stack import start_live_console
