@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
 from streams import topics
 from streams.producer import LogProducer
@@ -37,6 +37,21 @@ def empty_log(bootstrap: str, timeout_s: float = 30.0) -> None:
         admin.close()
 
 
+def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Sets ``configs`` on ``topic``, leaving its other settings as they are."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)], incremental=True)
+    finally:
+        admin.close()
+    # The broker applies a change after the controller accepted it: wait until it is in force.
+    deadline = time.monotonic() + 10
+    while any(topics.effective_configs(bootstrap, (topic,))[topic].get(key) != value for key, value in configs.items()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: {configs} not in force after 10 s")
+        time.sleep(0.05)
+
+
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """A topic outside the four of ``ensure_topics``, for source-level tests."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -64,6 +79,13 @@ def impression_records(log: SyntheticLog, malformed: bool = True) -> list[tuple[
 
 
 def produce_impressions(bootstrap: str, records: list[tuple[str, bytes, int]]) -> None:
+    """Logs ``records`` on an ``impressions`` topic set to keep them all.
+
+    The synthetic impressions carry the synthetic log's times (2025), far past the topic's 91-day
+    retention, and the broker deletes records past it at its retention check, every 5 minutes at
+    a moment no test chooses: a replay then found the impressions gone, or gone from under its
+    read (OffsetOutOfRange). A fixed historical log needs a topic that keeps it."""
+    alter_topic(bootstrap, topics.IMPRESSIONS, topics.KEEP_FOREVER)
     with LogProducer(bootstrap) as producer:
         for key, value, at in records:
             producer.send_raw(topics.IMPRESSIONS, key, value, at)

@@ -1,8 +1,6 @@
 """The feature pipeline through Beam's FlinkRunner: on an embedded job service, and on a real Flink cluster.
 
-The cluster is started the way ``kapparec infra up --with-flink`` starts it (the job-server jar
-resolved with mvn, the EXTERNAL worker pool beside the TaskManager). When the jar cannot be
-resolved or the cluster does not come up, these tests fail: a skipped smoke test proves nothing.
+The cluster is ``tests.flink_helpers``' (started as ``kapparec infra up --with-flink`` starts it).
 """
 
 from __future__ import annotations
@@ -11,17 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from featurestore import layout
 from featurestore.redis_store import RedisFeatureStore
-from infra.flink import FlinkCluster
-from infra.health import flink_jobs
-from infra.services import free_port
 from streams.synthetic import SyntheticLog
+from tests.faults import events_committed, wait_for
+from tests.flink_helpers import flink_cluster, job_states, local_flink, running_jobs  # noqa: F401 - fixtures
 from tests.logs import produce_synthetic
 from tests.test_golden import assert_store_matches_golden, produce_golden_log
 from transforms.jobs import RunnerSettings, backfill
@@ -53,31 +49,9 @@ def test_flink_runner_without_a_local_cluster_or_a_master_is_refused_in_one_line
     assert refused.stderr.count("\n") == 1 and "kapparec infra up --with-flink" in refused.stderr, refused.stderr
 
 
-@pytest.fixture(scope="module")
-def flink_cluster(tmp_path_factory):
-    """A local cluster as ``infra up --with-flink`` starts it, in a run directory of its own."""
-    cluster = FlinkCluster(tmp_path_factory.mktemp("flink"), free_port())
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def local_flink(flink_cluster, monkeypatch) -> str:
-    """The cluster as the jobs' default: ``--runner FlinkRunner`` with no other flag runs on it."""
-    monkeypatch.setenv("KAPPAREC_RUN_DIR", str(flink_cluster.run_dir))
-    return f"localhost:{flink_cluster.port}"
-
-
-def job_states(master: str) -> dict[str, str]:
-    jobs = flink_jobs(master)
-    assert jobs is not None, f"Flink at {master} does not answer"
-    return {job["jid"]: job["state"] for job in jobs}
-
-
-@pytest.mark.slow
 @pytest.mark.flink
 def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flink):
+    """The smoke test of the Flink runner, in the default suite: about a minute with the cluster's start."""
     log = produce_golden_log(stack.bootstrap)
     before = job_states(local_flink)
 
@@ -86,24 +60,6 @@ def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flin
     assert_store_matches_golden(stack, log)
     ran = {jid: state for jid, state in job_states(local_flink).items() if jid not in before}
     assert list(ran.values()) == ["FINISHED"]
-
-
-def events_committed(store: RedisFeatureStore) -> int:
-    version = store.current_version()
-    return sum(o for (t, _), o in store.offsets(version).items() if t == "events") if version else 0
-
-
-def wait_for(condition, timeout_s: float, what: str) -> float:
-    """Seconds until ``condition()`` held; fails naming ``what`` after ``timeout_s``."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def running_jobs(master: str) -> list[str]:
-    return [jid for jid, state in job_states(master).items() if state == "RUNNING"]
 
 
 @pytest.mark.slow

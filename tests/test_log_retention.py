@@ -20,7 +20,7 @@ from kapparec.errors import KapparecError
 from streams import offsets, topics
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
-from tests.logs import produce_synthetic
+from tests.logs import alter_topic, produce_synthetic
 from transforms.config import FeatureConfig
 from transforms.jobs import READ_TOPICS, backfill
 
@@ -29,14 +29,6 @@ KAPPAREC = Path(sys.executable).with_name("kapparec")
 
 def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
     return topics.effective_configs(bootstrap, (topic,))[topic]
-
-
-def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)], incremental=True)
-    finally:
-        admin.close()
 
 
 def run_cli(stack, *args: str) -> subprocess.CompletedProcess:
