@@ -37,12 +37,18 @@ FLINK_PACKAGES = (f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={F
 # that alone takes seconds, and stop waits up to 10 s per daemon.
 SCRIPT_TIMEOUT_S = 120.0
 ENDPOINTS_FILE = "flink-endpoints.json"
+TASKMANAGER_MAIN = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
 
 # Sized for a 2-core box shared with Redis, the broker and the Python SDK workers (which live
 # outside these JVMs): heaps of a few hundred MB. Four slots hold a continuous job and a
 # backfill side by side, each at parallelism 2. A Beam job keeps its state on the heap and
 # uses no managed memory (that is RocksDB's), so managed memory gets a tenth, not Flink's 40%.
+#
+# A heartbeat every 2 s (Flink: 10 s): a TaskManager that died is taken as lost after two
+# heartbeats it refused, so its jobs fail, and are resubmitted, within seconds. The timeout for
+# one that hangs stays Flink's 50 s, which a loaded 2-core box needs.
 CLUSTER_SETTINGS = {
+    "heartbeat": {"interval": 2000},
     "jobmanager": {"memory": {"process": {"size": "1024m"}}},
     "taskmanager": {"numberOfTaskSlots": 4,
                     "memory": {"process": {"size": "1280m"}, "managed": {"fraction": 0.1}}},
@@ -141,6 +147,15 @@ class FlinkCluster:
         conf = str(self.conf_dir)
         return live_pids(lambda _pid, _stat, argv: Path(argv[0]).name == "java" and conf in argv)
 
+    def taskmanager_pids(self) -> list[int]:
+        return live_pids(lambda _pid, _stat, argv: Path(argv[0]).name == "java" and str(self.conf_dir) in argv
+                         and TASKMANAGER_MAIN in argv)
+
+    def start_taskmanager(self) -> None:
+        """Another TaskManager for the running cluster: a standalone cluster does not replace a lost one."""
+        if not self._script("taskmanager.sh", SCRIPT_TIMEOUT_S, "start"):
+            raise KapparecError(f"flink taskmanager.sh start failed; see {self.log_dir / 'cluster-scripts.log'}")
+
     def worker_pool(self) -> ManagedService:
         """The SDK worker pool beside the TaskManager, on the port recorded at start (0 before)."""
         return ManagedService(worker_pool_spec(self.recorded().get("worker_pool_port", 0)), self.run_dir)
@@ -211,12 +226,12 @@ class FlinkCluster:
         self.endpoints_file.unlink(missing_ok=True)
         return True
 
-    def _script(self, name: str, timeout: float) -> bool:
+    def _script(self, name: str, timeout: float, *args: str) -> bool:
         """Run one of Flink's cluster scripts; False when it failed or overran ``timeout``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / "cluster-scripts.log", "ab") as log:
             script = subprocess.Popen(
-                ["bash", str(self.home / "bin" / name)],
+                ["bash", str(self.home / "bin" / name), *args],
                 env=self.script_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,12 +1,15 @@
-"""The Flink cluster's own configuration; starting a real cluster is in test_infra (marker slow)."""
+"""The Flink cluster's own configuration, and the budget of resubmissions of a failed job; starting a real
+cluster is in test_infra (marker slow)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
 
 from infra.flink import FLINK_VERSION, FlinkCluster, merge
+from transforms.job_control import FlinkJobFailed, RestartBudget
 
 # The shape of the config.yaml shipped in the apache-flink 1.19.3 wheel (Flink's new nested format).
 SHIPPED_CONFIG = """
@@ -47,6 +50,7 @@ def test_conf_dir_carries_our_ports_slots_and_memory_and_keeps_the_rest(tmp_path
     assert config["taskmanager"]["memory"]["process"]["size"] == "1280m"
     assert config["taskmanager"]["memory"]["managed"]["fraction"] == 0.1
     assert config["jobmanager"]["memory"]["process"]["size"] == "1024m"
+    assert config["heartbeat"] == {"interval": 2000}
     assert config["parallelism"] == {"default": 1}
     assert (cluster.conf_dir / "log4j.properties").read_text() == "rootLogger.level = INFO\n"
     assert (cluster.conf_dir / "masters").read_text() == "localhost:18081\n"
@@ -67,3 +71,20 @@ def test_nothing_is_running_or_installed_in_a_fresh_run_dir(tmp_path: Path):
     assert not cluster.installed()
     assert not cluster.running()
     assert cluster.stop() is False
+
+
+def test_a_failed_flink_job_is_resubmitted_until_its_failures_exceed_the_budget_in_the_window():
+    budget = RestartBudget(max_failures=2, window_s=60.0, delay_s=0.0)
+    failure = FlinkJobFailed("Flink job kapparec-stream-x failed: TaskManager lost")
+
+    assert [budget.allows(failure) for _ in range(3)] == [True, True, False]
+    assert not RestartBudget(max_failures=0, delay_s=0.0).allows(failure)
+
+
+def test_failures_older_than_the_window_leave_the_budget():
+    budget = RestartBudget(max_failures=1, window_s=0.2, delay_s=0.0)
+    failure = FlinkJobFailed("Flink job kapparec-stream-x failed")
+
+    assert budget.allows(failure)
+    time.sleep(0.3)
+    assert budget.allows(failure)

@@ -76,6 +76,38 @@ class FlinkJob:
             log.warning("Flink at %s refused %s: %s", self.master, path, error)
 
 
+class FlinkJobFailed(KapparecError):
+    """The job failed on the cluster (a TaskManager or an SDK worker lost, or a bundle that raised)."""
+
+
+class RestartBudget:
+    """Whether a continuous job that failed on Flink is submitted again: Flink's failure-rate restart
+    strategy, kept by the command because its resubmission starts from the committed offsets.
+
+    Flink's own restarts do not: without checkpoints Flink replays the job from the offsets it was
+    submitted with (all of a long-running job's log, each record skipped again below its committed
+    offset); with them it restores the read's residuals, whose state grows without bound on the
+    Beam runners Maven Central serves (beam#27648, docs/flink.md). A job that fails
+    ``max_failures`` times within ``window_s`` is failing for a reason a resubmission does not
+    cure (a bug, a lost lease), and the failure stands.
+    """
+
+    def __init__(self, max_failures: int = 5, window_s: float = 600.0, delay_s: float = 5.0):
+        self.max_failures, self.window_s, self.delay_s = max_failures, window_s, delay_s
+        self._failures: list[float] = []
+
+    def allows(self, failure: FlinkJobFailed) -> bool:
+        """Records ``failure``; True (after the restart delay) when the job may be submitted again."""
+        now = time.monotonic()
+        self._failures = [at for at in self._failures if now - at < self.window_s] + [now]
+        if len(self._failures) > self.max_failures:
+            return False
+        log.warning("event=flink_job_failed failures_in_window=%d resubmit_in_s=%g error=%s",
+                    len(self._failures), self.delay_s, str(failure).splitlines()[0][:500])
+        time.sleep(self.delay_s)
+        return True
+
+
 class CancelAfterStop(Beside):
     """Cancels ``job`` when it outlives a stop request by ``grace_s``: a stuck job must not stay."""
 

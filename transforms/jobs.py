@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import redis
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from featurestore import layout
 from featurestore.lease import DEFAULT_TTL_S, WriterLease
@@ -34,7 +35,7 @@ from streams import topics
 from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
 from transforms.config import FeatureConfig
 from transforms.flink_options import flink_args, has_flag
-from transforms.job_control import CancelAfterStop, FlinkJob
+from transforms.job_control import CancelAfterStop, FlinkJob, FlinkJobFailed, RestartBudget
 from transforms.pipeline import BatchPlan, CommitSettings, FollowPlan, build_feature_pipeline
 from transforms.progress import ProgressBar
 
@@ -113,15 +114,23 @@ def run_pipeline(
     A job on Flink does not outlive this call: cancelled when the call leaves by an exception,
     or when it outlives ``stop`` (its source told to end) by ``STOP_GRACE_S``."""
     started = time.perf_counter()
-    pipeline = beam.Pipeline(options=runner.options(follow=isinstance(plan, FollowPlan)))
+    options = runner.options(follow=isinstance(plan, FollowPlan))
+    # Read before the run: running the pipeline clears the runner from its options.
+    flink_job = FlinkJob.of(options)
+    pipeline = beam.Pipeline(options=options)
     build_feature_pipeline(pipeline, bootstrap, plan, commits, config)
     progress = ProgressBar(commits.target.redis_url, commits.progress_key, events_total, "backfill")
     with progress if commits.progress_key else nullcontext():
         result = pipeline.run()
-        flink_job = FlinkJob.of(pipeline.options)
         try:
             with CancelAfterStop(flink_job, stop) if stop and flink_job else nullcontext():
                 result.wait_until_finish()
+        except RuntimeError as error:
+            # A job that failed on the cluster, as Beam's job server saw it end.
+            if flink_job and result.state == PipelineState.FAILED:
+                raise FlinkJobFailed(f"Flink job {flink_job.name} failed: {str(error).splitlines()[0]} "
+                                     f"(the TaskManager's log holds the rest)") from error
+            raise
         finally:
             if flink_job:
                 flink_job.cancel()  # nothing to do when it ended
@@ -279,6 +288,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
                            lease=lease.value)
     total = BatchStats()
     version = None
+    restarts = RestartBudget()
     while not stop.is_set():
         version = _stream_version(store, version, config)
         stop_key = f"{layout.ROOT}:stream:stop:{store.new_batch_id()}"
@@ -290,7 +300,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
             commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
-            with _state_kept(store, version, lease):
+            with _state_kept(store, version, lease), _resubmitted_after_failure(restarts, lease):
                 total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
         finally:
             watcher.finish()
@@ -336,6 +346,19 @@ def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> I
         raise
     else:
         _refuse_lost_state(store, version)
+
+
+@contextmanager
+def _resubmitted_after_failure(restarts: RestartBudget, lease: WriterLease) -> Iterator[None]:
+    """One run of the job on Flink; a run that failed on the cluster (a TaskManager or an SDK worker
+    pool lost) ends quietly while ``restarts`` allows it, and the job's next run is planned from the
+    committed offsets like any other. The command keeps its writer lease across the resubmission,
+    so no second writer can start in the gap; a lost lease is a failure no resubmission cures."""
+    try:
+        yield
+    except FlinkJobFailed as failure:
+        if lease.lost.is_set() or not restarts.allows(failure):
+            raise
 
 
 def _redis_away(error: redis.RedisError) -> bool:
