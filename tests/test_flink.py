@@ -1,15 +1,19 @@
-"""The Flink cluster's own configuration, and the budget of resubmissions of a failed job; starting a real
-cluster is in test_infra (marker slow)."""
+"""The Flink cluster's own configuration, and how the command restarts a continuous job on it (the budget of
+resubmissions after a failure, the job lifetime); starting a real cluster is in test_infra (marker slow)."""
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
 import yaml
 
+from featurestore.redis_store import RedisFeatureStore
 from infra.flink import FLINK_VERSION, FlinkCluster, merge
+from transforms.config import FeatureConfig
 from transforms.job_control import FlinkJobFailed, RestartBudget
+from transforms.jobs import VersionStop
 
 # The shape of the config.yaml shipped in the apache-flink 1.19.3 wheel (Flink's new nested format).
 SHIPPED_CONFIG = """
@@ -88,3 +92,17 @@ def test_failures_older_than_the_window_leave_the_budget():
     assert budget.allows(failure)
     time.sleep(0.3)
     assert budget.allows(failure)
+
+
+def test_a_followed_read_ends_once_its_job_lifetime_has_passed(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("stream", FeatureConfig().pinned())
+    store.publish(version)
+
+    short = pickle.loads(pickle.dumps(VersionStop(stack.redis_url, version, "kr:test:stop", lifetime_s=0.3)))
+    long = VersionStop(stack.redis_url, version, "kr:test:stop", lifetime_s=60)
+
+    assert not short.should_stop() and not long.should_stop()  # the lifetime starts at the first check
+    time.sleep(0.4)
+    assert short.should_stop() and not long.should_stop()
+    assert not VersionStop(stack.redis_url, version, "kr:test:stop").should_stop()

@@ -62,32 +62,70 @@ def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flin
     assert list(ran.values()) == ["FINISHED"]
 
 
+FIRST, ALL = 500, 900  # events logged before the stream starts, and in all
+
+
+def stream_over_a_first_part(stack, seed: int, *flags: str) -> tuple[SyntheticLog, list, subprocess.Popen]:
+    """A synthetic log with its first events logged, and ``kapparec stream --runner FlinkRunner *flags`` on it."""
+    log = SyntheticLog(users=30, items=40, events=ALL, seed=seed)
+    records = list(log.records())
+    produce_synthetic(stack.bootstrap, log, records=records[:FIRST])
+    job = subprocess.Popen([KAPPAREC, "stream", "--runner", "FlinkRunner", *flags], env=os.environ.copy(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return log, records, job
+
+
+def stop(job: subprocess.Popen) -> str:
+    """SIGTERM, as Ctrl-C or a supervisor stops it; the command's output."""
+    job.send_signal(signal.SIGTERM)
+    return job.communicate(timeout=120)[0]
+
+
+def assert_stopped_leaving_no_job(job: subprocess.Popen, output: str, master: str, followed_version: str,
+                                  stack) -> None:
+    """The command ended cleanly, no job of it is left on Flink, and the version it followed equals a backfill."""
+    assert job.returncode == 0, output
+    assert running_jobs(master) == []
+    store = RedisFeatureStore(stack.redis_url)
+    rebuilt, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
+    assert list(store.dump(followed_version)) == list(store.dump(rebuilt))
+
+
 @pytest.mark.slow
 @pytest.mark.flink
 def test_stream_on_flink_follows_a_backfill_and_stops_leaving_no_job_and_no_lease(stack, local_flink):
-    log = SyntheticLog(users=30, items=40, events=900, seed=4)
-    records = list(log.records())
-    produce_synthetic(stack.bootstrap, log, records=records[:500])
+    log, records, job = stream_over_a_first_part(stack, 4)
     store = RedisFeatureStore(stack.redis_url)
-    job = subprocess.Popen([KAPPAREC, "stream", "--runner", "FlinkRunner"], env=os.environ.copy(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: events_committed(store) == 500, 240, "the Flink job to commit the first 500 events")
+        wait_for(lambda: events_committed(store) == FIRST, 240, "the Flink job to commit the first events")
         assert len(running_jobs(local_flink)) == 1
         first_job = running_jobs(local_flink)
         backfilled, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
         # The source ends on the new version; the command resubmits the job on it.
         gap_s = wait_for(lambda: running_jobs(local_flink) not in ([], first_job), 240, "the job on the new version")
         print(f"\nthe continuous job followed the backfilled version after a {gap_s:.1f} s gap")
-        produce_synthetic(stack.bootstrap, log, records=records[500:], catalog=False)
-        wait_for(lambda: events_committed(store) == 900, 240, "the Flink job to commit all 900 events")
+        produce_synthetic(stack.bootstrap, log, records=records[FIRST:], catalog=False)
+        wait_for(lambda: events_committed(store) == ALL, 240, "the Flink job to commit all events")
         assert store.require_current_version() == backfilled
     finally:
-        job.send_signal(signal.SIGTERM)
-        output, _ = job.communicate(timeout=120)
-    assert job.returncode == 0, output
-    assert running_jobs(local_flink) == []
+        output = stop(job)
+    assert_stopped_leaving_no_job(job, output, local_flink, backfilled, stack)
     assert stack.redis().get(layout.STREAM_LOCK) is None
-    followed = list(store.dump(backfilled))
-    rebuilt, _ = backfill(stack.bootstrap, stack.redis_url, progress=False)
-    assert followed == list(store.dump(rebuilt))
+
+
+@pytest.mark.slow
+@pytest.mark.flink
+def test_stream_on_flink_with_a_job_lifetime_is_submitted_again_and_misses_nothing(stack, local_flink):
+    """``--job-lifetime``: each Flink job ends (FINISHED) after it, and the next starts from the committed offsets."""
+    log, records, job = stream_over_a_first_part(stack, 6, "--job-lifetime", "20")
+    store = RedisFeatureStore(stack.redis_url)
+    try:
+        wait_for(lambda: events_committed(store) == FIRST, 240, "the first job to commit the first events")
+        first_job = running_jobs(local_flink)
+        wait_for(lambda: running_jobs(local_flink) not in ([], first_job), 240, "the job submitted again")
+        assert job_states(local_flink)[first_job[0]] == "FINISHED"
+        produce_synthetic(stack.bootstrap, log, records=records[FIRST:], catalog=False)
+        wait_for(lambda: events_committed(store) == ALL, 240, "the next job to commit all events")
+    finally:
+        output = stop(job)
+    assert_stopped_leaving_no_job(job, output, local_flink, store.require_current_version(), stack)

@@ -56,6 +56,10 @@ def register(verbs) -> None:
     stream.add_argument("--lease-seconds", type=cliargs.positive_float, default=10.0, metavar="S",
                         help="the writer lease's term: a job that stops renewing it (killed, paused) loses it "
                              "after this long (default 10)")
+    stream.add_argument("--job-lifetime", type=cliargs.positive_float, default=None, metavar="S",
+                        help="end each run of the job once it has read for this long and submit it again from "
+                             "the committed offsets: bounds the state Beam's Flink runner leaks (docs/flink.md; "
+                             "default: never)")
     stream.add_argument("--poll-interval", type=float, default=0.2, metavar="S",
                         help="seconds between checks for a stop request and reports of commits")
     stream.add_argument(
@@ -132,7 +136,7 @@ def run_stream(args) -> int:
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
         stop=stop, on_commit=report, wait=args.wait, lease_ttl_s=args.lease_seconds,
-        accept_log_retention=args.accept_log_retention,
+        accept_log_retention=args.accept_log_retention, job_lifetime_s=args.job_lifetime,
     )
     print(f"stream: {total.batches} commits, {total.records} records in {total.seconds:.1f}s")
     return 0

@@ -26,6 +26,7 @@ from infra.health import flink_jobs
 from infra.private import PrivateStack, private_stack
 from infra.services import free_port
 from kapparec.cpu_budget import CpuBudget, Matcher, listening_pid
+from kapparec.errors import KapparecError
 from streams import topics
 from streams.synthetic import SyntheticLog
 from transforms.bench import measure_freshness, produce_log, raw_consume_rate
@@ -122,8 +123,12 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
                "--redis", stack.redis_url, *args]
     with CpuBudget(groups) as budget:
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ran = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - started
+    if ran.returncode != 0:
+        # The command's own last line says why (its one-line error, or the exception's).
+        last = (ran.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KapparecError(f"the {runner} backfill failed (exit {ran.returncode}): {last}")
     cores = budget.cores()
     figures = {
         "seconds": round(seconds, 2),

@@ -5,7 +5,9 @@ in the cluster, and cancelling Beam's job-server invocation does not cancel the 
 here: Beam reported CANCELLED while Flink kept it RUNNING). So the job is given a unique name,
 found by it in Flink's REST API and cancelled there: when the command leaves by an exception,
 and when a stopped ``kapparec stream`` has not ended at a commit boundary within
-``STOP_GRACE_S`` (its source sees the stop key at its next resume).
+``STOP_GRACE_S`` (its source sees the stop key at its next resume). And a continuous job that
+failed on the cluster is not left failed either: ``RestartBudget`` says when the command submits
+it again.
 """
 
 from __future__ import annotations

@@ -215,23 +215,29 @@ class VersionStop:
     Checked by the source whenever a partition's read resumes, so a published backfill takes
     over within one round. Asked of Redis at most every ``CHECK_EVERY_S``: a round resumes
     every partition, and one read per resume was a tenth of the job's time under load.
-    Picklable: the client is made on use.
+    Picklable: the client is made on use. ``lifetime_s`` also ends the read that long after its
+    first check on the worker, so a job that took long to submit still reads for all of it.
     """
 
     CHECK_EVERY_S = 0.05
 
-    def __init__(self, redis_url: str, version: str, stop_key: str):
-        self.redis_url, self.version, self.stop_key = redis_url, version, stop_key
+    def __init__(self, redis_url: str, version: str, stop_key: str, lifetime_s: float | None = None):
+        self.redis_url, self.version, self.stop_key, self.lifetime_s = redis_url, version, stop_key, lifetime_s
         self._client = None
-        self._checked_at, self._stopped = -float("inf"), False
+        self._checked_at, self._stopped, self._ends_at = -float("inf"), False, None
 
     def __getstate__(self):
-        # Monotonic clocks are per machine: a copy on a worker checks at its first resume.
-        return {**self.__dict__, "_client": None, "_checked_at": -float("inf")}
+        # Monotonic clocks are per machine: a copy on a worker checks, and starts its lifetime, at its first resume.
+        return {**self.__dict__, "_client": None, "_checked_at": -float("inf"), "_ends_at": None}
 
     def should_stop(self) -> bool:
         if self._stopped or time.monotonic() - self._checked_at < self.CHECK_EVERY_S:
             return self._stopped
+        if self.lifetime_s is not None:
+            self._ends_at = self._ends_at or time.monotonic() + self.lifetime_s
+            if time.monotonic() >= self._ends_at:
+                self._stopped = True
+                return True
         if self._client is None:
             self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self._checked_at = time.monotonic()
@@ -259,6 +265,7 @@ def stream(
     wait: bool = False,
     lease_ttl_s: float = DEFAULT_TTL_S,
     accept_log_retention: bool = False,
+    job_lifetime_s: float | None = None,
 ) -> BatchStats:
     """Follow the log until ``stop`` is set (or, with ``once``, up to the end seen at start).
 
@@ -266,19 +273,21 @@ def stream(
     and every commit checks it, so a second job exits with ``WriterBusy`` naming the holder
     (``wait``: it waits for the lease instead). ``on_commit(version, records)`` is called from
     a watcher thread as committed offsets move. A log whose topics delete history is refused
-    unless ``accept_log_retention``, as by ``backfill``.
+    unless ``accept_log_retention``, as by ``backfill``. ``job_lifetime_s`` ends each run of the
+    pipeline once it has read for that long, and the next run starts from the committed offsets: on Flink, a new
+    job whose leaked state (beam#27648) starts from nothing again.
     """
     config = config or FeatureConfig()
     topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
     with WriterLease(redis_url, lease_ttl_s).acquire(wait) as lease:
         return _stream(bootstrap, redis_url, config, runner, lease, once=once,
                        poll_interval_s=poll_interval_s, max_batch_records=max_batch_records,
-                       stop=stop or threading.Event(), on_commit=on_commit)
+                       stop=stop or threading.Event(), on_commit=on_commit, job_lifetime_s=job_lifetime_s)
 
 
 def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: RunnerSettings, lease: WriterLease, *,
             once: bool, poll_interval_s: float, max_batch_records: int | None, stop: threading.Event,
-            on_commit) -> BatchStats:
+            on_commit, job_lifetime_s: float | None) -> BatchStats:
     store = RedisFeatureStore(redis_url)
     if once:
         version = _stream_version(store, None, config)
@@ -298,7 +307,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             planned = log_offsets.plan_from(log_offsets.log_snapshot(bootstrap, READ_TOPICS), store.offsets(version))
             starts = {topic: {p: start for p, (start, _) in ranges.items()} for topic, ranges in planned.items()}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
-                              VersionStop(redis_url, version, stop_key), starts[topics.IMPRESSIONS])
+                              VersionStop(redis_url, version, stop_key, job_lifetime_s), starts[topics.IMPRESSIONS])
             commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
             with _state_kept(store, version, lease), _resubmitted_after_failure(restarts, lease):
                 total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
