@@ -72,8 +72,10 @@ def test_a_killed_flink_process_loses_and_duplicates_nothing(stack, local_flink,
         restart()
         wait_for(lambda: running_jobs(local_flink) not in ([], first_job) or not job.running(), 240,
                  "the job submitted again")
+        assert job.running(), job.errors()  # the command itself submitted it
         report_recovery(f"flink_{kill.__name__}", "a new Flink job RUNNING", time.monotonic() - killed_at)
         wait_for(lambda: events_committed(store) > committed_before or not job.running(), 240, "commits again")
+        assert job.running(), job.errors()
         report_recovery(f"flink_{kill.__name__}", "the job commits again", time.monotonic() - killed_at)
         producer.join()
         wait_for(lambda: caught_up(stack.bootstrap, store) or not job.running(), 240, "the job catching up")
