@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,22 @@ def test_zero_epochs_builds_an_untrained_model_that_still_scores(split):
     model.fit(split.train, split.catalog)
     assert model.loss_curve == []
     assert np.isfinite(model.score(sorted(split.test)[:2], split.known_items)).all()
+
+
+def test_a_version_exported_before_the_order_aware_tower_still_serves():
+    """Rollback: the golden fixture was exported before history ages and encoders existed. It loads,
+    mean-pools, and serving's timed call gives the SavedModel's embedding of the same items."""
+    from serving.model import ServingModel
+    from training.registry import ModelVersion
+
+    directory = Path(__file__).with_name("fixtures") / "funnel_model"
+    exported = ExportedTwoTower(directory)
+    assert "history_age" not in exported.spec["inputs"] and exported.numpy_tower.encoder == "mean"
+    model = ServingModel.load(ModelVersion("golden", directory, {}))
+    items = exported.item_ids[:7].tolist()
+    served = model.embed_user("u1", [(item, 1_000 * n) for n, item in enumerate(items)], "eu", "tv", 3,
+                              log_clock_ms=10**9)
+    width = model.history_length
+    features = query_features(np.array(["u1"], dtype=object), pad_rows([items], width), np.zeros((1, width), np.int64),
+                              ["eu"], ["tv"], [3])
+    np.testing.assert_allclose(served, exported.embed_queries(features)[0], rtol=0, atol=1e-5)
