@@ -59,10 +59,9 @@ class NumpyGru:
         state = np.zeros(units, dtype=np.float32)
         for step in inputs:
             inner = state @ self.recurrent + self.bias[1]
-            update = _sigmoid(step[:units] + inner[:units])
-            reset = _sigmoid(step[units : 2 * units] + inner[units : 2 * units])
+            update, reset = np.split(_sigmoid(step[: 2 * units] + inner[: 2 * units]), 2)
             candidate = np.tanh(step[2 * units :] + reset * inner[2 * units :])
-            state = update * state + (1 - update) * candidate
+            state = candidate + update * (state - candidate)
         return state
 
 

@@ -50,6 +50,11 @@ def search_table(selection: dict) -> str:
         "|---" * (len(SEARCH_COLUMNS) + 1) + "|",
     ]
     lines += ["| " + " | ".join(str(trial[c]) for c in (*SEARCH_COLUMNS, metric)) + " |" for trial in selection["trials"]]
+    if "final_fit" in selection:
+        fit = selection["final_fit"]
+        lines += ["", f"The chosen configuration, fitted on the whole training part: {fit['epochs']} epochs in "
+                      f"{fit['seconds']} s wall ({fit['seconds_per_epoch']} s per epoch), {fit['cpu_seconds']} s process "
+                      f"CPU, load average {fit['load_average']}."]
     return "\n".join(lines)
 
 

@@ -148,7 +148,15 @@ class SelectedTwoTower:
             if self.fixed_epochs is not None:
                 chosen = dataclasses.replace(chosen, epochs=self.fixed_epochs)
         self.model = TwoTowerRecommender(chosen, progress=True)
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.model.fit(train, catalog, events=events)
+        self.selection["final_fit"] = {
+            "epochs": chosen.epochs,
+            "seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
+            "seconds_per_epoch": [round(s, 1) for s in self.model.epoch_seconds],
+            "load_average": round(os.getloadavg()[0], 2),
+        }
 
     def score(self, users, items):
         return self._fitted().score(users, items)
