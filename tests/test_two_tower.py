@@ -212,3 +212,14 @@ def test_a_version_exported_before_the_order_aware_tower_still_serves():
     features = query_features(np.array(["u1"], dtype=object), pad_rows([items], width), np.zeros((1, width), np.int64),
                               ["eu"], ["tv"], [3])
     np.testing.assert_allclose(served, exported.embed_queries(features)[0], rtol=0, atol=1e-5)
+
+
+def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
+    from training.two_tower.space import SPACES
+
+    space, base = SPACES["full"], TwoTowerParams()
+    trials = space.configurations(base, seed=0)
+    assert trials == space.configurations(base, seed=0) != space.configurations(base, seed=1)
+    assert trials[0] == base and len(trials) == len(set(trials)) == space.trials
+    assert {params.shape.encoder for params in trials[: len(space.encoder)]} == set(space.encoder)
+    assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")
