@@ -121,16 +121,23 @@ def parse_history_member(member: str) -> tuple[str, str, int]:
     return item, event_type, int(event_time)
 
 
-def tower_history(entries: Iterable[tuple[str, str]], length: int) -> list[str]:
-    """The user tower's history from HISTORY entries ``(item_id, event_type)``, newest first.
+def timed_tower_history(entries: Iterable[tuple[str, str, int]], length: int) -> list[tuple[str, int]]:
+    """The user tower's history from HISTORY entries ``(item_id, event_type, event_time)``, newest first,
+    as ``(item_id, event_time)`` pairs.
 
     Engagements only, each item once at its most recent engagement (a re-watch moves an item
     to the front instead of filling the history with it), at most ``length`` items, newest first.
+    The time is that most recent engagement's: the order-aware tower embeds how long ago it was.
     """
-    items: dict[str, None] = {}
-    for item, event_type in entries:
+    items: dict[str, int] = {}
+    for item, event_type, event_time in entries:
         if event_type not in NOT_ENGAGEMENT_TYPES and item not in items:
-            items[item] = None
+            items[item] = event_time
             if len(items) == length:
                 break
-    return list(items)
+    return list(items.items())
+
+
+def tower_history(entries: Iterable[tuple[str, str]], length: int) -> list[str]:
+    """``timed_tower_history``'s items alone, from ``(item_id, event_type)`` entries."""
+    return [item for item, _ in timed_tower_history(((item, event_type, 0) for item, event_type in entries), length)]

@@ -22,6 +22,7 @@ from featurestore.definitions import (
     REGION_SCOPE_PREFIX,
     Feature,
     parse_history_member,
+    timed_tower_history,
     tower_history,
     window_entity,
 )
@@ -71,6 +72,9 @@ class UserFeatures:
     def tower_history(self, length: int) -> list[str]:
         return tower_history(((e.item_id, e.event_type) for e in self.history), length)
 
+    def timed_tower_history(self, length: int) -> list[tuple[str, int]]:
+        return timed_tower_history(((e.item_id, e.event_type, e.event_time) for e in self.history), length)
+
     @property
     def is_new(self) -> bool:
         return not self.history and not self.seen
@@ -112,8 +116,12 @@ class FeatureReader:
 
     def tower_history(self, user_id: str, length: int) -> list[str]:
         """The user tower's history input (``featurestore.definitions.tower_history``), newest first."""
+        return [item for item, _ in self.timed_tower_history(user_id, length)]
+
+    def timed_tower_history(self, user_id: str, length: int) -> list[tuple[str, int]]:
+        """The user tower's history input with each item's event time, newest first."""
         members = self.client.zrevrange(self._key(Feature.HISTORY, user_id), 0, -1)
-        return tower_history(((e.item_id, e.event_type) for e in map(_history_entry, members)), length)
+        return timed_tower_history(map(parse_history_member, members), length)
 
     def profile(self, user_id: str) -> dict[str, str]:
         """The region and device of the user's latest event that had each ("" when none had)."""

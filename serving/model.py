@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Sequence
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from kapparec.errors import KapparecError
 from serving.catalog_arrays import CatalogArrays
 from serving.ranker import RANKER_FILE, LearnedRanker
 from training.registry import ModelVersion, verify
-from training.two_tower.features import hour_of_day, pad_rows, query_features
+from training.two_tower.features import hour_of_day, query_features, timed_rows
 
 log = logging.getLogger("kapparec.serving")
 
@@ -63,13 +64,16 @@ class ServingModel:
         other.ranker = ranker
         return other
 
-    def embed_user(self, user_id: str, history: list[str], region: str, device: str, hour: int) -> np.ndarray:
+    def embed_user(self, user_id: str, history: Sequence[tuple[str, int] | str], region: str, device: str, hour: int,
+                   log_clock_ms: int = 0) -> np.ndarray:
+        """The query of ``history``'s ``(item, event time)`` pairs, newest first, aged at ``log_clock_ms``
+        (the snapshot's log clock, as training ages each example at its own log time). A bare item
+        id counts as an event at the log clock."""
+        timed = [(entry, log_clock_ms) if isinstance(entry, str) else entry for entry in history[: self.history_length]]
         if self._tower is not None:
-            return self._tower.embed(user_id, history[: self.history_length], region, device, hour)
-        features = query_features(
-            np.array([user_id], dtype=object), pad_rows([history], max(1, self.history_length)),
-            [region], [device], [hour],
-        )
+            return self._tower.embed(user_id, timed, region, device, hour, log_clock_ms)
+        items, ages = timed_rows([timed], [log_clock_ms], max(1, self.history_length))
+        features = query_features(np.array([user_id], dtype=object), items, ages, [region], [device], [hour])
         return self._exported.embed_queries(features)[0]
 
     def nearest(self, embedding: np.ndarray, k: int, catalog: CatalogArrays) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""No training/serving skew: what the training builder feeds the user tower at the log's end is what
-``FeatureReader`` serves, for every user of a synthetic log (real broker, real Redis, real backfill)."""
+"""No training/serving skew: what the training builder feeds the user tower at the log's end (the
+history's items and their event times, which the tower ages) is what ``FeatureReader`` serves, for
+every user of a synthetic log (real broker, real Redis, real backfill)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ def test_the_tower_inputs_built_for_training_equal_what_serving_reads(stack):
     for length in (10, 50):
         state = UserState.at_cutoff(user_log, length)
         for user in users:
-            served = reader.tower_history(user, length)
+            served = reader.timed_tower_history(user, length)
             assert state.histories[user] == served, user
+            assert [item for item, _ in served] == reader.tower_history(user, length), user
             assert reader.profile(user) == {"region": state.regions[user], "device": state.devices[user]}, user
     # The check has teeth: histories hold several items (funnels repeat items, so 50 records give
     # fewer distinct engagements), and regions and devices are set.
     state = UserState.at_cutoff(user_log, 50)
     assert sum(len(h) for h in state.histories.values()) > 5 * len(users)
+    assert len({time for h in state.histories.values() for _, time in h}) > 5 * len(users)
     assert all(state.regions[u] and state.devices[u] for u in users)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +18,10 @@ from training.evaluate import evaluate
 from training.index import load_index
 from training.recommender import Recommender
 from training.split import chronological_split
-from training.two_tower.export import ExportedTwoTower, NumpyUserTower, export_two_tower
-from training.two_tower.features import pad_rows, query_features
+from training.two_tower.export import ExportedTwoTower, export_two_tower
+from training.two_tower.features import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
 from training.two_tower.model import TowerShape
+from training.two_tower.numpy_tower import NumpyUserTower
 from training.two_tower.train import TwoTowerParams, TwoTowerRecommender, save_training_curve
 
 # Small enough to fit in a few seconds on a shared CPU, big enough for the clusters to show.
@@ -109,24 +112,58 @@ def test_exported_tower_accepts_a_shorter_history(split, fitted, exported):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_numpy_user_tower_equals_the_saved_model(split, fitted, exported):
-    """Serving embeds with the numpy tower: on every test user and on made-up queries (unknown
-    users, unknown and repeated items, padding, unknown regions and devices, every hour) it gives
-    the SavedModel's embedding within 1e-5."""
-    reloaded = ExportedTwoTower(exported[0])
-    assert isinstance(reloaded.numpy_tower, NumpyUserTower)
-    known = fitted.user_features(sorted(split.test))
-    rng = np.random.default_rng(0)
-    users = [*rng.choice(sorted(split.test), 150).tolist(), *(f"never-seen-{n}" for n in range(150))]
+@pytest.fixture(scope="module", params=ENCODERS)
+def exported_by_encoder(request, split, fitted, exported, tmp_path_factory):
+    """Each history encoder's model, fitted briefly and exported (the mean-pool one is ``fitted``)."""
+    if request.param == fitted.params.shape.encoder:
+        return fitted, exported[0]
+    params = dataclasses.replace(PARAMS, epochs=2, shape=dataclasses.replace(PARAMS.shape, encoder=request.param, dropout=0.2))
+    model = TwoTowerRecommender(params)
+    model.fit(split.train, split.catalog)
+    directory = tmp_path_factory.mktemp(f"two_tower_{request.param}")
+    export_two_tower(model, directory, split.known_items, query_users=sorted(split.test))
+    return model, directory
+
+
+def made_up_queries(split, count: int, history_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Unknown users, unknown and repeated items, short and empty histories, every age bucket,
+    unknown regions and devices, every hour."""
+    rng = np.random.default_rng(seed)
+    users = [*rng.choice(sorted(split.test), count // 2).tolist(), *(f"never-seen-{n}" for n in range(count - count // 2))]
     items = [*split.known_items, *(f"new-item-{n}" for n in range(40))]
-    histories = [rng.choice(items, rng.integers(0, PARAMS.history_len + 1)).tolist() for _ in users]
+    histories = [rng.choice(items, rng.integers(0, history_len + 1)).tolist() for _ in users]
     regions = rng.choice(["", "eu", "us", "apac", "mars"], len(users))
     devices = rng.choice(["", "tv", "mobile", "web", "toaster"], len(users))
-    made_up = query_features(np.asarray(users, dtype=object), pad_rows(histories, PARAMS.history_len), regions,
-                             devices, rng.integers(0, 24, len(users)))
+    return query_features(np.asarray(users, dtype=object), pad_rows(histories, history_len),
+                          rng.integers(0, AGE_BUCKETS, (len(users), history_len)), regions, devices,
+                          rng.integers(0, 24, len(users)))
+
+
+def test_the_numpy_user_tower_equals_the_saved_model(split, exported_by_encoder):
+    """Serving embeds with the numpy tower: for every history encoder, on every test user and on
+    1,000 made-up queries, it gives the SavedModel's embedding within 1e-5."""
+    model, directory = exported_by_encoder
+    reloaded = ExportedTwoTower(directory)
+    assert isinstance(reloaded.numpy_tower, NumpyUserTower)
+    assert reloaded.numpy_tower.encoder == model.params.shape.encoder
+    known = model.user_features(sorted(split.test))
+    made_up = made_up_queries(split, 1000, model.params.history_len)
+    assert (made_up["history"] != "").any(axis=1).sum() > 900
     for features in (known, made_up):
         np.testing.assert_allclose(reloaded.numpy_tower.embed_queries(features), reloaded.embed_queries(features),
                                    rtol=0, atol=1e-5)
+
+
+def test_order_and_age_move_the_query_of_a_sequence_encoder(split, exported_by_encoder):
+    """The attention and GRU towers see the history's order and ages; mean-pooling does not."""
+    model, directory = exported_by_encoder
+    tower = ExportedTwoTower(directory).numpy_tower
+    items = list(split.known_items[:5])
+    recent = tower.embed_features("u", items, [3] * 5, "", "", 12)
+    reordered = tower.embed_features("u", items[::-1], [3] * 5, "", "", 12)
+    older = tower.embed_features("u", items, [20] * 5, "", "", 12)
+    moved = [not np.allclose(recent, other, atol=1e-6) for other in (reordered, older)]
+    assert moved == ([False, False] if model.params.shape.encoder not in (ATTENTION, GRU) else [True, True])
 
 
 def test_unknown_users_and_items_still_get_embeddings(split, fitted):
@@ -156,3 +193,33 @@ def test_zero_epochs_builds_an_untrained_model_that_still_scores(split):
     model.fit(split.train, split.catalog)
     assert model.loss_curve == []
     assert np.isfinite(model.score(sorted(split.test)[:2], split.known_items)).all()
+
+
+def test_a_version_exported_before_the_order_aware_tower_still_serves():
+    """Rollback: the golden fixture was exported before history ages and encoders existed. It loads,
+    mean-pools, and serving's timed call gives the SavedModel's embedding of the same items."""
+    from serving.model import ServingModel
+    from training.registry import ModelVersion
+
+    directory = Path(__file__).with_name("fixtures") / "funnel_model"
+    exported = ExportedTwoTower(directory)
+    assert "history_age" not in exported.spec["inputs"] and exported.numpy_tower.encoder == "mean"
+    model = ServingModel.load(ModelVersion("golden", directory, {}))
+    items = exported.item_ids[:7].tolist()
+    served = model.embed_user("u1", [(item, 1_000 * n) for n, item in enumerate(items)], "eu", "tv", 3,
+                              log_clock_ms=10**9)
+    width = model.history_length
+    features = query_features(np.array(["u1"], dtype=object), pad_rows([items], width), np.zeros((1, width), np.int64),
+                              ["eu"], ["tv"], [3])
+    np.testing.assert_allclose(served, exported.embed_queries(features)[0], rtol=0, atol=1e-5)
+
+
+def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
+    from training.two_tower.space import SPACES
+
+    space, base = SPACES["full"], TwoTowerParams()
+    trials = space.configurations(base, seed=0)
+    assert trials == space.configurations(base, seed=0) != space.configurations(base, seed=1)
+    assert trials[0] == base and len(trials) == len(set(trials)) == space.trials
+    assert {params.shape.encoder for params in trials[: len(space.encoder)]} == set(space.encoder)
+    assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")

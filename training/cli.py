@@ -65,7 +65,7 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from training.two_tower.space import DEFAULT_BUDGET_MINUTES, DEFAULT_SPACE, SPACES
+    from training.two_tower.space import DEFAULT_SPACE, SPACES
 
     parser.add_argument("--epochs", type=cliargs.non_negative_int,
                         help="two-tower epochs (default: chosen on validation; 0 = an untrained model)")
@@ -73,8 +73,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-space", choices=sorted(SPACES), default=DEFAULT_SPACE,
                         help=f"the two-tower's hyperparameter grid searched on validation (default {DEFAULT_SPACE}; "
                         "small is a fixed two-point grid for CI)")
-    parser.add_argument("--search-budget-minutes", type=cliargs.positive_float, default=DEFAULT_BUDGET_MINUTES,
-                        metavar="M", help=f"stop starting search trials after M minutes (default {DEFAULT_BUDGET_MINUTES:g})")
+    parser.add_argument("--search-trials", type=cliargs.positive_int, metavar="N",
+                        help="how many of the grid's configurations the search tries, a seeded sample "
+                        f"(default: {', '.join(f'{name} {space.trials}' for name, space in sorted(SPACES.items()))})")
 
 
 def parse_offsets(text: str) -> dict[int, int]:
@@ -147,7 +148,7 @@ def selected_two_tower(args: argparse.Namespace) -> "SelectedTwoTower":
     from training.two_tower.space import SPACES
     from training.two_tower.train import TwoTowerParams
 
-    return SelectedTwoTower(TwoTowerParams(seed=args.seed), SPACES[args.search_space], args.search_budget_minutes,
+    return SelectedTwoTower(TwoTowerParams(seed=args.seed), SPACES[args.search_space], args.search_trials,
                             fixed_epochs=args.epochs)
 
 

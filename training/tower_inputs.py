@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, history_member, tower_history
+from featurestore.definitions import HISTORY_EXCLUDED_TYPES, PROFILE_FIELDS, history_member, timed_tower_history
 from training.data import Interactions
 from transforms.config import FeatureConfig
 
@@ -56,17 +56,20 @@ class UserLog:
             start, _ = self._bounds.get(users[r], (position, position))
             self._bounds[users[r]] = (start, position + 1)
 
-    def tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[str]:
-        """``tower_history`` of the HISTORY state built from the user's records strictly before ``before_ms``."""
+    def timed_tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[tuple[str, int]]:
+        """``timed_tower_history`` of the HISTORY state built from the user's records strictly before ``before_ms``."""
         start, end = self._bounds.get(user, (0, 0))
         stop = start + int(np.searchsorted(self._times[start:end], before_ms, side="left"))
         first = max(start, stop - self.record_limit)
         newest_first = range(stop - 1, first - 1, -1)
-        return tower_history(((self._items[r], self._types[r]) for r in newest_first), length)
+        return timed_tower_history(((self._items[r], self._types[r], int(self._times[r])) for r in newest_first), length)
 
-    def tower_histories(self, users: Sequence[str], times: Sequence[int], length: int) -> list[list[str]]:
-        """For each (user, time): the tower's history just before that time."""
-        return [self.tower_history(user, length, int(time)) for user, time in zip(users, times)]
+    def tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[str]:
+        return [item for item, _ in self.timed_tower_history(user, length, before_ms)]
+
+    def timed_tower_histories(self, users: Sequence[str], times: Sequence[int], length: int) -> list[list[tuple[str, int]]]:
+        """For each (user, time): the tower's history just before that time, with each item's event time."""
+        return [self.timed_tower_history(user, length, int(time)) for user, time in zip(users, times)]
 
     def profiles(self) -> dict[str, dict[str, str]]:
         """PROFILE at the end of the log: each user's latest non-empty region and device.

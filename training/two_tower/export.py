@@ -1,11 +1,9 @@
 """Export a fitted two-tower: user-tower SavedModel, item embeddings + ids, and a ScaNN index.
 
 The SavedModel embeds raw user features (strings in: the lookups are inside the graph). The
-same user tower is also written as plain arrays (``user_tower_weights.npz``: each lookup's
-vocabulary and table, the MLP's weights) that ``NumpyUserTower`` evaluates without TensorFlow:
-serving embeds one user per request, and a TensorFlow signature call costs most of a request's
-CPU budget by itself. ``tests/test_two_tower.py`` proves the two equal. ``ExportedTwoTower``
-reloads the artifacts and scores exactly as the in-memory model did.
+same user tower is also written as plain arrays (``user_tower_weights.npz``) that
+``training.two_tower.numpy_tower`` evaluates without TensorFlow. ``ExportedTwoTower`` reloads
+the artifacts and scores exactly as the in-memory model did.
 """
 
 from __future__ import annotations
@@ -14,14 +12,14 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import farmhash
 import numpy as np
 
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
 from training.index import BruteForceIndex, ScannIndex, recall_against_exact
-from training.two_tower.features import DEVICE, HISTORY, HOUR, PAD, QUERY_FEATURES, REGION, USER_ID
+from training.two_tower.features import DEVICE, HISTORY, HISTORY_AGE, HOUR, QUERY_FEATURES, REGION, USER_ID
+from training.two_tower.numpy_tower import SEQUENCE_PREFIX, TOWER_LOOKUPS, NumpyUserTower
 from training.two_tower.train import TwoTowerRecommender
 
 USER_TOWER_DIR = "user_tower"
@@ -35,10 +33,11 @@ OUTPUT = "embedding"
 RECALL_K = 10
 RECALL_QUERIES = 500
 
-# Any history length is accepted: the tower mean-pools, so serving may send fewer items.
+# Any history length up to the trained one is accepted: serving may send fewer items.
 SERVING_SIGNATURE = {
     USER_ID: tf.TensorSpec([None], tf.string, name=USER_ID),
     HISTORY: tf.TensorSpec([None, None], tf.string, name=HISTORY),
+    HISTORY_AGE: tf.TensorSpec([None, None], tf.int64, name=HISTORY_AGE),
     REGION: tf.TensorSpec([None], tf.string, name=REGION),
     DEVICE: tf.TensorSpec([None], tf.string, name=DEVICE),
     HOUR: tf.TensorSpec([None], tf.int64, name=HOUR),
@@ -57,15 +56,15 @@ def save_user_tower(model: TwoTowerRecommender, directory: Path) -> None:
     tf.saved_model.save(module, str(directory), signatures={SIGNATURE: serve.get_concrete_function()})
 
 
-# The string lookups of the user tower, by the feature each one reads.
-TOWER_LOOKUPS = {HISTORY: "items", USER_ID: "user", REGION: "region", DEVICE: "device"}
-
-
 def save_tower_weights(model: TwoTowerRecommender, path: Path) -> None:
     """The user tower as arrays: per lookup its tokens, OOV bucket count and embedding table;
-    the hour table; the MLP's kernels and biases; whether the user id is an input."""
+    the hour table; the history encoder's name and weights; the MLP's kernels and biases;
+    whether the user id is an input."""
     tower = model.model.user_tower
-    arrays = {"use_user_id": np.array(tower.use_user_id), "hour.table": tower.hour.embeddings.numpy()}
+    arrays = {"use_user_id": np.array(tower.use_user_id), "hour.table": tower.hour.embeddings.numpy(),
+              "encoder": np.array(tower.encoder)}
+    if tower.sequence is not None:
+        arrays |= {SEQUENCE_PREFIX + name: value for name, value in tower.sequence.arrays().items()}
     for feature, name in TOWER_LOOKUPS.items():
         layer = getattr(tower, name)
         oov = layer.lookup.num_oov_indices
@@ -76,54 +75,6 @@ def save_tower_weights(model: TwoTowerRecommender, path: Path) -> None:
     for n, dense in enumerate(tower.mlp.layers):
         arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"] = (w.numpy() for w in dense.weights)
     np.savez(path, **arrays)
-
-
-class NumpyUserTower:
-    """The exported user tower evaluated in numpy: the same lookups (OOV ids hash into the same
-    buckets, with TensorFlow's own FarmHash fingerprint), mean pooling, MLP and L2 norm."""
-
-    def __init__(self, path: Path):
-        with np.load(path) as arrays:
-            self._tables = {feature: arrays[f"{feature}.table"] for feature in TOWER_LOOKUPS}
-            self._oov = {feature: int(arrays[f"{feature}.oov"]) for feature in TOWER_LOOKUPS}
-            self._index = {feature: {token: 1 + self._oov[feature] + n for n, token in enumerate(arrays[f"{feature}.tokens"].tolist())}
-                           for feature in TOWER_LOOKUPS}
-            self._hours = arrays["hour.table"]
-            self._use_user_id = bool(arrays["use_user_id"])
-            self._mlp = [(arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"]) for n in range(2)]
-        self.dim = self._mlp[-1][1].shape[0]
-
-    def _row(self, feature: str, value: str) -> int:
-        index = self._index[feature].get(value)
-        if index is not None:
-            return index
-        if value == PAD:
-            return 0
-        oov = self._oov[feature]
-        return 1 + (farmhash.fingerprint64(value) % oov if oov > 1 else 0)
-
-    def embed(self, user_id: str, history: Sequence[str], region: str, device: str, hour: int) -> np.ndarray:
-        """One query's embedding (float32, unit length)."""
-        rows = [self._row(HISTORY, item) for item in history if item != PAD]
-        items = self._tables[HISTORY]
-        parts = [
-            items[rows].mean(axis=0) if rows else np.zeros(items.shape[1], items.dtype),
-            self._tables[REGION][self._row(REGION, region)],
-            self._tables[DEVICE][self._row(DEVICE, device)],
-            self._hours[hour],
-        ]
-        if self._use_user_id:
-            parts.append(self._tables[USER_ID][self._row(USER_ID, user_id)])
-        (hidden_kernel, hidden_bias), (out_kernel, out_bias) = self._mlp
-        hidden = np.maximum(np.concatenate(parts) @ hidden_kernel + hidden_bias, 0)
-        query = hidden @ out_kernel + out_bias
-        return query / np.sqrt(max(float(query @ query), 1e-12))
-
-    def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """``ExportedTwoTower.embed_queries`` for the same feature arrays, one row at a time."""
-        rows = zip(features[USER_ID].tolist(), features[HISTORY].tolist(), features[REGION].tolist(),
-                   features[DEVICE].tolist(), features[HOUR].tolist())
-        return np.stack([self.embed(*row) for row in rows])
 
 
 def export_two_tower(model: TwoTowerRecommender, directory: Path, items: Sequence[str], query_users: Sequence[str]) -> dict:
@@ -172,7 +123,8 @@ class ExportedTwoTower:
         self.item_embeddings = np.load(directory / ITEM_EMBEDDINGS_FILE)
 
     def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        tensors = {name: tf.constant(features[name]) for name in QUERY_FEATURES}
+        # A version exported before the history's ages has fewer inputs: each gets what it names.
+        tensors = {name: tf.constant(features[name]) for name in self.spec["inputs"]}
         return self.serve(**tensors)[OUTPUT].numpy()
 
     def score(self, features: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The towers and the retrieval task (TFRS), as Keras models over raw string features.
 
 The item-id embedding table is shared: the item tower embeds the candidate with it and the
-user tower mean-pools the user's recent history with it, so "watched X" and "is X" live in one
+user tower encodes the user's recent history with it (``encoders``), so "watched X" and "is X" live in one
 space and a history of rarely-seen items still moves the query. Ids never seen in training
 hash into out-of-vocabulary buckets, so new users and items still get an embedding (a new
 item's comes mostly from its categories).
@@ -19,15 +19,18 @@ from training.two_tower.features import (
     CATEGORIES,
     DEVICE,
     HISTORY,
+    HISTORY_AGE,
     HOUR,
     HOURS_PER_DAY,
     ITEM_ID,
+    MEAN,
     ITEM_PROBABILITY,
     PAD,
     REGION,
     USER_ID,
     Vocabularies,
 )
+from training.two_tower.encoders import sequence_encoder
 
 
 UNSEEN = "\x00unseen"
@@ -41,6 +44,8 @@ class TowerShape:
     oov_buckets: int = 8
     context_dim: int = 8  # region, device, hour: few values, little to say
     use_user_id: bool = True
+    encoder: str = MEAN  # how the history becomes one vector (training.two_tower.encoders)
+    dropout: float = 0.0  # inside the attention and GRU encoders, while training
 
 
 class StringEmbedding(tf.keras.layers.Layer):
@@ -71,21 +76,23 @@ def projection(shape: TowerShape, name: str) -> tf.keras.Sequential:
 
 
 class UserTower(tf.keras.Model):
-    """User id + pooled recent history + context (region, device, hour) -> L2-normalised query."""
+    """User id + encoded recent history + context (region, device, hour) -> L2-normalised query."""
 
-    def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape):
+    def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape, history_len: int):
         super().__init__()
         self.use_user_id = shape.use_user_id
+        self.encoder = shape.encoder
         self.items = items
+        self.sequence = sequence_encoder(shape.encoder, history_len, shape.embedding_dim, shape.dropout)
         self.user = StringEmbedding(vocab.users, shape.embedding_dim, shape.oov_buckets)
         self.region = StringEmbedding(vocab.regions, shape.context_dim, 1)
         self.device = StringEmbedding(vocab.devices, shape.context_dim, 1)
         self.hour = tf.keras.layers.Embedding(HOURS_PER_DAY, shape.context_dim)
         self.mlp = projection(shape, "user_mlp")
 
-    def call(self, features: dict) -> tf.Tensor:
+    def call(self, features: dict, training=None) -> tf.Tensor:
         parts = [
-            self.items.pooled(features[HISTORY]),
+            self._history(features, training),
             self.region(features[REGION]),
             self.device(features[DEVICE]),
             self.hour(features[HOUR]),
@@ -93,6 +100,13 @@ class UserTower(tf.keras.Model):
         if self.use_user_id:
             parts.append(self.user(features[USER_ID]))
         return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
+
+    def _history(self, features: dict, training) -> tf.Tensor:
+        history = features[HISTORY]
+        if self.sequence is None:
+            return self.items.pooled(history)
+        mask = tf.cast(tf.not_equal(history, PAD), tf.float32)
+        return self.sequence(self.items(history), features[HISTORY_AGE], mask, training=training)
 
 
 class ItemTower(tf.keras.Model):
@@ -112,16 +126,16 @@ class ItemTower(tf.keras.Model):
 class TwoTowerModel(tfrs.Model):
     """In-batch softmax retrieval with logQ popularity correction and accidental-hit removal."""
 
-    def __init__(self, vocab: Vocabularies, shape: TowerShape, temperature: float):
+    def __init__(self, vocab: Vocabularies, shape: TowerShape, temperature: float, history_len: int):
         super().__init__()
         items = StringEmbedding(vocab.items, shape.embedding_dim, shape.oov_buckets)
-        self.user_tower = UserTower(vocab, items, shape)
+        self.user_tower = UserTower(vocab, items, shape, history_len)
         self.item_tower = ItemTower(vocab, items, shape)
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
         return self.task(
-            self.user_tower(features),
+            self.user_tower(features, training=training),
             self.item_tower(features),
             candidate_sampling_probability=features[ITEM_PROBABILITY],
             candidate_ids=features[ITEM_ID],

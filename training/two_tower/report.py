@@ -31,7 +31,8 @@ def protocol_line(report: dict) -> str:
     )
 
 
-SEARCH_COLUMNS = ("temperature", "output_dim", "learning_rate", "history_len", "best_epochs", "seconds")
+SEARCH_COLUMNS = ("encoder", "embedding_dim", "dropout", "history_len", "temperature", "learning_rate", "best_epochs",
+                  "seconds_per_epoch", "seconds")
 
 
 def search_table(selection: dict) -> str:
@@ -42,12 +43,18 @@ def search_table(selection: dict) -> str:
     lines = [
         f"Search over the {selection['space']} grid on a validation split carved from the training part "
         f"({selection['validation_users']} users): {selection['trials_run']} of {selection['grid_size']} trials "
-        f"in {selection['seconds']} s (budget {selection['budget_minutes']} min). Chosen: {selection['chosen']}.",
+        f"(seed {selection['seed']}) in {selection['seconds']} s wall, {selection['cpu_seconds']} s process CPU, "
+        f"load average {selection['load_average'][0]} then {selection['load_average'][1]}. Chosen: {selection['chosen']}.",
         "",
         "| " + " | ".join((*SEARCH_COLUMNS, metric)) + " |",
         "|---" * (len(SEARCH_COLUMNS) + 1) + "|",
     ]
     lines += ["| " + " | ".join(str(trial[c]) for c in (*SEARCH_COLUMNS, metric)) + " |" for trial in selection["trials"]]
+    if "final_fit" in selection:
+        fit = selection["final_fit"]
+        lines += ["", f"The chosen configuration, fitted on the whole training part: {fit['epochs']} epochs in "
+                      f"{fit['seconds']} s wall ({fit['seconds_per_epoch']} s per epoch), {fit['cpu_seconds']} s process "
+                      f"CPU, load average {fit['load_average']}."]
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 The validation split is carved from the training part exactly as the test split is carved
 from the log (each eligible user's last ``holdout`` training positives), so the test set is
-never looked at. The search is a seeded random walk over a small grid, bounded in time: the
-first trial is always the default configuration, so a search can only improve on validation.
+never looked at. The search is a seeded sample of a small grid, a fixed number of trials (not a
+time budget, so a busy machine chooses what an idle one would): the first trial is always the
+default configuration, so a search can only improve on validation.
 Every trial trains for up to ``max_epochs`` and is measured on validation after every epoch
 (training for e epochs of a longer run gives the same weights as an e-epoch run with the same
 seed), which chooses the epoch count for free; a trial stops early once validation stops
@@ -13,6 +14,7 @@ improving for ``patience`` epochs.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 from tqdm import tqdm
@@ -48,17 +50,26 @@ class ValidationCurve(tf.keras.callbacks.Callback):
         return self.recommender.score(users, self.split.known_items)
 
 
-def _trial_summary(params: TwoTowerParams, scores: list[float], seconds: float) -> dict:
+# The trial parameters a search record lists, as (column, value of the params).
+TRIAL_PARAMETERS = {
+    "encoder": lambda p: p.shape.encoder,
+    "embedding_dim": lambda p: p.shape.embedding_dim,
+    "dropout": lambda p: p.shape.dropout,
+    "history_len": lambda p: p.history_len,
+    "temperature": lambda p: p.temperature,
+    "learning_rate": lambda p: p.learning_rate,
+}
+
+
+def _trial_summary(params: TwoTowerParams, scores: list[float], epoch_seconds: list[float], seconds: float) -> dict:
     best = max(range(len(scores)), key=scores.__getitem__)
     return {
-        "temperature": params.temperature,
-        "output_dim": params.shape.output_dim,
-        "learning_rate": params.learning_rate,
-        "history_len": params.history_len,
+        **{name: value(params) for name, value in TRIAL_PARAMETERS.items()},
         f"validation_{METRIC}_by_epoch": [round(s, 6) for s in scores],
         "best_epochs": best + 1,
         f"validation_{METRIC}": round(scores[best], 6),
         "seconds": round(seconds, 1),
+        "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 1),
     }
 
 
@@ -67,43 +78,41 @@ def search(
     catalog: Catalog | None,
     events: Interactions | None,
     space: SearchSpace,
-    budget_minutes: float,
     base: TwoTowerParams,
+    trials: int | None = None,
     min_interactions: int = 20,
     holdout: int = 10,
 ) -> tuple[TwoTowerParams, dict]:
-    """The configuration (epochs included) with the best validation ``METRIC``, and the search's record."""
+    """The configuration (epochs included) with the best validation ``METRIC``, and the search's record
+    (every trial's score, wall and process CPU seconds, the load average the machine had)."""
     validation = chronological_split(train, min_interactions, holdout, catalog, events=events)
     if not validation.test:
         reason = f"no user has {min_interactions} training positives to carve a validation split from: defaults kept"
         return base, {"space": space.name, "skipped": reason}
-    started = time.perf_counter()
-    trials: list[tuple[TwoTowerParams, dict]] = []
-    configurations = space.configurations(dataclasses.replace(base, epochs=space.max_epochs), base.seed)
+    started, cpu_started, load_before = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+    configurations = space.configurations(dataclasses.replace(base, epochs=space.max_epochs), base.seed, trials)
+    summaries: list[dict] = []
     for params in tqdm(configurations, desc="search two_tower", unit="trial"):
-        elapsed = time.perf_counter() - started
-        mean_trial = elapsed / len(trials) if trials else 0.0
-        if trials and elapsed + mean_trial > budget_minutes * 60:
-            break
         trial_started = time.perf_counter()
         model = TwoTowerRecommender(params)
         curve = ValidationCurve(model, validation, space.patience)
         model.callbacks = (curve,)
         model.fit(validation.train, catalog, events=validation.events)
-        trials.append((params, _trial_summary(params, curve.scores, time.perf_counter() - trial_started)))
-    best_params, best = max(trials, key=lambda trial: trial[1][f"validation_{METRIC}"])
-    chosen = dataclasses.replace(best_params, epochs=best["best_epochs"])
+        summaries.append(_trial_summary(params, curve.scores, model.epoch_seconds, time.perf_counter() - trial_started))
+    best = max(range(len(summaries)), key=lambda n: summaries[n][f"validation_{METRIC}"])
+    chosen = dataclasses.replace(configurations[best], epochs=summaries[best]["best_epochs"])
     record = {
         "space": space.name,
         "metric": f"validation {METRIC}",
         "validation_users": len(validation.test),
-        "budget_minutes": budget_minutes,
+        "seed": base.seed,
         "seconds": round(time.perf_counter() - started, 1),
-        "trials_run": len(trials),
-        "grid_size": len(configurations),
-        "trials": [summary for _, summary in trials],
-        "chosen": {**{k: best[k] for k in ("temperature", "output_dim", "learning_rate", "history_len")},
-                   "epochs": chosen.epochs},
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "trials_run": len(summaries),
+        "grid_size": len(space.grid(base)),
+        "trials": summaries,
+        "chosen": {**{name: summaries[best][name] for name in TRIAL_PARAMETERS}, "epochs": chosen.epochs},
     }
     return chosen, record
 
@@ -119,8 +128,8 @@ class SelectedTwoTower:
 
     name = "two_tower"
 
-    def __init__(self, base: TwoTowerParams, space: SearchSpace, budget_minutes: float, fixed_epochs: int | None = None):
-        self.base, self.space, self.budget_minutes = base, space, budget_minutes
+    def __init__(self, base: TwoTowerParams, space: SearchSpace, trials: int | None = None, fixed_epochs: int | None = None):
+        self.base, self.space, self.trials = base, space, trials
         self.fixed_epochs = fixed_epochs
         self.selection: dict = {}
         self.model: TwoTowerRecommender | None = None
@@ -135,11 +144,19 @@ class SelectedTwoTower:
         else:
             space = self.space if self.fixed_epochs is None else dataclasses.replace(
                 self.space, max_epochs=self.fixed_epochs, patience=self.fixed_epochs)
-            chosen, self.selection = search(train, catalog, events, space, self.budget_minutes, self.base)
+            chosen, self.selection = search(train, catalog, events, space, self.base, self.trials)
             if self.fixed_epochs is not None:
                 chosen = dataclasses.replace(chosen, epochs=self.fixed_epochs)
         self.model = TwoTowerRecommender(chosen, progress=True)
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.model.fit(train, catalog, events=events)
+        self.selection["final_fit"] = {
+            "epochs": chosen.epochs,
+            "seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
+            "seconds_per_epoch": [round(s, 1) for s in self.model.epoch_seconds],
+            "load_average": round(os.getloadavg()[0], 2),
+        }
 
     def score(self, users, items):
         return self._fitted().score(users, items)

@@ -1,4 +1,4 @@
-"""The grids the two-tower's validation search walks (no TensorFlow here: the CLI lists them)."""
+"""The grids the two-tower's validation search samples (no TensorFlow here: the CLI lists them)."""
 
 from __future__ import annotations
 
@@ -8,48 +8,69 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from training.two_tower.features import ATTENTION, MEAN
+
 if TYPE_CHECKING:
     from training.two_tower.train import TwoTowerParams
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The grid searched; ``max_epochs`` bounds each trial."""
+    """The grid searched, ``trials`` of its points (a seeded sample, so two runs choose alike
+    whatever the machine's speed); ``max_epochs`` bounds each trial."""
 
     name: str
-    temperature: tuple[float, ...]
-    output_dim: tuple[int, ...]
-    learning_rate: tuple[float, ...]
+    encoder: tuple[str, ...]
+    embedding_dim: tuple[int, ...]
+    dropout: tuple[float, ...]
     history_len: tuple[int, ...]
+    temperature: tuple[float, ...]
+    learning_rate: tuple[float, ...]
+    trials: int
     max_epochs: int
     patience: int = 3
 
-    def configurations(self, base: "TwoTowerParams", seed: int) -> list["TwoTowerParams"]:
-        """``base`` first, then every other grid point in a seeded random order."""
-        grid = [
+    def grid(self, base: "TwoTowerParams") -> list["TwoTowerParams"]:
+        return [
             dataclasses.replace(
                 base,
                 temperature=temperature,
                 learning_rate=learning_rate,
                 history_len=history_len,
-                shape=dataclasses.replace(base.shape, output_dim=output_dim),
+                shape=dataclasses.replace(base.shape, encoder=encoder, embedding_dim=dim, dropout=dropout),
             )
-            for temperature, output_dim, learning_rate, history_len in itertools.product(
-                self.temperature, self.output_dim, self.learning_rate, self.history_len
+            for encoder, dim, dropout, history_len, temperature, learning_rate in itertools.product(
+                self.encoder, self.embedding_dim, self.dropout, self.history_len, self.temperature, self.learning_rate
             )
+            # Mean-pooling has no dropout: its other dropout values would repeat the same trial.
+            if encoder != MEAN or dropout == self.dropout[0]
         ]
-        rest = [params for params in grid if params != base]
-        random.Random(seed).shuffle(rest)
-        return [base, *rest]
+
+    def configurations(self, base: "TwoTowerParams", seed: int, trials: int | None = None) -> list["TwoTowerParams"]:
+        """``base`` first, then grid points in a seeded random order that takes each encoder in
+        turn, the base's last (so every encoder is tried however few the trials), ``trials`` in all."""
+        encoders = sorted(self.encoder, key=lambda encoder: encoder == base.shape.encoder)
+        by_encoder: dict[str, list] = {encoder: [] for encoder in encoders}
+        for params in self.grid(base):
+            if params != base:
+                by_encoder.setdefault(params.shape.encoder, []).append(params)
+        rng = random.Random(seed)
+        for points in by_encoder.values():
+            rng.shuffle(points)
+        turns = itertools.zip_longest(*by_encoder.values())
+        ordered = [params for turn in turns for params in turn if params is not None]
+        return [base, *ordered][: self.trials if trials is None else trials]
 
 
 SPACES = {
-    # The grid a real retrain searches within its time budget.
-    "full": SearchSpace("full", (0.05, 0.1, 0.2), (32, 64), (1e-3, 3e-3), (10, 20, 50), max_epochs=20),
-    # A fixed, tiny grid for CI and tests: the defaults and one other temperature, a few epochs.
-    "small": SearchSpace("small", (0.1, 0.2), (64,), (3e-3,), (50,), max_epochs=3, patience=1),
+    # The grid a real retrain samples: the encoders serving can afford, their width, dropout and
+    # history length, and the softmax's temperature and learning rate. The GRU is not among them:
+    # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
+    # user-tower budget (``kapparec``'s user-tower bench), where attention costs about mean-pooling's.
+    "full": SearchSpace("full", (MEAN, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2), (1e-3, 3e-3),
+                        trials=12, max_epochs=15),
+    # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs.
+    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), trials=2, max_epochs=3,
+                         patience=1),
 }
 DEFAULT_SPACE = "full"
-DEFAULT_BUDGET_MINUTES = 30.0
-
-

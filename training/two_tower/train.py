@@ -10,6 +10,7 @@ cutoff: the latest history and profile, and the hour of the last activity.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +28,8 @@ from training.two_tower.features import (
     hour_of_day,
     item_features,
     item_sampling_probability,
-    pad_rows,
     query_features,
+    timed_rows,
 )
 from training.two_tower.model import TowerShape, TwoTowerModel
 from training.tower_inputs import UserLog
@@ -53,9 +54,14 @@ class TwoTowerParams:
 
 @dataclass(frozen=True)
 class UserState:
-    """Each training user's query features at the cutoff."""
+    """Each training user's query features at the cutoff.
 
-    histories: dict[str, list[str]]
+    The ages of the history are taken at the user's last activity, like the hour: the hold-out
+    is each user's next items, which follow that activity rather than the log's end.
+    """
+
+    histories: dict[str, list[tuple[str, int]]]
+    last_times: dict[str, int]
     regions: dict[str, str]
     devices: dict[str, str]
     hours: dict[str, int]
@@ -68,7 +74,8 @@ class UserState:
         users = list(last_times)
         hours = hour_of_day(np.fromiter(last_times.values(), dtype=np.int64, count=len(users))).tolist()
         return cls(
-            histories={user: log.tower_history(user, history_len) for user in users},
+            histories={user: log.timed_tower_history(user, history_len) for user in users},
+            last_times=last_times,
             regions={user: profiles[user]["region"] for user in users},
             devices={user: profiles[user]["device"] for user in users},
             hours=dict(zip(users, hours)),
@@ -76,9 +83,12 @@ class UserState:
 
     def features(self, users: Sequence[str], history_len: int) -> dict[str, np.ndarray]:
         """Unknown users get what a brand-new user has: no history, no context."""
+        histories, ages = timed_rows([self.histories.get(u, ()) for u in users],
+                                     [self.last_times.get(u, 0) for u in users], history_len)
         return query_features(
             np.asarray(users, dtype=object),
-            pad_rows([self.histories.get(u, ()) for u in users], history_len),
+            histories,
+            ages,
             [self.regions.get(u, "") for u in users],
             [self.devices.get(u, "") for u in users],
             [self.hours.get(u, 0) for u in users],
@@ -100,6 +110,21 @@ class EpochProgress(tf.keras.callbacks.Callback):
         self.bar.close()
 
 
+class EpochClock(tf.keras.callbacks.Callback):
+    """Wall seconds of each epoch (the search's per-epoch validation included when it runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+
 class TwoTowerRecommender:
     """The two-tower behind the ``Recommender`` protocol (fit/score)."""
 
@@ -111,6 +136,7 @@ class TwoTowerRecommender:
         self.callbacks = tuple(callbacks)  # Keras callbacks, e.g. the search's per-epoch validation
         self.model: TwoTowerModel | None = None
         self.loss_curve: list[float] = []
+        self.epoch_seconds: list[float] = []
         self.item_categories: dict[str, tuple[str, ...]] = {}
         self.users: UserState | None = None
         self._item_cache: tuple[tuple[str, ...], np.ndarray] | None = None
@@ -124,16 +150,18 @@ class TwoTowerRecommender:
         tf.config.experimental.enable_op_determinism()
         self.item_categories = dict(catalog.categories) if catalog else {}
         vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_categories)
-        self.model = TwoTowerModel(vocab, p.shape, p.temperature)
+        self.model = TwoTowerModel(vocab, p.shape, p.temperature, p.history_len)
         self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate))
         log = UserLog(train if events is None else events)
         self.users = UserState.at_cutoff(log, p.history_len)
         self.forget_item_embeddings()
         self.loss_curve = []
         if p.epochs > 0:
-            callbacks = ([EpochProgress(p.epochs)] if self.progress else []) + list(self.callbacks)
+            clock = EpochClock()
+            callbacks = [clock] + ([EpochProgress(p.epochs)] if self.progress else []) + list(self.callbacks)
             history = self.model.fit(self._dataset(train, log), epochs=p.epochs, verbose=0, callbacks=callbacks)
             self.loss_curve = [float(v) for v in history.history["loss"]]
+            self.epoch_seconds = clock.seconds
         else:  # an untrained model still needs its weights built to score and export
             self.embed_queries(self.users.features(train.user_ids[:1].tolist(), p.history_len))
             self.embed_items(train.item_ids[:1].tolist())
@@ -141,8 +169,9 @@ class TwoTowerRecommender:
     def _dataset(self, train: Interactions, log: UserLog) -> tf.data.Dataset:
         p = self.params
         probability = item_sampling_probability(train.item_ids)
-        histories = pad_rows(log.tower_histories(train.user_ids.tolist(), train.event_times.tolist(), p.history_len), p.history_len)
-        features = query_features(train.user_ids, histories, train.regions, train.devices, hour_of_day(train.event_times))
+        times = train.event_times.tolist()
+        histories, ages = timed_rows(log.timed_tower_histories(train.user_ids.tolist(), times, p.history_len), times, p.history_len)
+        features = query_features(train.user_ids, histories, ages, train.regions, train.devices, hour_of_day(train.event_times))
         features |= item_features(train.item_ids.tolist(), self.item_categories, p.max_categories)
         features[ITEM_PROBABILITY] = np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32)
         return (

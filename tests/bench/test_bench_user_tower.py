@@ -1,0 +1,21 @@
+"""The user tower's CPU per call, each history encoder beside the mean-pool tower and the SavedModel
+measured in the same run (marker ``bench``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.two_tower.tower_bench import tower_benchmark
+
+pytestmark = pytest.mark.bench
+
+
+def test_user_tower_cpu_per_call_beside_mean_pool_and_the_saved_model():
+    result = tower_benchmark()
+    print("\nuser tower:", json.dumps(result, sort_keys=True))
+    assert set(result["cpu_ms_per_call"]) == {"mean", "attention", "gru"}
+    assert all(ms > 0 for ms in result["cpu_ms_per_call"].values())
+    # The numpy tower exists because the SavedModel costs more than a request's budget.
+    assert result["cpu_ms_per_call"]["mean"] < result["saved_model_cpu_ms_per_call"]

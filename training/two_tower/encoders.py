@@ -1,0 +1,99 @@
+"""The user tower's history encoders: how an ordered, timed history becomes one vector.
+
+- ``mean``: the average of the history's item vectors, blind to order and time;
+- ``attention``: one self-attention block (SASRec's, read at the newest position): each history
+  token is its item vector plus an embedding of its position (0 = newest) and of its age bucket
+  (time since the event at the query's log time), and the newest token attends over them all;
+- ``gru``: a GRU run over the same tokens from oldest to newest, its last state.
+
+Every history here is a point-in-time history (``training.tower_inputs``), so a position's
+tokens are exactly what serving reads at that moment. Each encoder names its weights in
+``arrays()``; ``training.two_tower.numpy_tower`` evaluates the same names without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
+import tensorflow as tf
+
+from training.two_tower.features import AGE_BUCKETS, ATTENTION, ENCODERS, GRU
+
+# A masked attention logit: exp() of it is 0 in float32, so padding gets no weight.
+MASKED = -1e9
+
+
+class TimedTokens(tf.keras.layers.Layer):
+    """Item vector + position embedding + age-bucket embedding per history slot, zero on padding."""
+
+    def __init__(self, history_len: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.position = tf.keras.layers.Embedding(history_len, dim)
+        self.age = tf.keras.layers.Embedding(AGE_BUCKETS, dim)
+
+    def call(self, item_vectors: tf.Tensor, ages: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        positions = self.position(tf.range(tf.shape(item_vectors)[1]))[tf.newaxis]
+        return (item_vectors + positions + self.age(ages)) * mask[..., tf.newaxis]
+
+    def arrays(self) -> dict:
+        return {"position": self.position.embeddings.numpy(), "age": self.age.embeddings.numpy()}
+
+
+class AttentionEncoder(tf.keras.layers.Layer):
+    """One single-head self-attention block with a feed-forward layer and residuals, read at the
+    newest token: only that token's output is the query, so only its row is computed."""
+
+    def __init__(self, history_len: int, dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.tokens = TimedTokens(history_len, dim)
+        self.query = tf.keras.layers.Dense(dim, use_bias=False)
+        self.key = tf.keras.layers.Dense(dim, use_bias=False)
+        self.value = tf.keras.layers.Dense(dim, use_bias=False)
+        self.attended = tf.keras.layers.Dense(dim)
+        self.feed_forward_in = tf.keras.layers.Dense(2 * dim, activation="relu")
+        self.feed_forward_out = tf.keras.layers.Dense(dim)
+        self.dropout = tf.keras.layers.Dropout(dropout)
+        self.scale = float(dim) ** -0.5
+
+    def call(self, item_vectors, ages, mask, training=None):
+        tokens = self.tokens(item_vectors, ages, mask)
+        newest = tokens[:, 0]
+        logits = tf.einsum("bd,bld->bl", self.query(newest), self.key(tokens)) * self.scale
+        weights = tf.nn.softmax(logits + (1.0 - mask) * MASKED, axis=-1)
+        hidden = newest + self.dropout(self.attended(tf.einsum("bl,bld->bd", weights, self.value(tokens))), training=training)
+        hidden = hidden + self.dropout(self.feed_forward_out(self.feed_forward_in(hidden)), training=training)
+        # No history: nothing to attend to, and the query rests on the user and context alone.
+        return hidden * tf.reduce_max(mask, axis=1, keepdims=True)
+
+    def arrays(self) -> dict:
+        dense = {name: getattr(self, name) for name in
+                 ("query", "key", "value", "attended", "feed_forward_in", "feed_forward_out")}
+        arrays = {f"{name}.kernel": layer.kernel.numpy() for name, layer in dense.items()}
+        arrays |= {f"{name}.bias": layer.bias.numpy() for name, layer in dense.items() if layer.use_bias}
+        return self.tokens.arrays() | arrays
+
+
+class GruEncoder(tf.keras.layers.Layer):
+    """A GRU over the timed tokens, oldest to newest, skipping padding; its last state."""
+
+    def __init__(self, history_len: int, dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.tokens = TimedTokens(history_len, dim)
+        self.gru = tf.keras.layers.GRU(dim)
+        self.dropout = tf.keras.layers.Dropout(dropout)
+
+    def call(self, item_vectors, ages, mask, training=None):
+        oldest_first = tf.reverse(self.tokens(item_vectors, ages, mask), axis=[1])
+        state = self.gru(oldest_first, mask=tf.reverse(mask > 0, axis=[1]))
+        return self.dropout(state, training=training)
+
+    def arrays(self) -> dict:
+        kernel, recurrent, bias = (w.numpy() for w in self.gru.weights)
+        return self.tokens.arrays() | {"gru.kernel": kernel, "gru.recurrent": recurrent, "gru.bias": bias}
+
+
+def sequence_encoder(encoder: str, history_len: int, dim: int, dropout: float) -> tf.keras.layers.Layer | None:
+    """The layer for ``encoder``; None for ``mean``, which pools the item vectors directly."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown history encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    layers = {ATTENTION: AttentionEncoder, GRU: GruEncoder}
+    return layers[encoder](history_len, dim, dropout) if encoder in layers else None

@@ -1,0 +1,139 @@
+"""The exported user tower evaluated in numpy, without TensorFlow.
+
+Serving embeds one user per request, and a TensorFlow signature call costs most of a request's
+CPU budget by itself. ``training.two_tower.export`` writes the tower as plain arrays
+(``user_tower_weights.npz``: each lookup's vocabulary and table, the history encoder's weights
+under ``sequence.*``, the MLP's); this module reads them and computes the same function.
+``tests/test_two_tower.py`` proves it equal to the SavedModel within 1e-5. A file written before
+the history encoders has no ``encoder`` entry: it mean-pools, as those versions did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import farmhash
+import numpy as np
+
+from training.two_tower.features import (
+    ATTENTION, DEVICE, GRU, HISTORY, HISTORY_AGE, HOUR, MEAN, PAD, REGION, USER_ID, age_buckets,
+)
+
+# The string lookups of the user tower, by the feature each one reads.
+TOWER_LOOKUPS = {HISTORY: "items", USER_ID: "user", REGION: "region", DEVICE: "device"}
+SEQUENCE_PREFIX = "sequence."
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class NumpyAttention:
+    """``encoders.AttentionEncoder`` for one history: only the newest token's row is computed."""
+
+    def __init__(self, w: dict[str, np.ndarray]):
+        self.w = w
+        self.scale = np.float32(w["query.kernel"].shape[1] ** -0.5)
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        w = self.w
+        newest = tokens[0]
+        logits = (tokens @ w["key.kernel"]) @ (newest @ w["query.kernel"]) * self.scale
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        hidden = newest + (weights @ (tokens @ w["value.kernel"])) @ w["attended.kernel"] + w["attended.bias"]
+        inner = np.maximum(hidden @ w["feed_forward_in.kernel"] + w["feed_forward_in.bias"], 0)
+        return hidden + inner @ w["feed_forward_out.kernel"] + w["feed_forward_out.bias"]
+
+
+class NumpyGru:
+    """``encoders.GruEncoder`` (Keras GRU, ``reset_after``; gates in Keras' order z, r, h)."""
+
+    def __init__(self, w: dict[str, np.ndarray]):
+        self.kernel, self.recurrent, self.bias = w["gru.kernel"], w["gru.recurrent"], w["gru.bias"]
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        units = self.recurrent.shape[0]
+        inputs = tokens[::-1] @ self.kernel + self.bias[0]  # every step's input part at once
+        state = np.zeros(units, dtype=np.float32)
+        for step in inputs:
+            inner = state @ self.recurrent + self.bias[1]
+            update, reset = np.split(_sigmoid(step[: 2 * units] + inner[: 2 * units]), 2)
+            candidate = np.tanh(step[2 * units :] + reset * inner[2 * units :])
+            state = candidate + update * (state - candidate)
+        return state
+
+
+SEQUENCE_ENCODERS = {ATTENTION: NumpyAttention, GRU: NumpyGru}
+
+
+class NumpyUserTower:
+    """The same lookups as the SavedModel (OOV ids hash into the same buckets, with TensorFlow's
+    own FarmHash fingerprint), the same history encoder, MLP and L2 norm."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as arrays:
+            self._tables = {feature: arrays[f"{feature}.table"] for feature in TOWER_LOOKUPS}
+            self._oov = {feature: int(arrays[f"{feature}.oov"]) for feature in TOWER_LOOKUPS}
+            self._index = {feature: {token: 1 + self._oov[feature] + n for n, token in enumerate(arrays[f"{feature}.tokens"].tolist())}
+                           for feature in TOWER_LOOKUPS}
+            self._hours = arrays["hour.table"]
+            self._use_user_id = bool(arrays["use_user_id"])
+            self._mlp = [(arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"]) for n in range(2)]
+            self.encoder = str(arrays["encoder"]) if "encoder" in arrays else MEAN
+            sequence = {name[len(SEQUENCE_PREFIX):]: arrays[name] for name in arrays.files if name.startswith(SEQUENCE_PREFIX)}
+        self._sequence = SEQUENCE_ENCODERS[self.encoder](sequence) if self.encoder != MEAN else None
+        self._positions = sequence.get("position")
+        self._ages = sequence.get("age")
+        self.dim = self._mlp[-1][1].shape[0]
+
+    def _row(self, feature: str, value: str) -> int:
+        index = self._index[feature].get(value)
+        if index is not None:
+            return index
+        if value == PAD:
+            return 0
+        oov = self._oov[feature]
+        return 1 + (farmhash.fingerprint64(value) % oov if oov > 1 else 0)
+
+    def _history(self, items: Sequence[str], ages: Sequence[int]) -> np.ndarray:
+        kept = [n for n, item in enumerate(items) if item != PAD]
+        table = self._tables[HISTORY]
+        if not kept:
+            return np.zeros(table.shape[1], table.dtype)
+        vectors = table[[self._row(HISTORY, items[n]) for n in kept]]
+        if self._sequence is None:
+            return vectors.mean(axis=0)
+        tokens = vectors + self._positions[kept] + self._ages[np.asarray(ages)[kept]]
+        return self._sequence(tokens)
+
+    def embed_features(self, user_id: str, items: Sequence[str], ages: Sequence[int], region: str, device: str,
+                       hour: int) -> np.ndarray:
+        """One query's embedding (float32, unit length) from the tower's own inputs."""
+        parts = [
+            self._history(items, ages),
+            self._tables[REGION][self._row(REGION, region)],
+            self._tables[DEVICE][self._row(DEVICE, device)],
+            self._hours[hour],
+        ]
+        if self._use_user_id:
+            parts.append(self._tables[USER_ID][self._row(USER_ID, user_id)])
+        (hidden_kernel, hidden_bias), (out_kernel, out_bias) = self._mlp
+        hidden = np.maximum(np.concatenate(parts) @ hidden_kernel + hidden_bias, 0)
+        query = hidden @ out_kernel + out_bias
+        return query / np.sqrt(max(float(query @ query), 1e-12))
+
+    def embed(self, user_id: str, history: Sequence[tuple[str, int]], region: str, device: str, hour: int,
+              log_clock_ms: int) -> np.ndarray:
+        """The query of ``history``'s ``(item, event time)`` pairs, newest first, aged at the log clock."""
+        items = [item for item, _ in history]
+        ages = age_buckets(log_clock_ms, [time for _, time in history]) if history else []
+        return self.embed_features(user_id, items, ages, region, device, hour)
+
+    def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """``ExportedTwoTower.embed_queries`` for the same feature arrays, one row at a time."""
+        ages = features.get(HISTORY_AGE, np.zeros(features[HISTORY].shape, dtype=np.int64))
+        rows = zip(features[USER_ID].tolist(), features[HISTORY].tolist(), ages.tolist(), features[REGION].tolist(),
+                   features[DEVICE].tolist(), features[HOUR].tolist())
+        return np.stack([self.embed_features(*row) for row in rows])
