@@ -111,34 +111,39 @@ class Funnel:
         return user, region, *self._candidates(query, user, region)
 
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[Pool, Counter]:
-        """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
+        """The pool and how many candidates each source drew (the shared lists' counts come with them).
+
+        Every part runs in a stage of its own, so the stages' CPU adds up to the request's."""
         wanted = self._sources()
-        listed, listed_counts = self._listed(region)
+        with self._stage("candidates"):
+            listed, listed_counts = self._listed(region)
         if user is None or user.is_new:
             return listed, Counter(listed_counts)
         personal: dict[str, Pool] = {}
         if "co_occurrence" in wanted:
-            recent = self._engaged(user, self.config.recent_items)
-            if query.current_item_id:
-                recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
+                recent = self._engaged(user, self.config.recent_items)
+                if query.current_item_id:
+                    recent = [query.current_item_id, *recent]
                 personal["co_occurrence"] = generate.co_occurrence(
                     self._similar_many(recent, self.config.neighbours_per_item), recent, self.catalog)
         if "continue_watching" in wanted:
-            personal["continue_watching"] = generate.continue_watching(user, self.catalog)
+            with self._stage("candidates"):
+                personal["continue_watching"] = generate.continue_watching(user, self.catalog)
         if self.model is not None and "two_tower" in wanted:
-            device = query.device or user.profile["device"]
-            history = self._engaged(user, self.model.history_length)
-            hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
             with self._stage("user_tower"):
+                device = query.device or user.profile["device"]
+                history = self._engaged(user, self.model.history_length)
+                hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
                 embedding = self.model.embed_user(query.user_id, history, region, device, hour)
             with self._stage("two_tower"):
                 personal["two_tower"] = generate.two_tower(
                     *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog))
-        # As the shared lists' counts: a source that drew nothing is not counted.
-        found = {source: pool for source, pool in personal.items() if len(pool)}
-        drawn = Counter(listed_counts) + Counter({source: len(pool) for source, pool in found.items()})
-        return Pool.joined([listed, *found.values()]), drawn
+        with self._stage("candidates"):
+            # As the shared lists' counts: a source that drew nothing is not counted.
+            found = {source: pool for source, pool in personal.items() if len(pool)}
+            drawn = Counter(listed_counts) + Counter({source: len(pool) for source, pool in found.items()})
+            return Pool.joined([listed, *found.values()]), drawn
 
     def _sources(self) -> frozenset[str]:
         """What to generate: a learned ranker weighs every source; the blend only those it weights."""
