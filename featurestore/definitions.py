@@ -71,6 +71,10 @@ class Feature:
     # item by 1 at most, and a bot not at all.
     TRENDING = "trending"
     TRENDING_RANK = "trending_rank"
+    # ADD: entity "<bucket_start_ms>", member the scope "region:<r>" of every region with trending
+    # counts in that hour, expiring with them: the regions that have lists, read without a scan
+    # of the keyspace.
+    TRENDING_SCOPES = "trending_scopes"
 
     # co-occurrence
     SESSION_ITEMS = "session_items"  # ADD: entity "user|window_start_ms", member item

@@ -194,11 +194,17 @@ class FeatureReader:
         """Every item's latest catalog entry."""
         return {item: json.loads(_latest_payload(v)) for item, v in self.client.hgetall(self._key(Feature.CATALOG, "")).items()}
 
-    def trending_regions(self) -> list[str]:
-        """The regions that have trending counts (within the trending retention)."""
-        prefix = self._key(Feature.TRENDING_RANK, REGION_SCOPE_PREFIX)
-        keys = self.client.scan_iter(match=f"{prefix}*", count=1000)
-        return sorted({key[len(prefix):].rsplit("|", 1)[0] for key in keys})
+    def trending_regions(self, now_ms: int | None = None) -> list[str]:
+        """The regions that have trending counts (within the trending retention): one union of the
+        retained hours' TRENDING_SCOPES, where a scan of the keyspace for their rankings cost a
+        snapshot refresh a round trip per thousand keys of the whole store."""
+        now_ms = self.log_clock_ms() if now_ms is None else now_ms
+        settings = self._settings()
+        bucket_ms, retention_ms = settings["trending_bucket_ms"], settings["trending_retention_ms"]
+        newest = now_ms - now_ms % bucket_ms
+        hours = range(newest - retention_ms, newest + bucket_ms, bucket_ms)
+        scopes = self.client.sunion([self._key(Feature.TRENDING_SCOPES, str(hour)) for hour in hours])
+        return sorted(scope[len(REGION_SCOPE_PREFIX):] for scope in scopes)
 
     def catalog(self, item_ids: list[str]) -> dict[str, dict]:
         """Latest catalog entry per item (items never seen in the catalog are left out)."""

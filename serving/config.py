@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kapparec.errors import UsageError
@@ -64,9 +63,9 @@ class FunnelConfig(BaseModel):
         except (ValidationError, ValueError, TypeError) as exc:
             raise UsageError(f"bad funnel setting: {str(exc).splitlines()[0]} ({_first_error(exc)})") from None
 
-    def source_weights(self) -> np.ndarray:
+    def source_weights(self) -> list[float]:
         """Each source's blend weight, indexed by ``SOURCE_CODE``."""
-        return np.array([self.weights.get(source, 0.0) for source in SOURCES])
+        return [self.weights.get(source, 0.0) for source in SOURCES]
 
 
 def _first_error(exc: Exception) -> str:

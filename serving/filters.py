@@ -2,6 +2,8 @@
 
 One boolean mask over the rows a request ranks. Seen and disliked items are checked for those
 rows only: a user's seen set holds up to thousands of items, a request ranks a few hundred.
+The rules are resolved to catalog columns once per request; the Rust core (``serving.page``)
+reads the same attributes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Collection
 
 import numpy as np
 
+from funnel_core import ANY_REGION, UNLISTED_REGION
 from serving.catalog_arrays import AGE_SCALE, CatalogArrays
 from serving.request import Filters
 
@@ -19,32 +22,33 @@ class ItemFilter:
 
     def __init__(self, catalog: CatalogArrays, filters: Filters, region: str, blocked: tuple[Collection[str], ...]):
         self._catalog = catalog
-        self._filters = filters
-        self._max_age = AGE_SCALE.index(filters.max_age_rating) if filters.max_age_rating else None
-        self._region = catalog.region_index.get(region) if region else None
-        self._any_region = not region
-        self._blocked = tuple(found for found in (*blocked, frozenset(filters.exclude_item_ids)) if found)
+        # A region no item lists (UNLISTED_REGION) leaves only the items that list none.
+        self.region = catalog.region_index.get(region, UNLISTED_REGION) if region else ANY_REGION
+        # None: no include filter; an empty list: categories no item lists, so nothing passes.
+        self.include = catalog.columns(filters.include_categories) if filters.include_categories else None
+        self.exclude = catalog.columns(filters.exclude_categories)
+        self.max_age = AGE_SCALE.index(filters.max_age_rating) if filters.max_age_rating else None
+        self.blocked = [found for found in (*blocked, frozenset(filters.exclude_item_ids)) if found]
 
     def mask(self, rows: np.ndarray) -> np.ndarray:
         """Per row (catalog rows, UNKNOWN_ROW included): whether a page may show it."""
-        catalog, filters = self._catalog, self._filters
+        catalog = self._catalog
         known = rows >= 0
         rows = np.where(known, rows, 0)
         allowed = known & catalog.active[rows]
-        if not self._any_region:
-            # A region no item lists leaves only the items that list none.
-            listed = catalog.in_region[rows, self._region] if self._region is not None else False
+        if self.region != ANY_REGION:
+            listed = catalog.in_region[rows, self.region] if self.region != UNLISTED_REGION else False
             allowed &= catalog.anywhere[rows] | listed
-        if filters.include_categories:
-            allowed &= catalog.in_any(rows, filters.include_categories)
-        if filters.exclude_categories:
-            allowed &= ~catalog.in_any(rows, filters.exclude_categories)
-        if self._max_age is not None:
-            allowed &= catalog.age_rank[rows] <= self._max_age
-        if self._blocked and allowed.any():
+        if self.include is not None:
+            allowed &= catalog.in_columns(rows, self.include)
+        if self.exclude:
+            allowed &= ~catalog.in_columns(rows, self.exclude)
+        if self.max_age is not None:
+            allowed &= catalog.age_rank[rows] <= self.max_age
+        if self.blocked and allowed.any():
             candidates = np.flatnonzero(allowed)
             ids = catalog.ids
             names = [ids[row] for row in rows[candidates].tolist()]
-            for found in self._blocked:  # ``map`` of a set's ``__contains__``: no Python frame per item
+            for found in self.blocked:  # ``map`` of a set's ``__contains__``: no Python frame per item
                 allowed[candidates] &= ~np.fromiter(map(found.__contains__, names), dtype=bool, count=len(names))
         return allowed

@@ -1,4 +1,4 @@
-"""The recommendation funnel: candidates -> ranking -> filters -> fill -> diversity -> exploration -> explanations.
+"""The recommendation funnel: candidates -> the page (scores, filters, fill, diversity, exploration) -> explanations.
 
 One ``Funnel`` serves a feature version with a model (or none: then trending and popular
 items). Every stage is a module of its own; this file only wires them in order and times them.
@@ -22,15 +22,12 @@ from featurestore.reader import FeatureReader, UserFeatures
 from serving import candidates as generate
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.diversity import capped
-from serving.exploration import explored
 from serving.explain import explained
-from serving.fill import popular_fill
 from serving.filters import ItemFilter
 from serving.model import ServingModel, hour_of
 from serving.neighbours import NeighbourCache
-from serving.ranking import ranking
-from serving.request import Page, Pool, Query, RankedItem, Scored
+from serving.page import PageRequest, compiled_page
+from serving.request import Page, Pool, Query, RankedItem
 from serving.snapshot import CATALOG_ARRAYS, Snapshot
 
 __all__ = ["Funnel", "Page", "Query", "RankedItem"]
@@ -75,13 +72,12 @@ class Funnel:
         user, region, pool, drawn = self.candidates(query, user)
         known = user is not None and not user.is_new
         ranker = self.model.ranker if self.model is not None and known else None
-        with self._stage("rank"):
-            learned = (functools.partial(_learned, ranker, user=user, snapshot=self.snapshot, region=region)
-                       if ranker else None)
-            boosted = None if known or not query.onboarding_categories else query.onboarding_categories
-            ranked = ranking(pool, self.catalog, self.config, boosted, learned)
+        learned = (functools.partial(_learned, ranker, user=user, snapshot=self.snapshot, region=region)
+                   if ranker else None)
+        boosted = None if known or not query.onboarding_categories else query.onboarding_categories
         blocked = (user.seen, user.disliked) if user else ()
-        items, widened = self._finish(ranked, query, region, blocked, user, explore=True)
+        request = self._request(pool, query, region, blocked, learned=learned, boosted=boosted, fresh=self._fresh())
+        items, widened = self._finish(request, region, query, user)
         return Page(items, "full" if self.reader else "degraded", widened, drawn)
 
     def similar(self, item_id: str, k: int, user_id: str = "") -> list[RankedItem]:
@@ -92,13 +88,13 @@ class Funnel:
         neighbours = self._similar_many([item_id], k + len(blocked))[0]
         ids = [item for item, _ in neighbours]
         pool = Pool.of("co_occurrence", ids, self.catalog.rows(ids), [item_id] * len(ids))
-        ranked = ranking(pool, self.catalog, self.config)
-        return self._finish(ranked, Query(user_id, k), "", (blocked,), None)[0]
+        query = Query(user_id, k)
+        return self._finish(self._request(pool, query, "", (blocked,)), "", query, None)[0]
 
     def trending(self, region: str, k: int) -> list[RankedItem]:
         pool = generate.listed("trending", self.snapshot.trending_in(region), k, self.catalog)
-        ranked = ranking(pool, self.catalog, self.config)
-        return self._finish(ranked, Query("", k, region=region), region, (), None, diverse=False)[0]
+        query = Query("", k, region=region)
+        return self._finish(self._request(pool, query, region, (), diverse=False), region, query, None)[0]
 
     # -- stages --------------------------------------------------------------------------
 
@@ -115,34 +111,39 @@ class Funnel:
         return user, region, *self._candidates(query, user, region)
 
     def _candidates(self, query: Query, user: UserFeatures | None, region: str) -> tuple[Pool, Counter]:
-        """The pool and how many candidates each source drew (the shared lists' counts come with them)."""
+        """The pool and how many candidates each source drew (the shared lists' counts come with them).
+
+        Every part runs in a stage of its own, so the stages' CPU adds up to the request's."""
         wanted = self._sources()
-        listed, listed_counts = self._listed(region)
+        with self._stage("candidates"):
+            listed, listed_counts = self._listed(region)
         if user is None or user.is_new:
             return listed, Counter(listed_counts)
         personal: dict[str, Pool] = {}
         if "co_occurrence" in wanted:
-            recent = self._engaged(user, self.config.recent_items)
-            if query.current_item_id:
-                recent = [query.current_item_id, *recent]
             with self._stage("co_occurrence"):
+                recent = self._engaged(user, self.config.recent_items)
+                if query.current_item_id:
+                    recent = [query.current_item_id, *recent]
                 personal["co_occurrence"] = generate.co_occurrence(
                     self._similar_many(recent, self.config.neighbours_per_item), recent, self.catalog)
         if "continue_watching" in wanted:
-            personal["continue_watching"] = generate.continue_watching(user, self.catalog)
+            with self._stage("candidates"):
+                personal["continue_watching"] = generate.continue_watching(user, self.catalog)
         if self.model is not None and "two_tower" in wanted:
-            device = query.device or user.profile["device"]
-            history = self._engaged(user, self.model.history_length)
-            hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
             with self._stage("user_tower"):
+                device = query.device or user.profile["device"]
+                history = self._engaged(user, self.model.history_length)
+                hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
                 embedding = self.model.embed_user(query.user_id, history, region, device, hour)
             with self._stage("two_tower"):
                 personal["two_tower"] = generate.two_tower(
                     *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog))
-        # As the shared lists' counts: a source that drew nothing is not counted.
-        found = {source: pool for source, pool in personal.items() if len(pool)}
-        drawn = Counter(listed_counts) + Counter({source: len(pool) for source, pool in found.items()})
-        return Pool.joined([listed, *found.values()]), drawn
+        with self._stage("candidates"):
+            # As the shared lists' counts: a source that drew nothing is not counted.
+            found = {source: pool for source, pool in personal.items() if len(pool)}
+            drawn = Counter(listed_counts) + Counter({source: len(pool) for source, pool in found.items()})
+            return Pool.joined([listed, *found.values()]), drawn
 
     def _sources(self) -> frozenset[str]:
         """What to generate: a learned ranker weighs every source; the blend only those it weights."""
@@ -166,32 +167,21 @@ class Funnel:
         _, pool, counts = self.snapshot.derived(("lists", region, wanted, id(config)), build)
         return pool, counts
 
-    def _finish(self, ranked: Scored, query: Query, region: str, blocked: tuple[Collection[str], ...],
-                user: UserFeatures | None, *, explore: bool = False, diverse: bool = True
+    def _request(self, pool: Pool, query: Query, region: str, blocked: tuple[Collection[str], ...],
+                 **options) -> PageRequest:
+        allowed = ItemFilter(self.catalog, query.filters, region, blocked)
+        return PageRequest(pool, allowed, query.k, self._popular_rows(region), **options)
+
+    def _finish(self, request: PageRequest, region: str, query: Query, user: UserFeatures | None
                 ) -> tuple[list[RankedItem], bool]:
-        """The page from ``ranked`` and whether the filters left it short (then filled); with
-        ``explore`` a share of it is kept for new items."""
-        catalog, k = self.catalog, query.k
-        allowed = ItemFilter(catalog, query.filters, region, blocked)
-        with self._stage("filter"):
-            passing = ranked.take(np.flatnonzero(allowed.mask(ranked.rows)))
-            widened = len(passing) < k
-            fill_rows = (popular_fill(len(catalog), allowed, self._popular_rows(region), passing.rows, k - len(passing))
-                         if widened else np.zeros(0, dtype=np.int64))
-            fill = passing.like(fill_rows, "popular")
-        with self._stage("diversify"):
-            sequence = passing + fill
-            cap = self.config.max_per_category if diverse else 0
-            page = sequence.take(capped(catalog.first_category[sequence.rows], cap, k))
-        if explore:
-            with self._stage("explore"):
-                page = explored(page, sequence, self._fresh(), catalog, self.config.max_per_category,
-                                self.config.exploration_share, k)
+        """The page's explained items, and whether the filters left it short (then filled)."""
+        with self._stage("page"):
+            page, widened = compiled_page(self.catalog, self.config, request)
         with self._stage("explain"):
             nearest = None
             if self.model is not None and user is not None:
                 nearest = functools.partial(self.model.closest, among=self._engaged(user, RECENT_FOR_EXPLANATIONS))
-            items = explained(page, catalog.ids, self.snapshot.catalog, region, set(query.onboarding_categories),
+            items = explained(page, self.catalog.ids, self.snapshot.catalog, region, set(query.onboarding_categories),
                               nearest)
         return items, widened
 
@@ -209,15 +199,16 @@ class Funnel:
         """The hour of day of the log's clock: the snapshot's, so once per snapshot (a numpy call each)."""
         return self.snapshot.derived("log_hour", lambda: hour_of(self.snapshot.log_clock_ms))
 
-    def _fresh(self) -> np.ndarray:
-        """Per catalog row: whether the item is new (on the snapshot's list of new items)."""
-        def build() -> np.ndarray:
+    def _fresh(self) -> np.ndarray | None:
+        """Per catalog row: whether the item is new (on the snapshot's list of new items); None when
+        none is, so a page has nothing to explore."""
+        def build() -> tuple[np.ndarray | None]:
             fresh = np.zeros(len(self.catalog), dtype=bool)
             rows = self.catalog.rows([item for item, _ in self.snapshot.new_items])
             fresh[rows[rows >= 0]] = True
-            return fresh
+            return (fresh if fresh.any() else None,)  # a tuple: ``derived`` recomputes a None
 
-        return self.snapshot.derived("fresh", build)
+        return self.snapshot.derived("fresh", build)[0]
 
     def _popular_rows(self, region: str) -> np.ndarray:
         return self.snapshot.derived(("popular_rows", region), lambda: self.catalog.rows(

@@ -24,7 +24,7 @@ Learned = Callable[[Pool], tuple[list[str], np.ndarray, np.ndarray]]
 
 def credits(pool: Pool, config: FunnelConfig) -> np.ndarray:
     """Each candidate's rank credit: its source's weight / (rank_offset + its rank)."""
-    return config.source_weights()[pool.sources] / (config.rank_offset + pool.ranks)
+    return np.array(config.source_weights())[pool.sources] / (config.rank_offset + pool.ranks)
 
 
 def ranking(pool: Pool, catalog: CatalogArrays, config: FunnelConfig, boosted: tuple[str, ...] | None = None,

@@ -53,7 +53,7 @@ class Snapshot:
         if previous is not None and previous.version == reader.version and offsets and previous.offsets == offsets:
             return previous
         now = reader.log_clock_ms()
-        scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions())]
+        scopes = [GLOBAL_SCOPE, *(region_scope(r) for r in reader.trending_regions(now))]
         reuse = (previous is not None and previous.version == reader.version and bool(offsets)
                  and _catalog_positions(previous.offsets) == _catalog_positions(offsets))
         # In item id order: the catalog's order is the order a short page is filled in, and a Redis

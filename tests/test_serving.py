@@ -273,7 +273,7 @@ def test_metrics_are_exported(served):
     # Each stage's CPU: some for every stage a personal page runs, and together within the handlers'.
     stages = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
               if line.startswith("kapparec_stage_cpu_seconds_total{")}
-    assert {"request", "features", "co_occurrence", "user_tower", "two_tower", "rank", "filter", "diversify",
+    assert {"request", "features", "co_occurrence", "user_tower", "two_tower", "page",
             "explain", "response"} <= set(stages) and all(cpu > 0 for cpu in stages.values())
     every_handler = sum(float(line.split()[-1]) for line in text.splitlines()
                         if line.startswith("kapparec_rpc_cpu_seconds_total{"))

@@ -28,10 +28,13 @@ def add_trending(batch: EventBatch, merged: MergedMutations) -> None:
         merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(GLOBAL_SCOPE, start), field, count, window)
         if region:
             merged.add_sum(Op.DISTINCT, Feature.TRENDING, window_entity(region_scope(region), start), field, count, window)
+    for region, start in {(region, start) for region, start, _, _ in per_key if region}:
+        merged.fields(Op.ADD, Feature.TRENDING_SCOPES, str(start), str(start + retention_ms))[region_scope(region)] = None
 
 
 class Trending(ExtractedFeature):
     """TRENDING DISTINCT per (scope, trending bucket, item, user) of the on-time engagements;
-    scope "global" and, for records with a region, "region:<region>"."""
+    scope "global" and, for records with a region, "region:<region>" (listed in the bucket's
+    TRENDING_SCOPES)."""
 
     extract = staticmethod(add_trending)
