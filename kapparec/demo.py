@@ -132,7 +132,7 @@ class Demo:
 
         production = ModelRegistry(settings.models_dir()).production()
         if production is not None and "serve" in self.apps.running():
-            self.note(f"the running server serves model {production.version_id}: reusing it (`kapparec train` retrains)")
+            self.note(f"the running server serves model {production.id}: reusing it (`kapparec train` retrains)")
             return
         self.verb("train", "--epochs", str(self.args.epochs), "--search-space", "small", "--bootstrap", self.bootstrap,
                   "--models-dir", str(settings.models_dir()))
