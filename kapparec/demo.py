@@ -31,6 +31,7 @@ LIVE_USER_PREFIX = "live-"  # the users the demo invents, kept out of the heavy/
 PAGE_SIZE = 5
 TRENDING_SIZE = 20
 CHANGE_TIMEOUT_S = 90.0
+STREAM_CATCH_UP_S = 300.0  # what was logged since the features were built, on a busy 2-core machine
 
 
 def register(verbs) -> None:
@@ -144,12 +145,13 @@ class Demo:
         self.experiments_file.touch()
         app_settings = AppSettings(self.bootstrap, self.redis_url, settings.models_dir(), self.experiments_file)
         self.ports = self.apps.ports()
-        for name, what in (("stream", "catching up with the log"), ("serve", "loading the model"),
-                           ("console", "starting")):
+        for name, what in (("stream", "starting"), ("serve", "loading the model"), ("console", "starting")):
             with self.console.status(f"{name}: {what}"):
                 started = self.apps.start(app_settings, self.ports, name)
             state = "started" if started else "already running, reused"
             self.note(f"{name}: {state}, pid {self.apps.pid(name)} (log {self.run_dir}/logs/{name}.log)")
+        with self.console.status("stream: catching up with the log"):
+            self.wait_for_stream(STREAM_CATCH_UP_S)
 
     def explained_pages(self) -> None:
         heavy, light = heavy_and_light_users(self.redis_url)
@@ -177,7 +179,7 @@ class Demo:
         self.verb("simulate", "--duration", f"{self.args.experiment_seconds:g}", "--users", "200", "--server",
                   self.ports.server, *self.synthetic_shape("--world-"))
         with self.console.status("waiting for the stream job to commit the simulated events"):
-            wait_for_stream(self.bootstrap, self.redis_url)
+            self.wait_for_stream(STREAM_CATCH_UP_S)
         self.console.print(experiment_report(self.redis_url, self.experiments_file, name))
 
     # -- helpers --------------------------------------------------------------------------
@@ -186,6 +188,18 @@ class Demo:
         """The synthetic log's shape as flags: ``--users ...`` for ``produce``, ``--world-users ...`` for ``simulate``."""
         shape = {"users": self.args.users, "items": self.args.items, "seed": DEMO_LOG["seed"]}
         return [arg for name, value in shape.items() for arg in (f"{prefix}{name}", str(value))]
+
+    def wait_for_stream(self, timeout_s: float) -> None:
+        """Until the demo's stream job has committed everything the log holds now."""
+        from infra.apps import stream_following
+
+        deadline = time.monotonic() + timeout_s
+        while not stream_following(self.bootstrap, self.redis_url):
+            if self.apps.pid("stream") is None:
+                raise KapparecError(f"the stream job exited; see {self.run_dir}/logs/stream.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stream job did not commit the log's end within {timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def endpoints(self) -> list[str]:
         return ["--bootstrap", self.bootstrap, "--redis", self.redis_url]
@@ -251,13 +265,3 @@ def heavy_and_light_users(redis_url: str) -> tuple[str, str]:
     # Ties broken by id, so the same store always shows the same users.
     sizes = sorted(zip(pipeline.execute(), keys), key=lambda size_key: (-size_key[0], size_key[1]))
     return sizes[0][1][len(prefix):], sizes[-1][1][len(prefix):]
-
-
-def wait_for_stream(bootstrap: str, redis_url: str, timeout_s: float = 120.0) -> None:
-    from infra.apps import stream_following
-
-    deadline = time.monotonic() + timeout_s
-    while not stream_following(bootstrap, redis_url):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the stream job did not commit the log's end within {timeout_s:.0f} s")
-        time.sleep(0.2)

@@ -7,6 +7,7 @@ delay covers the stream job's commit and the server's refresh of its lists, noth
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,19 +155,17 @@ def _event(user: str, item: str, event_type: str, region: str, now_ms: int, valu
 def start_experiment(path: Path, name: str) -> None:
     """Replace the experiments file with one experiment: popular items only (control) against the
     production model, half the users each. The server reloads the file on change."""
-    path.write_text(f"""# written by `kapparec demo`; the server reloads this file on change
-[[experiment]]
-name = "{name}"
-salt = "{name}"
-control = "popular"
-[[experiment.variant]]
-name = "popular"
-share = 0.5
-popularity_only = true
-[[experiment.variant]]
-name = "model"
-share = 0.5
-""")
+    variants = ({"name": "popular", "share": 0.5, "popularity_only": True}, {"name": "model", "share": 0.5})
+    lines = ["# written by `kapparec demo`; the server reloads this file on change", "[[experiment]]",
+             *_toml_pairs({"name": name, "salt": name, "control": "popular"})]
+    for variant in variants:
+        lines += ["[[experiment.variant]]", *_toml_pairs(variant)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _toml_pairs(table: dict) -> list[str]:
+    # json.dumps writes strings, numbers and booleans as TOML writes them
+    return [f"{key} = {json.dumps(value)}" for key, value in table.items()]
 
 
 def wait_for_experiment(server: str, name: str, timeout_s: float = 60.0) -> None:
