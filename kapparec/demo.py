@@ -106,9 +106,8 @@ class Demo:
         from infra.stack import LocalStack
 
         self.verb("infra", "up")
-        ports = (LocalStack.recorded(self.run_dir) or {}).get("ports") or {}
-        self.bootstrap = settings.bootstrap() if not ports else f"127.0.0.1:{ports['broker']}"
-        self.redis_url = settings.redis_url() if not ports else f"redis://127.0.0.1:{ports['redis']}/0"
+        ports = LocalStack.recorded(self.run_dir)["ports"]  # what `infra up` started, or found running
+        self.bootstrap, self.redis_url = f"127.0.0.1:{ports['broker']}", f"redis://127.0.0.1:{ports['redis']}/0"
 
     def fill_log(self) -> None:
         from streams import offsets, topics
