@@ -7,6 +7,7 @@
 #   make faults  fault-injection tests: kills, restarts, floods, broken disks and model files
 #   make slow    long end-to-end tests, the continuous job on Flink among them
 #   make bench   benchmarks: figures beside a ceiling measured in the same run
+#   make docs    regenerate docs/configuration.md and docs/key-layout.md from the code
 #   make screenshot  the README's pictures of the web console (docs/console*.png), on a private stack
 #   make lock    re-pin requirements.lock from the current venv
 #   make clean   stop the local stack and remove the run directory (.run)
@@ -19,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-packages broker-jars test demo bench faults slow screenshot lock clean
+.PHONY: install system-packages broker-jars test demo bench faults slow docs screenshot lock clean
 
 STUBS := kapparec/v1/recommender_pb2_grpc.py
 # The funnel's compiled core (Rust, PyO3): built by the maturin that requirements.lock pins, its
@@ -38,8 +39,9 @@ $(STUBS): $(PROTOS) $(STAMP)
 
 # Checked on every run (cheap), not stamped: a package can disappear independently of the venv.
 # Each command a missing Debian package provides, and the package.
-# Chromium is what the console's browser tests drive (playwright never downloads a browser here).
-APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven chromium:chromium
+# Chromium is what the console's browser tests drive (playwright never downloads a browser here);
+# promtool checks the alert rules of docs/ops (tests/test_ops_files.py).
+APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven chromium:chromium promtool:prometheus
 APT_MISSING = $(foreach need,$(APT_NEEDS),$(if $(shell command -v $(word 1,$(subst :, ,$(need)))),,$(word 2,$(subst :, ,$(need)))))
 system-packages:
 	@missing="$(strip $(APT_MISSING))"; [ -z "$$missing" ] || { \
@@ -77,6 +79,9 @@ faults: install
 
 slow: install
 	$(BIN)/pytest -m slow
+
+docs: install
+	$(BIN)/python -m kapparec.reference
 
 screenshot: install
 	$(BIN)/python -m tests.console_screenshot --out docs

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from infra.apps import DemoApps
 from infra.flink import FLINK_VERSION, FlinkCluster
 from infra.health import broker_healthy, redis_healthy
 from infra.kafka_broker import KafkaNode, broker_spec, kafka_version
@@ -95,8 +96,12 @@ class LocalStack:
         return started
 
     def down(self) -> list[str]:
-        """Stop every service of this stack, verifying none is left; returns the names that were running."""
-        stopped = [name for name, stop in (("flink", self.flink.stop), ("redis", self.redis.stop), ("broker", self.broker.stop)) if stop()]
+        """Stop every service of this stack, verifying none is left; returns the names that were running.
+
+        The demo's stream job, server and console go first: they run on this stack and would only
+        retry against it."""
+        stopped = DemoApps(self.run_dir).stop()
+        stopped += [name for name, stop in (("flink", self.flink.stop), ("redis", self.redis.stop), ("broker", self.broker.stop)) if stop()]
         self.record_file.unlink(missing_ok=True)
         return stopped
 

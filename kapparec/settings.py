@@ -29,14 +29,17 @@ def env_int(name: str, default: int) -> int:
 
 
 def broker_port() -> int:
+    """The local broker's port (`kapparec infra up`)."""
     return env_int("KAPPAREC_BROKER_PORT", DEFAULT_BROKER_PORT)
 
 
 def redis_port() -> int:
+    """The local Redis's port (`kapparec infra up`)."""
     return env_int("KAPPAREC_REDIS_PORT", DEFAULT_REDIS_PORT)
 
 
 def flink_port() -> int:
+    """The local Flink cluster's REST port (`kapparec infra up --with-flink`)."""
     return env_int("KAPPAREC_FLINK_PORT", DEFAULT_FLINK_PORT)
 
 
@@ -46,6 +49,7 @@ def bootstrap(override: str | None = None) -> str:
 
 
 def redis_url(override: str | None = None) -> str:
+    """The feature store, ``redis://host:port/db``."""
     return override or os.environ.get("KAPPAREC_REDIS_URL") or f"redis://127.0.0.1:{redis_port()}/0"
 
 
