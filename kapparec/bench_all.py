@@ -1,0 +1,95 @@
+"""``kapparec bench all``: every benchmark, one after another, into one report.
+
+Never two at once: on 2 cores a benchmark running beside another corrupts both figures. Each
+runs on its own private stack (started and stopped by the benchmark), and the load average is
+recorded around each, since the machine may be shared with work this command does not control.
+
+The report directory holds ``report.json`` (the ``figures`` list and every benchmark's whole
+result), ``report.md`` (the figures table) and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kapparec.bench_figures import report_figures
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    module: str
+    function: str
+    full: dict = field(default_factory=dict)
+    quick: dict = field(default_factory=dict)
+
+
+STEPS = (
+    Step("backfill", "transforms.bench", "backfill_benchmark", {"events": 1_000_000, "dense_events": 200_000},
+         {"events": 20_000, "dense_events": 5_000}),
+    Step("freshness", "transforms.bench", "freshness_benchmark", {"n": 250, "load_per_s": 2_000.0},
+         {"n": 40, "load_per_s": 500.0}),
+    Step("reads", "featurestore.bench", "reads_benchmark", {"sizes": (1_000_000, 5_000_000), "calls": 1_000},
+         {"sizes": (20_000,), "calls": 200}),
+    Step("serving", "serving.bench", "serving_benchmark", {},
+         {"items": 2_000, "users": 200, "events": 10_000, "clients": (1, 8), "seconds": 3.0}),
+    Step("index", "training.bench", "index_benchmark", {"sizes": (100_000, 1_000_000)},
+         {"sizes": (20_000,), "queries": 200}),
+    Step("training", "training.train_bench", "training_benchmark", {"epochs": 5},
+         {"interactions": 5_000, "users": 2_000, "items": 1_000, "events": 30_000}),
+    Step("evaluation", "training.train_bench", "evaluation_benchmark", {}, {"movielens": None, "synthetic": (1_000, 500, 20_000), "epochs": 1}),
+)
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def machine() -> dict:
+    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                          if line.startswith("MemTotal:")))
+    return {"cores": os.cpu_count(), "memory_gib": round(memory_kib / 2**20, 1), "python": platform.python_version(),
+            "platform": platform.platform(terse=True)}
+
+
+def run_all(quick: bool = False, steps: tuple[Step, ...] = STEPS, sizes: dict[str, dict] | None = None) -> dict:
+    """Run ``steps`` in order and return the report. ``sizes`` overrides a step's arguments by name."""
+    started_at, load_at_start = datetime.now(timezone.utc), load_average()
+    results, runs = {}, {}
+    for step in steps:
+        arguments = (step.quick if quick else step.full) | (sizes or {}).get(step.name, {})
+        print(f"bench all: {step.name} {arguments or '(full size)'}", file=sys.stderr, flush=True)
+        load_before, began = load_average(), time.perf_counter()
+        results[step.name] = getattr(importlib.import_module(step.module), step.function)(**arguments)
+        runs[step.name] = {"arguments": {key: list(value) if isinstance(value, tuple) else value
+                                         for key, value in arguments.items()},
+                           "seconds": round(time.perf_counter() - began, 1),
+                           "load_average": {"start": load_before, "end": load_average()}}
+    return {"date": started_at.strftime("%Y-%m-%d"), "started_at": started_at.isoformat(timespec="seconds"),
+            "quick": quick, "machine": machine(), "load_average": {"start": load_at_start, "end": load_average()},
+            "figures": report_figures(results, quick), "runs": runs, "results": results}
+
+
+def write_report(report: dict, out: Path) -> list[Path]:
+    """report.json, report.md and the plots into ``out``; returns the files written."""
+    from kapparec.bench_plots import write_plots
+    from kapparec.bench_publish import report_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(report["results"], out)
+    report = report | {"plots": [plot.name for plot in plots]}
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    return [out / "report.json", out / "report.md", *plots]
+
+
+def default_out() -> Path:
+    return Path(".run") / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S")
