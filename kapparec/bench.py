@@ -90,7 +90,7 @@ def run_benchmark(args) -> int:
 
 
 def run_all_benchmarks(args) -> int:
-    from kapparec.bench_all import default_out, run_all, write_report
+    from kapparec.bench_all import default_out, failures, run_all, write_report
     from kapparec.bench_publish import figures_table
 
     report = run_all(quick=args.quick)
@@ -101,7 +101,9 @@ def run_all_benchmarks(args) -> int:
         print(json.dumps({key: value for key, value in report.items() if key != "results"}, sort_keys=True))
     else:
         print(figures_table(report))
-    return 0
+    for name, error in failures(report).items():
+        print(f"bench all: {name} failed: {error}", file=sys.stderr)
+    return 1 if failures(report) else 0
 
 
 def publish_report(args) -> int:

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kapparec.bench_figures import report_figures
+from kapparec.bench_plots import write_plots
+from kapparec.bench_publish import report_markdown
 
 
 @dataclass(frozen=True)
@@ -61,34 +63,49 @@ def machine() -> dict:
 
 
 def run_all(quick: bool = False, steps: tuple[Step, ...] = STEPS, sizes: dict[str, dict] | None = None) -> dict:
-    """Run ``steps`` in order and return the report. ``sizes`` overrides a step's arguments by name."""
+    """Run ``steps`` in order and return the report. ``sizes`` overrides a step's arguments by name.
+
+    A step that fails is recorded with its error and the others still run: an hour's run is not
+    thrown away for one benchmark, and the report says which one is missing and why."""
     started_at, load_at_start = datetime.now(timezone.utc), load_average()
+    # Every benchmark's code is loaded before the first runs, so the whole report measures one version of it.
+    functions = {step.name: getattr(importlib.import_module(step.module), step.function) for step in steps}
     results, runs = {}, {}
     for step in steps:
         arguments = (step.quick if quick else step.full) | (sizes or {}).get(step.name, {})
         print(f"bench all: {step.name} {arguments or '(full size)'}", file=sys.stderr, flush=True)
         load_before, began = load_average(), time.perf_counter()
-        results[step.name] = getattr(importlib.import_module(step.module), step.function)(**arguments)
-        runs[step.name] = {"arguments": {key: list(value) if isinstance(value, tuple) else value
-                                         for key, value in arguments.items()},
-                           "seconds": round(time.perf_counter() - began, 1),
-                           "load_average": {"start": load_before, "end": load_average()}}
+        run = {"arguments": {key: list(value) if isinstance(value, tuple) else value for key, value in arguments.items()}}
+        try:
+            results[step.name] = functions[step.name](**arguments)
+        except Exception as error:  # noqa: BLE001 - recorded in the report, and the command exits non-zero
+            run["error"] = f"{type(error).__name__}: {error}"
+            print(f"bench all: {step.name} failed: {run['error']}", file=sys.stderr, flush=True)
+        runs[step.name] = run | {"seconds": round(time.perf_counter() - began, 1),
+                                 "load_average": {"start": load_before, "end": load_average()}}
     return {"date": started_at.strftime("%Y-%m-%d"), "started_at": started_at.isoformat(timespec="seconds"),
             "quick": quick, "machine": machine(), "load_average": {"start": load_at_start, "end": load_average()},
             "figures": report_figures(results, quick), "runs": runs, "results": results}
 
 
-def write_report(report: dict, out: Path) -> list[Path]:
-    """report.json, report.md and the plots into ``out``; returns the files written."""
-    from kapparec.bench_plots import write_plots
-    from kapparec.bench_publish import report_markdown
+def failures(report: dict) -> dict[str, str]:
+    return {name: run["error"] for name, run in report["runs"].items() if "error" in run}
 
+
+def write_report(report: dict, out: Path) -> list[Path]:
+    """report.json, report.md and the plots into ``out``; returns the files written. The JSON is
+    written first, so a plot that fails to draw loses no figure."""
     out.mkdir(parents=True, exist_ok=True)
+    _write_json(report, out)
     plots = write_plots(report["results"], out)
     report = report | {"plots": [plot.name for plot in plots]}
-    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+    _write_json(report, out)
     (out / "report.md").write_text(report_markdown(report))
     return [out / "report.json", out / "report.md", *plots]
+
+
+def _write_json(report: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def default_out() -> Path:

@@ -49,7 +49,8 @@ def measured_line(report: dict) -> str:
 
 def report_markdown(report: dict) -> str:
     runs = ", ".join(f"{name} {run['seconds']:g} s (load {run['load_average']['start'][0]}→"
-                     f"{run['load_average']['end'][0]})" for name, run in report["runs"].items())
+                     f"{run['load_average']['end'][0]}){' FAILED: ' + run['error'] if 'error' in run else ''}"
+                     for name, run in report["runs"].items())
     plots = "\n".join(f"![{plot}]({plot})" for plot in report.get("plots", []))
     return (f"# Benchmark report {report['date']}\n\n{measured_line(report)}\n\nRun one after another: {runs}.\n\n"
             f"{figures_table(report)}\n{plots}\n")
