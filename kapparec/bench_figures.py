@@ -112,6 +112,8 @@ def serving_figures(result: dict, quick: bool) -> Iterator[dict]:
         yield figure(f"serving {clients} clients: server CPU per request", row["server_cpu_ms"], "ms",
                      ceiling["server_cpu_ms"])
         yield figure(f"serving {clients} clients: handler CPU per request", row["handler_cpu_ms"], "ms")
+        if "redis_cpu_ms" in row:
+            yield figure(f"serving {clients} clients: Redis CPU per request", row["redis_cpu_ms"], "ms")
     for share, row in result.get("open_loop", {}).items():
         yield figure(f"serving open loop at {share}% ({row['target_qps']:g} QPS asked): p99", row["p99_ms"], "ms")
     if "live_ingest" in result:

@@ -35,7 +35,8 @@ def capacity_model(report: dict) -> dict:
     reads = max(results["reads"]["sizes"].values(), key=lambda entry: entry["events"])
     peak_events_per_s = EVENTS_PER_DAY / 86_400 * PEAK_TO_MEAN
     cpu = backfill["cpu_us_per_event"]
-    at_goal = serving["clients"].get("8") or serving["clients"][max(serving["clients"], key=int)]
+    at_goal = serving_row(serving)
+    level = next(n for n, row in serving["clients"].items() if row is at_goal)
     per_user = bytes_per_entity(reads, USER_FEATURES, reads["users"])
     per_item = bytes_per_entity(reads, ITEM_FEATURES, reads["items"])
     memory_gib = (USERS * per_user + ITEMS * per_item) / 2**30
@@ -46,9 +47,7 @@ def capacity_model(report: dict) -> dict:
         "broker_cores": peak_events_per_s * cpu["broker"] / 1e6 / CORE_UTILISATION,
         "redis_write_cores": redis_cores / CORE_UTILISATION,
         "serving_cores": RECOMMEND_QPS * at_goal["server_cpu_ms"] / 1000 / CORE_UTILISATION,
-        "grpc_floor_cores": RECOMMEND_QPS * serving["ceiling"]["8" if "8" in serving["clients"] else
-                                                              max(serving["clients"], key=int)]["server_cpu_ms"]
-        / 1000 / CORE_UTILISATION,
+        "grpc_floor_cores": RECOMMEND_QPS * serving["ceiling"][level]["server_cpu_ms"] / 1000 / CORE_UTILISATION,
         "bytes_per_user": per_user,
         "bytes_per_item": per_item,
         "redis_memory_gib": memory_gib,
@@ -56,6 +55,23 @@ def capacity_model(report: dict) -> dict:
         "primaries_for_writes": math.ceil(redis_cores / CORE_UTILISATION),
     }
     return model
+
+
+def redis_reads(report: dict) -> str:
+    """What the request path costs Redis, when the report measured it (``INFO cpu`` per Recommend)."""
+    row = serving_row(report["results"]["serving"])
+    if "redis_cpu_ms" not in row:
+        return ("Redis's CPU per request is not in this report (a request makes at most two round trips, two "
+                "scripts); it has to be measured before the read replicas are sized.")
+    cores = RECOMMEND_QPS * row["redis_cpu_ms"] / 1000 / CORE_UTILISATION
+    return (f"Redis spent {row['redis_cpu_ms']} ms of CPU per Recommend (`INFO cpu`, the snapshot's background "
+            f"reads included): **{cores:,.0f} Redis cores** for reads, {math.ceil(cores):,} single-threaded "
+            "replicas at least, beside the primaries that take the writes.")
+
+
+def serving_row(serving: dict) -> dict:
+    """The closed-loop level the goals are stated at (8 clients), else the busiest measured."""
+    return serving["clients"].get("8") or serving["clients"][max(serving["clients"], key=int)]
 
 
 def capacity_markdown(report: dict, report_path: Path) -> str:
@@ -102,14 +118,13 @@ The job's cores scale with partitions: each partition is read in order by one wo
 
 ## Serving
 
-A Recommend cost the server {report['results']['serving']['clients'].get('8', {}).get('server_cpu_ms', 'n/a')} ms
+A Recommend cost the server {serving_row(report['results']['serving'])['server_cpu_ms']} ms
 of CPU at 8 clients (every process of the server, from `/proc`), against the empty RPC's
 {m['grpc_floor_cores'] * CORE_UTILISATION / RECOMMEND_QPS * 1000:.2f} ms on the same server: **{m['serving_cores']:,.0f} cores**
 for {RECOMMEND_QPS:,} QPS ({m['grpc_floor_cores']:,.0f} of them would be gRPC's floor alone). Serving
 is stateless apart from its snapshot and caches, so it scales by processes; each process holds the
 catalog and the ScaNN index ({ITEMS:,} items x 64-d floats is {ITEMS * 64 * 4 / 2**30:.1f} GiB before
-quantisation). Redis's CPU per request is not in the report (a request makes at most two round trips,
-two scripts); it has to be measured before the read replicas are sized.
+quantisation). {redis_reads(report)}
 
 ## Redis memory
 
