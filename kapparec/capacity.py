@@ -18,6 +18,7 @@ CORE_UTILISATION = 0.7  # the share of a core planned busy, leaving headroom for
 REDIS_NODE_GIB = 25.0  # usable memory of one Redis Cluster primary
 REDIS_REPLICAS = 1  # one replica per primary
 KAFKA_PARTITIONS = 256
+MACHINE_CORES = 2  # a machine like this project's
 
 USER_FEATURES = ("history", "seen", "disliked", "progress", "profile", "affinity", "session_items", "shown",
                  "responded")
@@ -55,6 +56,33 @@ def capacity_model(report: dict) -> dict:
         "primaries_for_writes": math.ceil(redis_cores / CORE_UTILISATION),
     }
     return model
+
+
+def single_unit_limits(m: dict) -> dict[str, tuple[float, str]]:
+    """Per single unit: the share of the target's load it carries before it saturates, and how it
+    scales out (or what it needs before it can)."""
+    return {
+        "one stream process": (1 / m["job_cores"],
+                               "not today: one writer lease per store; needs a lease per partition"),
+        "one Redis primary's CPU, taking the writes": (1 / (m["redis_write_cores"] or 1e-9),
+                                                       "not today: needs Redis Cluster, keys declared and tagged"),
+        f"one Redis node's memory ({REDIS_NODE_GIB:g} GiB)": (REDIS_NODE_GIB / m["redis_memory_gib"],
+                                                            "not today: needs Redis Cluster, keys declared and tagged"),
+        f"one serving machine ({MACHINE_CORES} cores)": (MACHINE_CORES / m["serving_cores"],
+                                                         "yes: stateless processes behind a load balancer"),
+    }
+
+
+def limits_table(m: dict) -> str:
+    rows = sorted(single_unit_limits(m).items(), key=lambda item: item[1][0])
+    return "\n".join(["| unit | share of the target it carries | scales out |", "|---|---|---|",
+                      *(f"| {unit} | {share:.3%} | {how} |" for unit, (share, how) in rows)])
+
+
+def breaks_first(m: dict) -> str:
+    """The unit that saturates first among those that cannot scale out today."""
+    stuck = {unit: share for unit, (share, how) in single_unit_limits(m).items() if how.startswith("not today")}
+    return min(stuck, key=stuck.get)
 
 
 def redis_reads(report: dict) -> str:
@@ -171,12 +199,17 @@ atomic commit per bundle:
 
 ## What breaks first
 
-At this report's figures Redis needs {primaries:,} primaries, set by **{first}**; serving needs
-{m['serving_cores']:,.0f} cores and the stream job {m['job_cores']:,.0f}. The first thing to break is
-the item side of the store under a partition hash tag: a partition-tagged commit makes every item
-and trending read fan out to all partitions, and at {RECOMMEND_QPS:,} QPS with co-occurrence read for
-each request's recent items that is millions of Redis calls per second. Before that scale, the
-single writer lease (`kr:lock:stream`: one continuous job per store) caps the stream at one
-process's rate, {1e6 / cpu['backfill_process']:,.0f} events/s by this report, against
-{m['peak_events_per_s']:,.0f} needed at peak: it has to become one lease per partition.
+Growing from one machine towards the target, each single unit below saturates at a share of the
+target's load; the smallest share breaks first (this report's figures, at {CORE_UTILISATION:.0%} busy):
+
+{limits_table(m)}
+
+Of the units that cannot scale out today, **{breaks_first(m)}** breaks first. At the full scale
+Redis needs {primaries:,} primaries, set by **{first}**; serving needs
+{m['serving_cores']:,.0f} cores and the stream job {m['job_cores']:,.0f}. The single writer lease
+(`kr:lock:stream`: one continuous job per store) has to become one lease per partition, and the
+merge script's keys declared and tagged as above. Once sharded, what breaks next is the item side of
+the store: partition-tagged item and trending keys make those reads fan out to every partition, and
+at {RECOMMEND_QPS:,} QPS, with co-occurrence read for each request's recent items, that multiplies
+Redis calls by the partition count, until the item-keyed second stage exists.
 """
