@@ -33,8 +33,8 @@ def figures_table(report: dict) -> str:
     for row in report["figures"]:
         unit = f" {row['unit']}" if row["unit"] else ""
         ceiling = f"{number(row['ceiling'])}{unit}" if row["ceiling"] is not None else ""
-        rows.append(f"| {row['name']} | {number(row['value'])}{unit} | {ceiling} | {row['goal'] or ''} "
-                    f"| {MET_MARK[row['met']]} |")
+        met = "not judged at this size" if row["goal"] and row["met"] is None else MET_MARK[row["met"]]
+        rows.append(f"| {row['name']} | {number(row['value'])}{unit} | {ceiling} | {row['goal'] or ''} | {met} |")
     return "\n".join(rows) + "\n"
 
 
@@ -97,9 +97,13 @@ def with_section(text: str, section: str) -> str:
 
 
 def publish(report_dir: Path) -> list[Path]:
-    """Rewrite the README's Benchmarks section and docs/capacity.md from ``report_dir``."""
+    """Rewrite the README's Benchmarks section, docs/capacity.md and the report's own report.md
+    (so all three come from one version of this code) from ``report_dir``."""
     from kapparec.capacity import capacity_markdown
 
+    report = load_report(report_dir)
     README.write_text(with_section(README.read_text(), readme_section(report_dir)))
-    CAPACITY.write_text(capacity_markdown(load_report(report_dir), in_project(report_dir)))
-    return [README, CAPACITY]
+    CAPACITY.write_text(capacity_markdown(report, in_project(report_dir)))
+    markdown = Path(report_dir) / "report.md"
+    markdown.write_text(report_markdown(report))
+    return [README, CAPACITY, markdown]
