@@ -11,7 +11,7 @@ from pathlib import Path
 from kapparec.bench_all import STEPS, run_all, write_report
 from kapparec.bench_figures import FRESHNESS_IDLE_P95_MS, figure
 from kapparec.bench_publish import (CAPACITY, README, figures_table, in_project, latest_report, load_report,
-                                    readme_section, with_section)
+                                    readme_section, report_markdown, with_section)
 from kapparec.capacity import capacity_markdown
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
@@ -55,6 +55,7 @@ def test_the_readme_benchmarks_section_is_the_latest_reports():
     report = load_report(report_dir)
     for row in report["figures"]:
         assert f"| {row['name']} |" in text
+    assert (report_dir / "report.md").read_text() == report_markdown(report)
 
 
 def test_docs_capacity_is_generated_from_the_latest_report():
