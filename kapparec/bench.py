@@ -58,6 +58,8 @@ def register(verbs) -> None:
     everything.add_argument("--out", type=Path, help="report directory (default .run/bench/<UTC time>)")
     everything.add_argument("--quick", action="store_true",
                             help="small sizes, a few minutes: a smoke check whose full-size goals stay unjudged")
+    everything.add_argument("--with-flink", action="store_true",
+                            help="also `bench flink` (needs Flink: `kapparec infra up --with-flink` installs it)")
     everything.set_defaults(run=run_all_benchmarks)
     publish = sub.add_parser("publish", help="rewrite the README's Benchmarks section and docs/capacity.md from a report")
     publish.add_argument("report", type=Path, nargs="?", help="report directory (default: the newest under docs/reports)")
@@ -90,10 +92,10 @@ def run_benchmark(args) -> int:
 
 
 def run_all_benchmarks(args) -> int:
-    from kapparec.bench_all import default_out, failures, run_all, write_report
+    from kapparec.bench_all import FLINK_STEP, STEPS, default_out, failures, run_all, write_report
     from kapparec.bench_publish import figures_table
 
-    report = run_all(quick=args.quick)
+    report = run_all(quick=args.quick, steps=STEPS + ((FLINK_STEP,) if args.with_flink else ()))
     out = args.out or default_out()
     written = write_report(report, out)
     print(f"bench all: wrote {', '.join(path.name for path in written)} to {out}", file=sys.stderr)

@@ -50,6 +50,9 @@ STEPS = (
     Step("evaluation", "training.train_bench", "evaluation_benchmark", {}, {"movielens": None, "synthetic": (1_000, 500, 20_000), "epochs": 1}),
 )
 
+# Opt-in (``--with-flink``): it needs Flink and Beam's job-server jar, which ``infra up --with-flink`` installs.
+FLINK_STEP = Step("flink", "transforms.flink_bench", "flink_benchmark", {}, {"quick": True})
+
 
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]

@@ -149,10 +149,26 @@ def evaluation_figures(result: dict, quick: bool) -> Iterator[dict]:
         yield figure(f"Recall@10 {name} ({result['dataset']})", metrics["recall@10"], "", None, *goal, quick=quick)
 
 
+def flink_figures(result: dict, quick: bool) -> Iterator[dict]:
+    for runner, row in result["backfill"].items():
+        yield figure(f"backfill on {runner}, {result['events']:,} events", row["events_per_s"], "events/s",
+                     result["ceiling_events_per_s"])
+        yield figure(f"backfill on {runner}: CPU per event, every process", cpu_us_per_event(row, result["events"]), "µs")
+    for runner, row in result["freshness"].items():
+        yield figure(f"freshness idle on {runner}: p95", row["p95_ms"], "ms", None, f"<= {FRESHNESS_IDLE_P95_MS:.0f} ms",
+                     row["p95_ms"] <= FRESHNESS_IDLE_P95_MS, full_size_only=False, quick=quick)
+
+
+def cpu_us_per_event(backfill: dict, events: int, leave_out: tuple[str, ...] = ()) -> float:
+    """CPU µs per event of a ``bench flink`` backfill's process groups, from their average cores over its run."""
+    cores = sum(used for group, used in backfill["cpu_cores"].items() if group not in leave_out)
+    return round(1e6 * cores * backfill["seconds"] / events, 2)
+
+
 FIGURES: dict[str, Callable[[dict, bool], Iterator[dict]]] = {
     "backfill": backfill_figures, "freshness": freshness_figures, "reads": reads_figures,
     "serving": serving_figures, "index": index_figures, "training": training_figures,
-    "evaluation": evaluation_figures,
+    "evaluation": evaluation_figures, "flink": flink_figures,
 }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from kapparec.bench_figures import cpu_us_per_event
+
 # The seeds' scale.
 USERS, ITEMS, RECOMMEND_QPS, EVENTS_PER_DAY = 200_000_000, 10_000_000, 100_000, 1_600_000_000
 # Assumptions, stated in the document.
@@ -25,6 +27,17 @@ USER_FEATURES = ("history", "seen", "disliked", "progress", "profile", "affinity
 ITEM_FEATURES = ("popularity", "catalog", "cooc", "occ")
 
 
+def job_us_per_event(results: dict) -> tuple[str, float]:
+    """(which runner, the stream job's CPU µs per event): Flink at parallelism 2 when the report ran
+    ``bench flink``, every process of the job counted (job server, JVMs, SDK workers), Redis and the
+    broker left out as they are counted apart; the DirectRunner's backfill process otherwise."""
+    if "flink" in results:
+        flink = results["flink"]
+        return ("Flink, parallelism 2 (`bench flink`, every process of the job)",
+                cpu_us_per_event(flink["backfill"]["flink_p2"], flink["events"], leave_out=("redis", "broker")))
+    return "DirectRunner (the backfill process)", results["backfill"]["cpu_us_per_event"]["backfill_process"]
+
+
 def bytes_per_entity(reads_entry: dict, features: tuple[str, ...], entities: int) -> float:
     measured = reads_entry["features"]
     return sum(measured.get(name, {"mb": 0.0})["mb"] for name in features) * 2**20 / entities
@@ -35,7 +48,7 @@ def capacity_model(report: dict) -> dict:
     backfill, serving = results["backfill"], results["serving"]
     reads = max(results["reads"]["sizes"].values(), key=lambda entry: entry["events"])
     peak_events_per_s = EVENTS_PER_DAY / 86_400 * PEAK_TO_MEAN
-    cpu = backfill["cpu_us_per_event"]
+    cpu = backfill["cpu_us_per_event"] | {"backfill_process": job_us_per_event(results)[1]}
     at_goal = serving_row(serving)
     level = next(n for n, row in serving["clients"].items() if row is at_goal)
     per_user = bytes_per_entity(reads, USER_FEATURES, reads["users"])
@@ -85,6 +98,17 @@ def breaks_first(m: dict) -> str:
     return min(stuck, key=stuck.get)
 
 
+def runner_note(results: dict) -> str:
+    if "flink" in results:
+        return ("The pipeline's figure is Flink's, from `kapparec bench flink` in this report: a local cluster at "
+                "parallelism 2 on this machine, with its JVMs, job server and SDK workers counted. Redis's and the "
+                "broker's are the DirectRunner backfill's, the same merge and the same reads.")
+    return ("These are **DirectRunner** figures: this report did not run `kapparec bench flink` (`bench all "
+            "--with-flink`), so it holds no Flink per-core figure. The DirectRunner runs a bundle on one Python "
+            "thread, so its CPU per event is the per-core cost of the same transforms; Flink adds its shuffle and "
+            "checkpointing and spreads the SDK workers over cores.")
+
+
 def redis_reads(report: dict) -> str:
     """What the request path costs Redis, when the report measured it (``INFO cpu`` per Recommend)."""
     row = serving_row(report["results"]["serving"])
@@ -106,7 +130,8 @@ def capacity_markdown(report: dict, report_path: Path) -> str:
     m = capacity_model(report)
     backfill, reads = report["results"]["backfill"], max(report["results"]["reads"]["sizes"].values(),
                                                            key=lambda entry: entry["events"])
-    cpu = backfill["cpu_us_per_event"]
+    runner, job_us = job_us_per_event(report["results"])
+    cpu = backfill["cpu_us_per_event"] | {"backfill_process": job_us}
     first = "memory" if m["primaries_for_memory"] >= m["primaries_for_writes"] else "write CPU"
     primaries = max(m["primaries_for_memory"], m["primaries_for_writes"])
     quick = " It is a `--quick` report: small logs, so the per-entity memory is far from what a user with a long history holds." \
@@ -131,16 +156,13 @@ has {KAFKA_PARTITIONS} partitions.
 {EVENTS_PER_DAY:,} events a day is {EVENTS_PER_DAY / 86_400:,.0f} events/s on average and
 **{m['peak_events_per_s']:,.0f} events/s** at peak.
 
-| per event (measured, backfill of {backfill['events']:,} events, DirectRunner) | CPU | cores at peak, {CORE_UTILISATION:.0%} busy |
+| per event (measured by a backfill) | CPU | cores at peak, {CORE_UTILISATION:.0%} busy |
 |---|---|---|
-| the pipeline's process (read, parse, ten features, the commit's encoding) | {cpu['backfill_process']:.1f} µs | {m['job_cores']:,.1f} |
+| the pipeline on {runner} (read, parse, ten features, the commit's encoding) | {cpu['backfill_process']:.1f} µs | {m['job_cores']:,.1f} |
 | Redis (the merge script) | {cpu['redis']:.1f} µs | {m['redis_write_cores']:,.1f} |
 | the broker | {cpu['broker']:.1f} µs | {m['broker_cores']:,.1f} |
 
-These are **DirectRunner** figures: `kapparec bench all` does not run `kapparec bench flink`, so the
-report holds no Flink per-core figure. The DirectRunner runs a bundle on one Python thread, so its
-CPU per event is the per-core cost of the same transforms; Flink adds its shuffle and checkpointing on
-top and spreads the SDK workers over cores. Its per-core rate is an upper bound for one SDK worker.
+{runner_note(report["results"])}
 The job's cores scale with partitions: each partition is read in order by one worker, so
 {KAFKA_PARTITIONS} partitions allow up to {KAFKA_PARTITIONS} workers.
 

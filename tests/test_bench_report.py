@@ -12,7 +12,7 @@ from kapparec.bench_all import STEPS, run_all, write_report
 from kapparec.bench_figures import FRESHNESS_IDLE_P95_MS, figure
 from kapparec.bench_publish import (CAPACITY, README, figures_table, in_project, latest_report, load_report,
                                     readme_section, report_markdown, with_section)
-from kapparec.capacity import capacity_markdown
+from kapparec.capacity import capacity_markdown, job_us_per_event
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 
@@ -68,3 +68,16 @@ def test_publish_without_a_report_is_one_line_and_exit_2(tmp_path):
     run = subprocess.run([KAPPAREC, "bench", "publish", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "report.json" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_capacity_takes_the_stream_jobs_cpu_from_flink_when_the_report_ran_it():
+    report_dir = latest_report()
+    report = load_report(report_dir)
+    flink_p2 = {"seconds": 50.0, "events_per_s": 2_000, "cpu_cores": {"backfill_command": 0.1, "job_server": 0.2,
+                                                                       "sdk_workers": 1.0, "taskmanager": 0.2,
+                                                                       "jobmanager": 0.0, "redis": 0.3, "broker": 0.1}}
+    report["results"]["flink"] = {"events": 100_000, "backfill": {"flink_p2": flink_p2}}
+    runner, job_us = job_us_per_event(report["results"])
+    assert job_us == 1e6 * (0.1 + 0.2 + 1.0 + 0.2) * 50.0 / 100_000  # Redis and the broker are counted apart
+    document = capacity_markdown(report, in_project(report_dir))
+    assert runner.startswith("Flink") and runner in document and f"{job_us:.1f} µs" in document
