@@ -57,8 +57,12 @@ def report_markdown(report: dict) -> str:
 
 
 def latest_report() -> Path:
-    """The report directory under docs/reports that was measured last."""
-    found = {path.parent: json.loads(path.read_text())["started_at"] for path in REPORTS.glob("*/report.json")}
+    """The report directory under docs/reports measured last at full size, or the last quick one when
+    no full-size run exists: a smoke check's small sizes do not replace the figures of a full run."""
+    found = {}
+    for path in REPORTS.glob("*/report.json"):
+        report = json.loads(path.read_text())
+        found[path.parent] = (not report["quick"], report["started_at"])
     if not found:
         raise KapparecError(f"no report under {REPORTS}: run `kapparec bench all --out {REPORTS}/<date>` first")
     return max(found, key=found.get)
