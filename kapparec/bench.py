@@ -54,7 +54,8 @@ def register(verbs) -> None:
             parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
         parser.set_defaults(run=run_benchmark)
     everything = sub.add_parser("all", help="every benchmark one after another: one report (JSON, Markdown, PNG plots)")
-    everything.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    everything.add_argument("--json", action="store_true",
+                            help="print the report as one JSON object (report.json also holds every raw result)")
     everything.add_argument("--out", type=Path, help="report directory (default .run/bench/<UTC time>)")
     everything.add_argument("--quick", action="store_true",
                             help="small sizes, a few minutes: a smoke check whose full-size goals stay unjudged")
