@@ -93,11 +93,12 @@ def run_benchmark(args) -> int:
 
 
 def run_all_benchmarks(args) -> int:
-    from kapparec.bench_all import FLINK_STEP, STEPS, default_out, failures, run_all, write_report
+    from kapparec.bench_all import FLINK_STEP, STEPS, default_out, failures, run_all, write_progress, write_report
     from kapparec.bench_publish import figures_table
 
-    report = run_all(quick=args.quick, steps=STEPS + ((FLINK_STEP,) if args.with_flink else ()))
     out = args.out or default_out()
+    report = run_all(quick=args.quick, steps=STEPS + ((FLINK_STEP,) if args.with_flink else ()),
+                     after_each=write_progress(out))
     written = write_report(report, out)
     print(f"bench all: wrote {', '.join(path.name for path in written)} to {out}", file=sys.stderr)
     if args.json:

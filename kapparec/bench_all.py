@@ -1,6 +1,7 @@
 """``kapparec bench all``: every benchmark, one after another, into one report.
 
-Never two at once: on 2 cores a benchmark running beside another corrupts both figures. Each
+Never two at once: on 2 cores a benchmark running beside another corrupts both figures. The
+feature reads at two long logs take longest, so they run last. Each
 runs on its own private stack (started and stopped by the benchmark), and the load average is
 recorded around each, since the machine may be shared with work this command does not control.
 
@@ -16,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,15 +41,16 @@ STEPS = (
          {"events": 20_000, "dense_events": 5_000}),
     Step("freshness", "transforms.bench", "freshness_benchmark", {"n": 250, "load_per_s": 2_000.0},
          {"n": 40, "load_per_s": 500.0}),
-    Step("reads", "featurestore.bench", "reads_benchmark", {"sizes": (1_000_000, 5_000_000), "calls": 1_000},
-         {"sizes": (20_000,), "calls": 200}),
     Step("serving", "serving.bench", "serving_benchmark", {},
          {"items": 2_000, "users": 200, "events": 10_000, "clients": (1, 8), "seconds": 3.0}),
     Step("index", "training.bench", "index_benchmark", {"sizes": (100_000, 1_000_000)},
          {"sizes": (20_000,), "queries": 200}),
     Step("training", "training.train_bench", "training_benchmark", {"epochs": 5},
          {"interactions": 5_000, "users": 2_000, "items": 1_000, "events": 30_000}),
-    Step("evaluation", "training.train_bench", "evaluation_benchmark", {}, {"movielens": None, "synthetic": (1_000, 500, 20_000), "epochs": 1}),
+    Step("evaluation", "training.train_bench", "evaluation_benchmark", {},
+         {"movielens": None, "synthetic": (1_000, 500, 20_000), "epochs": 1}),
+    Step("reads", "featurestore.bench", "reads_benchmark", {"sizes": (1_000_000, 5_000_000), "calls": 1_000},
+         {"sizes": (20_000,), "calls": 200}),
 )
 
 # Opt-in (``--with-flink``): it needs Flink and Beam's job-server jar, which ``infra up --with-flink`` installs.
@@ -65,8 +68,10 @@ def machine() -> dict:
             "platform": platform.platform(terse=True)}
 
 
-def run_all(quick: bool = False, steps: tuple[Step, ...] = STEPS, sizes: dict[str, dict] | None = None) -> dict:
-    """Run ``steps`` in order and return the report. ``sizes`` overrides a step's arguments by name.
+def run_all(quick: bool = False, steps: tuple[Step, ...] = STEPS, sizes: dict[str, dict] | None = None,
+            after_each: Callable[[dict], None] | None = None) -> dict:
+    """Run ``steps`` in order and return the report. ``sizes`` overrides a step's arguments by name;
+    ``after_each`` gets the report so far after every step (``pending`` names the steps still to run).
 
     A step that fails is recorded with its error and the others still run: an hour's run is not
     thrown away for one benchmark, and the report says which one is missing and why."""
@@ -86,9 +91,13 @@ def run_all(quick: bool = False, steps: tuple[Step, ...] = STEPS, sizes: dict[st
             print(f"bench all: {step.name} failed: {run['error']}", file=sys.stderr, flush=True)
         runs[step.name] = run | {"seconds": round(time.perf_counter() - began, 1),
                                  "load_average": {"start": load_before, "end": load_average()}}
-    return {"date": started_at.strftime("%Y-%m-%d"), "started_at": started_at.isoformat(timespec="seconds"),
-            "quick": quick, "machine": machine(), "load_average": {"start": load_at_start, "end": load_average()},
-            "figures": report_figures(results, quick), "runs": runs, "results": results}
+        report = {"date": started_at.strftime("%Y-%m-%d"), "started_at": started_at.isoformat(timespec="seconds"),
+                  "quick": quick, "machine": machine(), "load_average": {"start": load_at_start, "end": load_average()},
+                  "figures": report_figures(results, quick), "runs": runs, "results": results,
+                  "pending": [later.name for later in steps if later.name not in runs]}
+        if after_each is not None:
+            after_each(report)
+    return report
 
 
 def failures(report: dict) -> dict[str, str]:
@@ -105,6 +114,14 @@ def write_report(report: dict, out: Path) -> list[Path]:
     _write_json(report, out)
     (out / "report.md").write_text(report_markdown(report))
     return [out / "report.json", out / "report.md", *plots]
+
+
+def write_progress(out: Path) -> Callable[[dict], None]:
+    """Writes the report so far into ``out`` after each step: a run stopped midway keeps what it measured."""
+    def write(report: dict) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(report, out)
+    return write
 
 
 def _write_json(report: dict, out: Path) -> None:

@@ -44,7 +44,8 @@ def measured_line(report: dict) -> str:
     return (f"Measured {report['started_at']} at {size} on a {machine['cores']}-core, {machine['memory_gib']} GiB "
             f"machine ({machine['platform']}, Python {machine['python']}); load average (1, 5, 15 min) "
             f"{', '.join(map(str, load['start']))} at the start and {', '.join(map(str, load['end']))} at the end. "
-            "The machine is shared: compare each figure with its same-run ceiling.")
+            "The machine is shared: compare each figure with its same-run ceiling."
+            + (f" The run was stopped before {', '.join(report['pending'])}: not measured." if report.get("pending") else ""))
 
 
 def report_markdown(report: dict) -> str:
