@@ -46,14 +46,10 @@ def bytes_per_entity(reads_entry: dict, features: tuple[str, ...], entities: int
 def capacity_model(report: dict) -> dict:
     results = report["results"]
     backfill, serving = results["backfill"], results["serving"]
-    reads = max(results["reads"]["sizes"].values(), key=lambda entry: entry["events"])
     peak_events_per_s = EVENTS_PER_DAY / 86_400 * PEAK_TO_MEAN
     cpu = backfill["cpu_us_per_event"] | {"backfill_process": job_us_per_event(results)[1]}
     at_goal = serving_row(serving)
     level = next(n for n, row in serving["clients"].items() if row is at_goal)
-    per_user = bytes_per_entity(reads, USER_FEATURES, reads["users"])
-    per_item = bytes_per_entity(reads, ITEM_FEATURES, reads["items"])
-    memory_gib = (USERS * per_user + ITEMS * per_item) / 2**30
     redis_cores = peak_events_per_s * cpu["redis"] / 1e6
     model = {
         "peak_events_per_s": peak_events_per_s,
@@ -62,13 +58,27 @@ def capacity_model(report: dict) -> dict:
         "redis_write_cores": redis_cores / CORE_UTILISATION,
         "serving_cores": RECOMMEND_QPS * at_goal["server_cpu_ms"] / 1000 / CORE_UTILISATION,
         "grpc_floor_cores": RECOMMEND_QPS * serving["ceiling"][level]["server_cpu_ms"] / 1000 / CORE_UTILISATION,
-        "bytes_per_user": per_user,
-        "bytes_per_item": per_item,
-        "redis_memory_gib": memory_gib,
-        "primaries_for_memory": math.ceil(memory_gib / REDIS_NODE_GIB),
         "primaries_for_writes": math.ceil(redis_cores / CORE_UTILISATION),
     }
-    return model
+    return model | memory_model(results)
+
+
+def longest_reads(results: dict) -> dict | None:
+    """The feature-reads benchmark's longest log, whose store the memory is measured on (None: not run)."""
+    if "reads" not in results:
+        return None
+    return max(results["reads"]["sizes"].values(), key=lambda entry: entry["events"])
+
+
+def memory_model(results: dict) -> dict:
+    reads = longest_reads(results)
+    if reads is None:
+        return {}
+    per_user = bytes_per_entity(reads, USER_FEATURES, reads["users"])
+    per_item = bytes_per_entity(reads, ITEM_FEATURES, reads["items"])
+    memory_gib = (USERS * per_user + ITEMS * per_item) / 2**30
+    return {"bytes_per_user": per_user, "bytes_per_item": per_item, "redis_memory_gib": memory_gib,
+            "primaries_for_memory": math.ceil(memory_gib / REDIS_NODE_GIB)}
 
 
 def single_unit_limits(m: dict) -> dict[str, tuple[float, str]]:
@@ -79,22 +89,29 @@ def single_unit_limits(m: dict) -> dict[str, tuple[float, str]]:
                                "not today: one writer lease per store; needs a lease per partition"),
         "one Redis primary's CPU, taking the writes": (1 / (m["redis_write_cores"] or 1e-9),
                                                        "not today: needs Redis Cluster, keys declared and tagged"),
-        f"one Redis node's memory ({REDIS_NODE_GIB:g} GiB)": (REDIS_NODE_GIB / m["redis_memory_gib"],
-                                                            "not today: needs Redis Cluster, keys declared and tagged"),
         f"one serving machine ({MACHINE_CORES} cores)": (MACHINE_CORES / m["serving_cores"],
                                                          "yes: stateless processes behind a load balancer"),
     }
 
 
+def all_limits(m: dict) -> dict[str, tuple[float, str]]:
+    """``single_unit_limits`` and, when the report measured the store's memory, one node's memory."""
+    if "redis_memory_gib" not in m:
+        return single_unit_limits(m)
+    return single_unit_limits(m) | {
+        f"one Redis node's memory ({REDIS_NODE_GIB:g} GiB)": (REDIS_NODE_GIB / m["redis_memory_gib"],
+                                                            "not today: needs Redis Cluster, keys declared and tagged")}
+
+
 def limits_table(m: dict) -> str:
-    rows = sorted(single_unit_limits(m).items(), key=lambda item: item[1][0])
+    rows = sorted(all_limits(m).items(), key=lambda item: item[1][0])
     return "\n".join(["| unit | share of the target it carries | scales out |", "|---|---|---|",
                       *(f"| {unit} | {share:.3%} | {how} |" for unit, (share, how) in rows)])
 
 
 def breaks_first(m: dict) -> str:
     """The unit that saturates first among those that cannot scale out today."""
-    stuck = {unit: share for unit, (share, how) in single_unit_limits(m).items() if how.startswith("not today")}
+    stuck = {unit: share for unit, (share, how) in all_limits(m).items() if how.startswith("not today")}
     return min(stuck, key=stuck.get)
 
 
@@ -126,14 +143,35 @@ def serving_row(serving: dict) -> dict:
     return serving["clients"].get("8") or serving["clients"][max(serving["clients"], key=int)]
 
 
+def memory_section(report: dict, m: dict) -> str:
+    reads = longest_reads(report["results"])
+    writes = f"The writes need {m['primaries_for_writes']:,} primaries' CPU at {CORE_UTILISATION:.0%} each."
+    if reads is None:
+        return ("Not measured in this report: its run stopped before the feature-reads benchmark, which measures "
+                f"the store's memory per feature. {writes}")
+    return f"""Measured with `MEMORY USAGE` over every key of the store after a backfill of {reads['events']:,}
+events by {reads['users']:,} users over {reads['items']:,} items ({reads['days']} days):
+
+| entity | features | bytes each |
+|---|---|---|
+| user | {', '.join(USER_FEATURES)} | {m['bytes_per_user']:,.0f} |
+| item | {', '.join(ITEM_FEATURES)} | {m['bytes_per_item']:,.0f} |
+
+So {USERS:,} users and {ITEMS:,} items need **{m['redis_memory_gib']:,.0f} GiB**
+({m['primaries_for_memory']:,} primaries of {REDIS_NODE_GIB:g} GiB, twice that with replicas). The
+per-user figure is bounded (history 50, seen items 2,000, windowed features expire in log time), but
+this log's users have {reads['events'] / reads['users']:,.0f} events each; a heavier user fills more
+of those bounds. Co-occurrence per item is bounded by the catalog, not by a constant, and grows with
+it. {writes}"""
+
+
 def capacity_markdown(report: dict, report_path: Path) -> str:
     m = capacity_model(report)
-    backfill, reads = report["results"]["backfill"], max(report["results"]["reads"]["sizes"].values(),
-                                                           key=lambda entry: entry["events"])
+    backfill = report["results"]["backfill"]
     runner, job_us = job_us_per_event(report["results"])
     cpu = backfill["cpu_us_per_event"] | {"backfill_process": job_us}
-    first = "memory" if m["primaries_for_memory"] >= m["primaries_for_writes"] else "write CPU"
-    primaries = max(m["primaries_for_memory"], m["primaries_for_writes"])
+    first = "memory" if m.get("primaries_for_memory", 0) >= m["primaries_for_writes"] else "write CPU"
+    primaries = max(m.get("primaries_for_memory", 0), m["primaries_for_writes"])
     quick = " It is a `--quick` report: small logs, so the per-entity memory is far from what a user with a long history holds." \
         if report["quick"] else ""
     return f"""# Capacity at the seeds' scale, on paper
@@ -178,20 +216,7 @@ quantisation). {redis_reads(report)}
 
 ## Redis memory
 
-Measured with `MEMORY USAGE` over every key of the store after a backfill of {reads['events']:,}
-events by {reads['users']:,} users over {reads['items']:,} items ({reads['days']} days):
-
-| entity | features | bytes each |
-|---|---|---|
-| user | {', '.join(USER_FEATURES)} | {m['bytes_per_user']:,.0f} |
-| item | {', '.join(ITEM_FEATURES)} | {m['bytes_per_item']:,.0f} |
-
-So {USERS:,} users and {ITEMS:,} items need **{m['redis_memory_gib']:,.0f} GiB**
-({m['primaries_for_memory']:,} primaries of {REDIS_NODE_GIB:g} GiB, twice that with replicas). The
-per-user figure is bounded (history 50, seen items 2,000, windowed features expire in log time), but
-this log's users have {reads['events'] / reads['users']:,.0f} events each; a heavier user fills more
-of those bounds. Co-occurrence per item is bounded by the catalog, not by a constant, and grows with
-it. The writes need {m['primaries_for_writes']:,} primaries' CPU at {CORE_UTILISATION:.0%} each.
+{memory_section(report, m)}
 
 ## Sharding the store across Redis Cluster with the per-bundle atomic commit
 

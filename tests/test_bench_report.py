@@ -81,3 +81,11 @@ def test_capacity_takes_the_stream_jobs_cpu_from_flink_when_the_report_ran_it():
     assert job_us == 1e6 * (0.1 + 0.2 + 1.0 + 0.2) * 50.0 / 100_000  # Redis and the broker are counted apart
     document = capacity_markdown(report, in_project(report_dir))
     assert runner.startswith("Flink") and runner in document and f"{job_us:.1f} µs" in document
+
+
+def test_capacity_of_a_report_stopped_before_the_reads_says_memory_was_not_measured():
+    report_dir = latest_report()
+    report = load_report(report_dir)
+    del report["results"]["reads"]
+    document = capacity_markdown(report, in_project(report_dir))
+    assert "Not measured in this report" in document and "Redis node's memory" not in document
