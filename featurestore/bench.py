@@ -50,7 +50,7 @@ def _measure(events: int, calls: int) -> dict:
         memory = reader.client.info("memory")["used_memory"]
         by_feature = {feature: {"keys": entry["keys"], "mb": round(entry["bytes"] / 2**20, 2)}
                       for feature, entry in RedisFeatureStore(stack.redis_url).stats(version).items()}
-    return {"events": events, "days": days, **figures, "redis_used_memory_mb": round(memory / 2**20, 1),
+    return {"events": events, "days": days, "users": USERS, "items": ITEMS, **figures, "redis_used_memory_mb": round(memory / 2**20, 1),
             "features": by_feature}
 
 

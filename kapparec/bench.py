@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
+from pathlib import Path
 
 from kapparec import cliargs
 
@@ -51,6 +53,18 @@ def register(verbs) -> None:
             parser.add_argument("--seconds", type=cliargs.positive_float, default=30.0, help="per concurrency level")
             parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
         parser.set_defaults(run=run_benchmark)
+    everything = sub.add_parser("all", help="every benchmark one after another: one report (JSON, Markdown, PNG plots)")
+    everything.add_argument("--json", action="store_true",
+                            help="print the report as one JSON object (report.json also holds every raw result)")
+    everything.add_argument("--out", type=Path, help="report directory (default .run/bench/<UTC time>)")
+    everything.add_argument("--quick", action="store_true",
+                            help="small sizes, a few minutes: a smoke check whose full-size goals stay unjudged")
+    everything.add_argument("--with-flink", action="store_true",
+                            help="also `bench flink` (needs Flink: `kapparec infra up --with-flink` installs it)")
+    everything.set_defaults(run=run_all_benchmarks)
+    publish = sub.add_parser("publish", help="rewrite the README's Benchmarks section and docs/capacity.md from a report")
+    publish.add_argument("report", type=Path, nargs="?", help="report directory (default: the newest under docs/reports)")
+    publish.set_defaults(run=publish_report)
 
 
 def _kwargs(args) -> dict:
@@ -75,4 +89,30 @@ def run_benchmark(args) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
+    return 0
+
+
+def run_all_benchmarks(args) -> int:
+    from kapparec.bench_all import FLINK_STEP, STEPS, default_out, failures, run_all, write_progress, write_report
+    from kapparec.bench_publish import figures_table
+
+    out = args.out or default_out()
+    report = run_all(quick=args.quick, steps=STEPS + ((FLINK_STEP,) if args.with_flink else ()),
+                     after_each=write_progress(out))
+    written = write_report(report, out)
+    print(f"bench all: wrote {', '.join(path.name for path in written)} to {out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({key: value for key, value in report.items() if key != "results"}, sort_keys=True))
+    else:
+        print(figures_table(report))
+    for name, error in failures(report).items():
+        print(f"bench all: {name} failed: {error}", file=sys.stderr)
+    return 1 if failures(report) else 0
+
+
+def publish_report(args) -> int:
+    from kapparec.bench_publish import latest_report, publish
+
+    for path in publish(args.report or latest_report()):
+        print(f"wrote {path}")
     return 0

@@ -13,7 +13,8 @@ Beside the wall-clock figures, each level reports the server's CPU milliseconds 
 both RPCs (``server_cpu_ms``: every process of the server, from /proc) and, for Recommend, the
 handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on a shared machine
 they move far less than latency and QPS, and their difference is what a request costs outside
-its handler (gRPC's threads, hand-offs, the impressions sender).
+its handler (gRPC's threads, hand-offs, the impressions sender). ``redis_cpu_ms`` is Redis's own
+CPU per Recommend (``INFO cpu``), the snapshot's background reads included.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from serving.open_loop import run_open_loop
 from serving.server import wait_until_serving
 from streams.synthetic import SyntheticLog
 from infra.private import private_stack
-from transforms.bench import BackgroundLoad, produce_log, stream_process, wait_until_caught_up
+from transforms.bench import BackgroundLoad, produce_log, redis_cpu_s, stream_process, wait_until_caught_up
 
 # The client count whose run reports the per-stage CPU, and whose rate the open loop takes shares of.
 STAGE_LEVEL = 8
@@ -65,9 +66,12 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                 raise RuntimeError("kapparec serve did not come up for the benchmark")
             result = {"items": items, "users": len(served_users), "workers": workers, "seconds": seconds,
                       "clients": {}, "ceiling_qps": {}, "ceiling": {}}
+            store = redis.Redis.from_url(stack.redis_url)
             for n in clients:
                 handler_before, stages_before = handler_cpu(metrics_port), stage_cpu(metrics_port)
+                redis_before = redis_cpu_s(store)
                 load, load_cpu_ms = _measured(server.pid, lambda: run_load(address, RECOMMEND, n, seconds, served_users))
+                redis_ms = round(1000 * (redis_cpu_s(store) - redis_before) / max(1, load.requests), 3)
                 handler_after = handler_cpu(metrics_port)
                 handler_ms = _handler_ms_per_request(handler_before, handler_after)
                 if n == STAGE_LEVEL:
@@ -76,7 +80,7 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                 ceiling, ceiling_cpu_ms = _measured(server.pid, lambda: run_load(address, EMPTY, n, seconds, served_users))
                 result["clients"][str(n)] = load.as_dict() | {
                     "ratio_to_ceiling": round(load.qps / ceiling.qps, 3), "server_cpu_ms": load_cpu_ms,
-                    "handler_cpu_ms": handler_ms}
+                    "handler_cpu_ms": handler_ms, "redis_cpu_ms": redis_ms}
                 result["ceiling_qps"][str(n)] = ceiling.qps
                 result["ceiling"][str(n)] = ceiling.as_dict() | {"server_cpu_ms": ceiling_cpu_ms}
             result["stage_mean_ms"] = stage_means(metrics_port)

@@ -2,9 +2,9 @@
 
 The followed read resumes each partition's restriction in turn, every round of the runner. A
 consumer re-assigned and re-seeked per partition issues a fresh fetch per resume, and a fetch
-still in flight when the read moves on is thrown away: measured here, a round over nine
-partitions took 127 ms of fetch waits and a record waited several rounds (up to 0.7 s) for a
-fetch of its own partition to come back in time. Assigned to all of them once, one fetch
+still in flight when the read moves on is thrown away, so every round waited on fetches and a
+record could wait several rounds for a fetch of its own partition to come back in time
+(docs/reports/history.md has the figures). Assigned to all of them once, one fetch
 brings whatever arrived on any partition, and a poll that waits returns as soon as anything
 arrives.
 

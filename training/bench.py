@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 import numpy as np
@@ -103,7 +103,8 @@ def measure_size(num_items: int, dim: int, queries: int, rng: np.random.Generato
     start = time.perf_counter()
     index.search(query_batch, K)
     scann_batched_qps = queries / (time.perf_counter() - start)
-    recall = recall_against_exact(index, BruteForceIndex(items, ids), query_batch, K)
+    exact = BruteForceIndex(items, ids)
+    recall = recall_against_exact(index, exact, query_batch, K)
     return {
         "build_s": round(build_s, 2),
         "scann_qps": round(scann_qps, 1),
@@ -113,7 +114,31 @@ def measure_size(num_items: int, dim: int, queries: int, rng: np.random.Generato
         f"recall@{K}": round(recall, 4),
         "queries": queries,
         "params": asdict(params),
+        "recall_vs_qps": recall_vs_qps(index, exact, query_batch),
     }
+
+
+# Shares of the leaves searched per query, around serving's 5% (``ScannParams.for_catalog``).
+LEAF_SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def recall_vs_qps(index, exact, queries: np.ndarray) -> list[dict]:
+    """Recall@10 and single-query queries/s at several numbers of leaves searched, serving's own
+    among them (``serving``: true), so the report can show where serving sits on the curve."""
+    from training.index import ScannIndex, recall_against_exact
+
+    params = index.params
+    if params.num_leaves == 0:
+        return []
+    leaf_counts = sorted({max(1, round(share * params.num_leaves)) for share in LEAF_SHARES} | {params.leaves_to_search})
+    curve = []
+    for leaves in leaf_counts:
+        variant = ScannIndex.restored(index.searcher, index.ids, replace(params, leaves_to_search=leaves), index.dim)
+        variant.search(queries[:10], K)  # warm, as before the main figures
+        curve.append({"leaves": leaves, "serving": leaves == params.leaves_to_search,
+                      "qps": round(per_query_qps(lambda q: variant.search(q, K), queries), 1),
+                      f"recall@{K}": round(recall_against_exact(variant, exact, queries, K), 4)})
+    return curve
 
 
 def index_benchmark(sizes=(100_000, 1_000_000), dim: int = 64, queries: int = 1_000, seed: int = 0) -> dict:

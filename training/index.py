@@ -192,12 +192,15 @@ class ScannIndex:
         batch = as_query_batch(queries, self.dim)
         k = min(k, len(self.ids))
         pre_reorder = max(self.params.reorder_num_neighbors, k) if self.params.reorder_num_neighbors else -1
+        # Passed per query (-1: the searcher's own) so that an index ``restored`` around the same
+        # searcher with other params searches another number of leaves, as the benchmark's sweep does.
+        leaves = self.params.leaves_to_search or -1
         if single:
-            positions, scores = self.searcher.search(batch[0], k, pre_reorder, -1)
+            positions, scores = self.searcher.search(batch[0], k, pre_reorder, leaves)
             positions, scores = positions[None, :], scores[None, :]
         else:
             # parallel=False: one thread, so queries/s is the per-core figure.
-            positions, scores = self.searcher.search_batched(batch, k, pre_reorder, -1, False, 0)
+            positions, scores = self.searcher.search_batched(batch, k, pre_reorder, leaves, False, 0)
         return np.asarray(positions), np.asarray(scores)
 
     def save(self, directory: Path) -> None:

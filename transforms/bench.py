@@ -2,8 +2,10 @@
 
 - ``backfill_benchmark``: events/s of a backfill beside the raw kafka-python consume rate
   of the same topic measured in the same run (the ceiling no Python reader beats), its peak
-  RSS (the backfill runs in a spawned process, so the log's generation is not counted) and
-  Redis memory; once for the synthetic log and once for a dense-session log.
+  RSS (the backfill runs in a spawned process, so the log's generation is not counted),
+  Redis memory and the CPU each event costs the backfill process (``getrusage``), Redis
+  (``INFO cpu``) and the broker (``/proc``) beside what it costs the raw consume; once for the
+  synthetic log and once for a dense-session log.
 - ``freshness_benchmark``: produce-to-readable-in-Redis latency of the continuous job, idle
   and under a background load, with the job's lag behind the log, beside produce-to-received
   of a bare consumer of the same log (what the broker and client alone take).
@@ -15,6 +17,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -28,6 +31,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from featurestore import layout
 from featurestore.reader import FeatureReader
 from infra.private import PrivateStack, private_stack
+from kapparec.cpu_budget import cpu_seconds, listening_pid
 from kapparec.threads import Beside
 from streams import offsets, topics
 from streams.partition_read import DEFAULT_CONSUMER_CONFIG
@@ -87,21 +91,40 @@ def peak_rss_mb() -> float:
     return int(kib) / 1024
 
 
+def process_cpu_s() -> float:
+    """User plus system CPU seconds of this process, every thread counted."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
 def timed_backfill(bootstrap: str, redis_url: str, runner_args: tuple[str, ...] = (), **options) -> dict:
     from transforms.jobs import RunnerSettings, backfill
 
+    cpu_before = process_cpu_s()
     _, stats = backfill(bootstrap, redis_url, runner=RunnerSettings(pipeline_args=runner_args), progress=False,
                         **options)
-    return {"seconds": stats.seconds, "commits": stats.batches}
+    return {"seconds": stats.seconds, "commits": stats.batches, "cpu_s": process_cpu_s() - cpu_before}
 
 
 def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[str, ...] = ()) -> dict:
-    """One log on a private stack: the backfill's rate, peak RSS and Redis memory beside the raw-consume ceiling."""
+    """One log on a private stack: the backfill's rate, peak RSS, Redis memory and CPU per event
+    beside the raw consume's."""
     with private_stack() as stack:
         produce_log(stack, log, partitions)
+        consume_cpu_before = process_cpu_s()
         read, ceiling = raw_consume_rate(stack.bootstrap, topics.EVENTS)
+        consume_cpu_s = process_cpu_s() - consume_cpu_before
+        client = redis.Redis.from_url(stack.redis_url)
+        broker_pid = listening_pid(int(stack.bootstrap.rsplit(":", 1)[1]))
+        redis_before, broker_before = redis_cpu_s(client), cpu_seconds(broker_pid)
         timed, peak_rss_mb = run_isolated(timed_backfill, stack.bootstrap, stack.redis_url, runner_args)
-        used = redis.Redis.from_url(stack.redis_url).info("memory")["used_memory"]
+        redis_used_s, broker_used_s = redis_cpu_s(client) - redis_before, cpu_seconds(broker_pid) - broker_before
+        used = client.info("memory")["used_memory"]
     events_per_s = log.events / timed["seconds"]
     return {
         "events": log.events,
@@ -112,7 +135,15 @@ def measure_backfill(log: SyntheticLog, partitions: int = 4, runner_args: tuple[
         "ratio": round(events_per_s / ceiling, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "redis_used_memory_mb": round(used / 2**20, 1),
+        "cpu_us_per_event": {"backfill_process": _per_event_us(timed["cpu_s"], log.events),
+                             "redis": _per_event_us(redis_used_s, log.events),
+                             "broker": _per_event_us(broker_used_s, log.events)},
+        "ceiling_cpu_us_per_event": _per_event_us(consume_cpu_s, log.events),
     }
+
+
+def _per_event_us(cpu_s: float, events: int) -> float:
+    return round(1e6 * cpu_s / events, 2)
 
 
 def dense_log(events: int, seed: int = 0) -> SyntheticLog:
@@ -140,7 +171,7 @@ def freshness_benchmark(n: int = 250, rate_per_s: float = 20.0, load_per_s: floa
         with _BareConsumer(stack.bootstrap) as consumer:
             ceiling = _timed_events(consumer.received, stack.bootstrap, n, rate_per_s, "bare")
         result = measure_freshness(stack, n, rate_per_s, load_per_s, seed)
-    return {**result, "ceiling": {"n": len(ceiling), **_percentiles(ceiling)},
+    return {**result, "ceiling": {"n": len(ceiling), **_percentiles(ceiling), "latencies_ms": _milliseconds(ceiling)},
             "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
@@ -161,11 +192,13 @@ def measure_freshness(stack: PrivateStack, n: int, rate_per_s: float, load_per_s
     return {
         "n": len(idle),
         **_percentiles(idle),
+        "latencies_ms": _milliseconds(idle),
         "rate_per_s": rate_per_s,
         "load": {
             "n": len(loaded),
             "events_per_s": round(load.events_per_s),
             **_percentiles(loaded),
+            "latencies_ms": _milliseconds(loaded),
             "max_lag_records": lag.max_lag,
             "lag_first_half_max": lag.half_max(0),
             "lag_second_half_max": lag.half_max(1),
@@ -190,6 +223,11 @@ def stream_process(stack: PrivateStack, args: tuple[str, ...] = (), env: dict[st
 def _percentiles(latencies: list[float]) -> dict:
     ms = np.array(latencies) * 1000
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} | {"max_ms": round(float(ms.max()), 1)}
+
+
+def _milliseconds(latencies: list[float]) -> list[float]:
+    """Every latency, for the report's distribution plot."""
+    return [round(seconds * 1000, 1) for seconds in latencies]
 
 
 class BackgroundLoad(Beside):

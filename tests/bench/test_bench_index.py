@@ -33,3 +33,8 @@ def test_scann_against_brute_force_ceiling():
     assert set(result["sizes"]) == {str(size) for size in sizes()}
     for row in result["sizes"].values():
         assert 0.0 <= row["recall@10"] <= 1.0 and row["scann_qps"] > 0 and row["brute_qps"] > 0
+        curve = row["recall_vs_qps"]
+        # The sweep's point at serving's setting is the same search as the main figure: the same recall.
+        assert [point["recall@10"] for point in curve if point["serving"]] == [row["recall@10"]]
+        # Searching more leaves finds at least as many true neighbours.
+        assert curve[-1]["recall@10"] >= curve[0]["recall@10"]

@@ -31,6 +31,12 @@ def test_recommend_against_the_empty_rpc_ceiling():
     assert result["items"] == items and set(result["clients"]) == {"1", "8", "32"}
     for clients, row in result["clients"].items():
         assert row["requests"] > 0 and result["ceiling_qps"][clients] > 0
+        # The empty RPC is the same server doing none of the work: Recommend can be neither faster nor cheaper,
+        # and the handler's thread is a part of the server's CPU.
+        assert row["qps"] <= result["ceiling_qps"][clients]
+        assert row["server_cpu_ms"] >= result["ceiling"][clients]["server_cpu_ms"]
+        assert 0 < row["handler_cpu_ms"] <= row["server_cpu_ms"]
+        assert row["redis_cpu_ms"] > 0  # every Recommend reads the user's features from Redis
         # Degraded pages come from the snapshot alone: a run that served them did not measure the funnel.
         assert set(row["served_from"]) <= {"full", "cached"}, row["served_from"]
     assert set(result["open_loop"]) == {"25", "50", "80"}
