@@ -133,9 +133,11 @@ class Funnel:
         if self.model is not None and "two_tower" in wanted:
             with self._stage("user_tower"):
                 device = query.device or user.profile["device"]
-                history = self._engaged(user, self.model.history_length)
+                history = self._engaged_timed(user, self.model.history_length)
+                # Training ages each example's history at that example's log time: the log clock here.
+                clock_ms = self.snapshot.log_clock_ms if query.request_time_ms is None else query.request_time_ms
                 hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
-                embedding = self.model.embed_user(query.user_id, history, region, device, hour)
+                embedding = self.model.embed_user(query.user_id, history, region, device, hour, log_clock_ms=clock_ms)
             with self._stage("two_tower"):
                 personal["two_tower"] = generate.two_tower(
                     *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog))
@@ -186,13 +188,17 @@ class Funnel:
         return items, widened
 
     def _engaged(self, user: UserFeatures, n: int) -> list[str]:
-        """``user.tower_history(n)``: one pass over the history serves the co-occurrence seeds, the
-        user tower and the explanations (each a prefix of the longest)."""
+        """``user.tower_history(n)``'s items: the co-occurrence seeds and the explanations."""
+        return [item for item, _ in self._engaged_timed(user, n)]
+
+    def _engaged_timed(self, user: UserFeatures, n: int) -> list[tuple[str, int]]:
+        """``user.timed_tower_history(n)``: one pass over the history serves the co-occurrence seeds,
+        the user tower and the explanations (each a prefix of the longest)."""
         memo = self._engaged_memo
         if memo is None or memo[0] is not user:
             longest = max(self.config.recent_items, RECENT_FOR_EXPLANATIONS,
                           self.model.history_length if self.model is not None else 0)
-            memo = self._engaged_memo = (user, user.tower_history(longest))
+            memo = self._engaged_memo = (user, user.timed_tower_history(longest))
         return memo[1][:n]
 
     def _log_hour(self) -> int:

@@ -52,7 +52,7 @@ class ServingModel:
             index = load_index(version.path / INDEX_DIR)
             ranker_file = version.path / RANKER_FILE
             model = cls(version.id, exported, index, LearnedRanker.load(ranker_file) if ranker_file.is_file() else None)
-            model.embed_user("", [], "", "", 0)  # a request that cannot be answered fails here, not live
+            model.embed_user("", [], "", "", 0, log_clock_ms=0)  # a request that cannot be answered fails here, not live
         except Exception as exc:  # noqa: BLE001 - any broken artifact refuses the version
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelLoadError(f"model {version.id} refused: {type(exc).__name__}: {first}") from None
@@ -64,12 +64,11 @@ class ServingModel:
         other.ranker = ranker
         return other
 
-    def embed_user(self, user_id: str, history: Sequence[tuple[str, int] | str], region: str, device: str, hour: int,
-                   log_clock_ms: int = 0) -> np.ndarray:
+    def embed_user(self, user_id: str, history: Sequence[tuple[str, int]], region: str, device: str, hour: int,
+                   log_clock_ms: int) -> np.ndarray:
         """The query of ``history``'s ``(item, event time)`` pairs, newest first, aged at ``log_clock_ms``
-        (the snapshot's log clock, as training ages each example at its own log time). A bare item
-        id counts as an event at the log clock."""
-        timed = [(entry, log_clock_ms) if isinstance(entry, str) else entry for entry in history[: self.history_length]]
+        (the snapshot's log clock, as training ages each example at its own log time)."""
+        timed = history[: self.history_length]
         if self._tower is not None:
             return self._tower.embed(user_id, timed, region, device, hour, log_clock_ms)
         items, ages = timed_rows([timed], [log_clock_ms], max(1, self.history_length))
