@@ -86,8 +86,13 @@ def java_command() -> list[str]:
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, as Kafka's own tool makes."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, as Kafka's own tool makes.
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with "-": the storage tool would read it
+    as an option and format nothing (about one start in 64)."""
+    while (made := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return made
 
 
 class KafkaNode:

@@ -6,6 +6,7 @@ with its own run dir and ports so it never touches a developer's running stack.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from infra.health import flink_overview
-from infra.kafka_broker import kafka_version
+from infra.kafka_broker import cluster_id, kafka_version
 from streams.offsets import offset_ranges
 from infra.services import free_port, group_pids, live_pids, pid_alive, port_open
 from streams.topics import ALL_TOPICS
@@ -221,3 +222,10 @@ def test_flink_cluster_comes_up_with_a_taskmanager_and_goes_down_completely(infr
     assert not port_open(pool_port)
     assert live_pids(lambda _pid, _stat, argv: "apache_beam.runners.worker.worker_pool_main" in argv
                      and f"--service_port={pool_port}" in argv) == []
+
+
+def test_a_cluster_id_is_never_read_as_an_option():
+    """One id in 64 would start with "-" if drawn naively; the storage tool then formats nothing."""
+    ids = [cluster_id() for _ in range(5_000)]
+    assert not [made for made in ids if made.startswith("-")]
+    assert {len(base64.urlsafe_b64decode(made + "==")) for made in ids} == {16}
