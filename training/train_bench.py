@@ -85,10 +85,11 @@ def logits_only_seconds(rows: int) -> float:
 
 
 def evaluation_benchmark(movielens: Path | None = MOVIELENS, synthetic: tuple[int, int, int] = (2_000, 1_000, 60_000),
-                         epochs: int = 3, search_budget_minutes: float = 5.0, seed: int = 0) -> dict:
+                         epochs: int = 3, search_trials: int | None = None, seed: int = 0) -> dict:
     """``kapparec eval`` over every model and baseline: on ``movielens`` when that folder exists,
     else on a synthetic log of (users, items, events). The two-tower's grid is the small one, with
-    ``epochs`` fixed, so the run's length is known in advance."""
+    ``epochs`` fixed and its seeded trials (the grid's own count unless ``search_trials``), so
+    the run's length is known in advance."""
     from training.cli import build_models, movielens_folder, split_of
     from training.evaluate import evaluate
     from training.funnel_eval import evaluate_funnel
@@ -100,7 +101,7 @@ def evaluation_benchmark(movielens: Path | None = MOVIELENS, synthetic: tuple[in
         interactions, catalog = synthetic_interactions(*synthetic, seed=seed)
         dataset = "synthetic {} users, {} items, {} events".format(*synthetic)
     split = split_of(interactions, catalog)
-    args = SimpleNamespace(epochs=epochs, seed=seed, search_space="small", search_budget_minutes=search_budget_minutes)
+    args = SimpleNamespace(epochs=epochs, seed=seed, search_space="small", search_trials=search_trials)
     models = build_models([name for name in EVAL_MODELS if name != "funnel"], args)
     report = evaluate(split, models, progress=False)
     two_tower = next(model for model in models if model.name == "two_tower")
