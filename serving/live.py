@@ -41,6 +41,10 @@ log = logging.getLogger("kapparec.serving")
 REDIS_ERRORS = (redis.exceptions.RedisError,)
 # The request path's Redis calls fail after this long rather than hang a request.
 REQUEST_TIMEOUT_S = 0.25
+# A timeout can be one slow moment (a loaded host, a long script): it degrades its own request,
+# and only this many in a row degrade every request until the next check. Any other Redis error
+# (refused, BUSY, LOADING) degrades at once, because every request would meet it.
+TIMEOUTS_BEFORE_DEGRADING = 3
 # The background snapshot's reads (a 100,000-item catalog, every scope's rankings) are bulk reads
 # that no request waits for. Under the request timeout they failed on a loaded machine at every
 # refresh, and the server stayed degraded, serving an empty snapshot, from its start on.
@@ -101,6 +105,7 @@ class LiveFeatures(Poller):
         self.snapshot = Snapshot.empty()
         self.healthy: bool | None = None  # None until the first check
         self._read_at: float | None = None  # when a check last read the store whole
+        self._timeouts_in_a_row = 0  # a count shared by the request threads: a lost update only delays it
         # A check that hangs on its timeouts reports nothing; past this, the store counts as unreadable.
         self.unreadable_after_s = 3 * refresh_s + SNAPSHOT_TIMEOUT_S
 
@@ -118,6 +123,7 @@ class LiveFeatures(Poller):
                 freeze_heap()
             self.reader = reader
             self._read_at = time.monotonic()
+            self._timeouts_in_a_row = 0
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:
             self._set_health(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -131,9 +137,18 @@ class LiveFeatures(Poller):
         return bool(self.healthy) and self._read_at is not None and (
             time.monotonic() - self._read_at < self.unreadable_after_s)
 
-    def mark_unreachable(self, reason: str) -> None:
-        """A request found Redis unreachable: degrade at once rather than at the next refresh."""
-        self._set_health(False, reason)
+    def request_failed(self, error: Exception) -> None:
+        """A request's read failed: degrade now rather than at the next refresh, unless it is a
+        timeout not yet ``TIMEOUTS_BEFORE_DEGRADING`` long in a row."""
+        if isinstance(error, redis.exceptions.TimeoutError):
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row < TIMEOUTS_BEFORE_DEGRADING:
+                return
+        self._set_health(False, f"{type(error).__name__}: {error}")
+
+    def request_read(self) -> None:
+        """A request's read succeeded: the run of timeouts is over."""
+        self._timeouts_in_a_row = 0
 
     def _set_health(self, healthy: bool, detail: str) -> None:
         if healthy and self.healthy is not True:

@@ -108,7 +108,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
                 page = dataclasses.replace(held[1], served_from="cached")
         else:
-            page = self._run(lambda funnel: funnel.recommend(query, user), treatment)
+            # A user read that failed serves this request from the snapshot: a second read would wait as long.
+            page = self._run(lambda funnel: funnel.recommend(query, user), treatment, readable=read is not None)
             with metrics.stage_timer("request"):
                 metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
                 for source, count in page.candidates.items():
@@ -147,20 +148,22 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             return None
         try:
             with metrics.stage_timer("features"):
-                return user_features_unless(reader, user_id, known)
+                read = user_features_unless(reader, user_id, known)
         except REDIS_ERRORS as exc:
-            self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
+            self.features.request_failed(exc)
             return None
+        self.features.request_read()
+        return read
 
     def _page(self, run: Callable[[Funnel], Page], treatment: Treatment) -> pb.RecommendResponse:
         return self._response(self._run(run, treatment), treatment)
 
-    def _run(self, run: Callable[[Funnel], Page], treatment: Treatment) -> Page:
-        reader = self.features.reader if self.features.healthy else None
+    def _run(self, run: Callable[[Funnel], Page], treatment: Treatment, readable: bool = True) -> Page:
+        reader = self.features.reader if self.features.healthy and readable else None
         try:
             return run(self._funnel(reader, treatment))
         except REDIS_ERRORS as exc:
-            self.features.mark_unreachable(f"{type(exc).__name__}: {exc}")
+            self.features.request_failed(exc)
             return run(self._funnel(None, treatment))
 
     def _funnel(self, reader, treatment: Treatment) -> Funnel:

@@ -8,12 +8,14 @@ import time
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore import layout
 from featurestore.lease import WriterLease
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.v1 import recommender_pb2 as pb
+from serving.live import TIMEOUTS_BEFORE_DEGRADING
 from serving.server import FEATURES_HEALTH
 from streams.synthetic import SyntheticLog
 from tests.busy_redis import busy
@@ -109,3 +111,38 @@ def test_serving_degrades_while_redis_is_busy_and_its_health_says_so_until_it_is
     assert busy_page.served_from == "degraded" and busy_page.items  # from the last good snapshot
     _wait_for(lambda: _features_status(served.address) == serving, timeout_s=10)
     assert stub.Recommend(pb.RecommendRequest(user_id="u3", k=10), timeout=10).served_from == "full"
+
+
+# Holds Redis's one thread for ARGV[1] microseconds, answering nothing meanwhile: a slow moment,
+# shorter than the threshold past which Redis answers other clients BUSY.
+_STALL = """local began = redis.call('TIME')
+repeat local now = redis.call('TIME') until (now[1] - began[1]) * 1000000 + (now[2] - began[2]) >= tonumber(ARGV[1])"""
+
+
+def _stalled(redis_url: str, seconds: float) -> threading.Thread:
+    stall = threading.Thread(target=lambda: redis.Redis.from_url(redis_url).eval(_STALL, 0, int(seconds * 1e6)))
+    stall.start()
+    time.sleep(0.1)  # the script holds Redis now
+    return stall
+
+
+def test_one_slow_moment_of_redis_degrades_only_the_requests_it_delays(stack, served):
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    stub = served.stub()
+    assert stub.Recommend(pb.RecommendRequest(user_id="u1", k=10), timeout=10).served_from == "full"
+
+    stall = _stalled(stack.redis_url, 0.6)
+    delayed = stub.Recommend(pb.RecommendRequest(user_id="u2", k=10), timeout=10)
+    stall.join()
+    assert delayed.served_from == "degraded" and delayed.items
+    assert _features_status(served.address) == serving
+    assert stub.Recommend(pb.RecommendRequest(user_id="u3", k=10), timeout=10).served_from == "full"
+
+    # A run of timeouts is an outage: the server degrades until Redis answers its next check.
+    stall = _stalled(stack.redis_url, 3.0)
+    pages = [stub.Recommend(pb.RecommendRequest(user_id=f"u{4 + n}", k=10), timeout=10)
+             for n in range(TIMEOUTS_BEFORE_DEGRADING)]
+    _wait_for(lambda: _features_status(served.address) == not_serving, timeout_s=2)
+    stall.join()
+    assert {page.served_from for page in pages} == {"degraded"}
+    _wait_for(lambda: _features_status(served.address) == serving, timeout_s=10)

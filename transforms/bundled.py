@@ -49,6 +49,7 @@ from streams.fetched_batch import FetchedBatch
 from streams.schema import CatalogEntry, Impression, Interaction
 from streams.topics import EVENTS, IMPRESSIONS, ITEMS
 from transforms.attribution import impression_mutations
+from transforms.commit_caps import DEFAULT_MAX_KEYS, PIECE_RECORDS, RECORDS_PER_CAP
 from transforms.catalog import catalog_mutation
 from transforms.config import FeatureConfig
 from transforms.cooccurrence import LOOKUP_BATCH_SIZE, add_window, session_records
@@ -60,11 +61,6 @@ METRICS_NAMESPACE = "kapparec.store"
 
 _TOPIC_OF = {Interaction: EVENTS, CatalogEntry: ITEMS, Impression: IMPRESSIONS}
 
-# Fields held in the merge before a commit: bounds a bundle's memory whatever its length
-# (a bounded read of a partition is one bundle on the local runner).
-DEFAULT_MAX_KEYS = 100_000
-# Records extracted at a time: how often the size cap is checked within a fetched batch.
-PIECE_RECORDS = 2_000
 
 
 @dataclass(frozen=True)
@@ -106,9 +102,12 @@ class _CommitFeaturesFn(beam.DoFn):
     def __init__(self, target: CommitTarget, config: FeatureConfig, max_records: int | None, max_keys: int):
         self._target, self._config = target, config
         self._max_records, self._max_keys = max_records, max_keys
+        self._piece_records = max(1, min(PIECE_RECORDS, max_keys // RECORDS_PER_CAP))
         self._commits = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "commits")
         self._committed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_committed")
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "mutations_committed")
+        # Its max is what the size cap holds: one commit's work on Redis's one thread.
+        self._commit_fields = beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "commit_fields")
         self._letters_written = beam.metrics.Metrics.counter(dlq.METRICS_NAMESPACE, dlq.LETTERS_WRITTEN)
 
     def setup(self):
@@ -160,7 +159,8 @@ class _CommitFeaturesFn(beam.DoFn):
             # Applied by an earlier attempt of this bundle.
             records = [record for record in records if record.offset >= committed]
         while records:
-            room = PIECE_RECORDS if self._max_records is None else min(PIECE_RECORDS, self._max_records - self._records)
+            room = self._piece_records if self._max_records is None else min(self._piece_records,
+                                                                             self._max_records - self._records)
             self._add_records(position, records[:room])
             records = records[room:]
             if self._full():
@@ -251,6 +251,7 @@ class _CommitFeaturesFn(beam.DoFn):
             in_flight, self._in_flight = self._in_flight, None
             merged, letters = in_flight.result()
             self._written.inc(merged)  # counted here: Beam's counters belong to the bundle's thread
+            self._commit_fields.update(merged)
             self._letters_written.inc(letters)
 
     def _add_pairs(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kapparec import cliargs
 from kapparec.errors import Interrupted
+from transforms.commit_caps import STREAM_MAX_KEYS
 
 
 def _add_runner_flags(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +66,10 @@ def register(verbs) -> None:
     stream.add_argument(
         "--max-batch-records", type=cliargs.positive_int, default=None, metavar="N",
         help="records per commit at most (default: bounded by the merged state's size only)",
+    )
+    stream.add_argument(
+        "--max-commit-keys", type=cliargs.positive_int, default=STREAM_MAX_KEYS, metavar="N",
+        help=f"merged fields per commit at most: a commit holds Redis while serving reads it (default {STREAM_MAX_KEYS:,})",
     )
     stream.set_defaults(run=run_stream, passthrough=True)
 
@@ -135,6 +140,7 @@ def run_stream(args) -> int:
     total = stream(
         cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
         once=args.once, poll_interval_s=args.poll_interval, max_batch_records=args.max_batch_records,
+        max_commit_keys=args.max_commit_keys,
         stop=stop, on_commit=report, wait=args.wait, lease_ttl_s=args.lease_seconds,
         accept_log_retention=args.accept_log_retention, job_lifetime_s=args.job_lifetime,
     )

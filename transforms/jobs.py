@@ -32,7 +32,8 @@ from kapparec.errors import KapparecError
 from kapparec.threads import Periodic
 from streams import offsets as log_offsets
 from streams import topics
-from transforms.bundled import DEFAULT_MAX_KEYS, CommitTarget
+from transforms.bundled import CommitTarget
+from transforms.commit_caps import DEFAULT_MAX_KEYS, STREAM_MAX_KEYS
 from transforms.config import FeatureConfig
 from transforms.flink_options import flink_args, has_flag
 from transforms.job_control import CancelAfterStop, FlinkJob, FlinkJobFailed, RestartBudget
@@ -162,13 +163,18 @@ def run_bounded(
 
 
 def _counters(result) -> dict[str, int]:
+    """Beam's counters by name, summed over steps, and each distribution's largest value as ``<name>_max``."""
     try:
-        counters = result.metrics().query()["counters"]
+        queried = result.metrics().query()
     except Exception:  # noqa: BLE001 - some runners report no metrics; they are informational
         return {}
     totals: dict[str, int] = {}
-    for counter in counters:
+    for counter in queried["counters"]:
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    for distribution in queried.get("distributions", ()):
+        name = f"{distribution.key.metric.name}_max"
+        if distribution.committed and distribution.committed.count:
+            totals[name] = max(totals.get(name, 0), distribution.committed.max)
     return totals
 
 
@@ -260,6 +266,7 @@ def stream(
     once: bool = False,
     poll_interval_s: float = 0.2,
     max_batch_records: int | None = None,
+    max_commit_keys: int = STREAM_MAX_KEYS,
     stop: threading.Event | None = None,
     on_commit=None,
     wait: bool = False,
@@ -282,11 +289,13 @@ def stream(
     with WriterLease(redis_url, lease_ttl_s).acquire(wait) as lease:
         return _stream(bootstrap, redis_url, config, runner, lease, once=once,
                        poll_interval_s=poll_interval_s, max_batch_records=max_batch_records,
+                       max_commit_keys=max_commit_keys,
                        stop=stop or threading.Event(), on_commit=on_commit, job_lifetime_s=job_lifetime_s)
 
 
 def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: RunnerSettings, lease: WriterLease, *,
-            once: bool, poll_interval_s: float, max_batch_records: int | None, stop: threading.Event,
+            once: bool, poll_interval_s: float, max_batch_records: int | None, max_commit_keys: int,
+            stop: threading.Event,
             on_commit, job_lifetime_s: float | None) -> BatchStats:
     store = RedisFeatureStore(redis_url)
     if once:
@@ -294,6 +303,7 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
         plan = plan_batch(log_offsets.log_snapshot(bootstrap, READ_TOPICS), store.offsets(version),
                           store.high_water(version, topics.EVENTS))
         return run_bounded(bootstrap, store, version, plan, config, runner, max_records=max_batch_records,
+                           max_keys=max_commit_keys,
                            lease=lease.value)
     total = BatchStats()
     version = None
@@ -308,7 +318,8 @@ def _stream(bootstrap: str, redis_url: str, config: FeatureConfig, runner: Runne
             starts = {topic: {p: start for p, (start, _) in ranges.items()} for topic, ranges in planned.items()}
             plan = FollowPlan(starts[topics.EVENTS], starts[topics.ITEMS], store.high_water(version, topics.EVENTS),
                               VersionStop(redis_url, version, stop_key, job_lifetime_s), starts[topics.IMPRESSIONS])
-            commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records)
+            commits = CommitSettings(CommitTarget(redis_url, version, bootstrap, lease.value), max_batch_records,
+                                     max_keys=max_commit_keys)
             with _state_kept(store, version, lease), _resubmitted_after_failure(restarts, lease):
                 total.add(run_pipeline(bootstrap, plan, commits, config, runner, stop=stop))
         finally:

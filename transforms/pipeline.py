@@ -14,7 +14,8 @@ import apache_beam as beam
 from streams import topics
 from streams.schema import parse_catalog, parse_impression, parse_interaction
 from streams.source import RECORDS, ReadFromKafka, StopSignal
-from transforms.bundled import DEFAULT_MAX_KEYS, CommitFeatures, CommitTarget
+from transforms.bundled import CommitFeatures, CommitTarget
+from transforms.commit_caps import DEFAULT_MAX_KEYS
 from transforms.config import FeatureConfig
 from transforms.progress import ReportProgress
 
