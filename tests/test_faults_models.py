@@ -12,7 +12,7 @@ import pytest
 
 from kapparec.errors import KapparecError
 from tests.test_serving import copy_artifacts, recommend, served, wait_for_log_line  # noqa: F401 - served: a fixture
-from training.registry import ModelRegistry, verify
+from modelfiles.registry import ModelRegistry, verify
 
 pytestmark = pytest.mark.faults
 

@@ -10,7 +10,7 @@ import pytest
 
 from kapparec.errors import KapparecError
 from training.bench import clustered_catalog, user_queries
-from training.index import BruteForceIndex, ScannIndex, ScannParams, load_index, recall_against_exact
+from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, load_index, recall_against_exact
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from serving.config import SOURCES, FunnelConfig
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
 from serving.open_loop import run_open_loop
-from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
+from serving.ranker import COLUMN, FEATURES
 from serving.snapshot import Snapshot
 from serving.filters import AGE_SCALE
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
@@ -47,9 +47,11 @@ from tests.logs import empty_log
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
-from training.registry import ModelRegistry
+from modelfiles.registry import ModelRegistry
 from training.replay import replay_log
-from training.two_tower.export import USER_TOWER_DIR, export_two_tower
+from modelfiles.ranker import RANKER_FILE, LearnedRanker
+from modelfiles.two_tower import USER_TOWER_DIR
+from training.two_tower.export import export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 from featurestore.redis_store import RedisFeatureStore
 from transforms.jobs import backfill
@@ -398,7 +400,7 @@ def test_a_version_with_a_learned_ranker_serves_recommend_ranked_by_its_weights(
     production = served.registry.production()
     coef = np.zeros(len(FEATURES))
     coef[COLUMN["popularity"]], coef[COLUMN["rr.two_tower"]] = 1.0, 0.2  # mostly popularity: unlike the blend
-    ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, record={"fitted": "by hand"})
+    ranker = LearnedRanker(FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, record={"fitted": "by hand"})
 
     def production_with_a_ranker(directory) -> None:
         copy_artifacts(production, directory)

@@ -15,13 +15,14 @@ from streams.synthetic import SyntheticLog
 from training.baselines.popularity import Popularity
 from training.data import Catalog, Interactions, retrieval_positives
 from training.evaluate import evaluate
-from training.index import load_index
+from modelfiles.index import load_index
 from training.recommender import Recommender
 from training.split import chronological_split
-from training.two_tower.export import ExportedTwoTower, export_two_tower
-from training.two_tower.features import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
+from modelfiles.two_tower import ExportedTwoTower
+from training.two_tower.export import export_two_tower
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
 from training.two_tower.model import TowerShape
-from training.two_tower.numpy_tower import NumpyUserTower
+from modelfiles.numpy_tower import NumpyUserTower
 from training.two_tower.train import TwoTowerParams, TwoTowerRecommender, save_training_curve
 
 # Small enough to fit in a few seconds on a shared CPU, big enough for the clusters to show.
@@ -199,7 +200,7 @@ def test_a_version_exported_before_the_order_aware_tower_still_serves():
     """Rollback: the golden fixture was exported before history ages and encoders existed. It loads,
     mean-pools, and serving's timed call gives the SavedModel's embedding of the same items."""
     from serving.model import ServingModel
-    from training.registry import ModelVersion
+    from modelfiles.registry import ModelVersion
 
     directory = Path(__file__).with_name("fixtures") / "funnel_model"
     exported = ExportedTwoTower(directory)

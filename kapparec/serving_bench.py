@@ -112,7 +112,7 @@ def _train_and_promote(stack, models: Path) -> list[str]:
     import numpy as np
 
     from training.data import retrieval_positives
-    from training.registry import ModelRegistry
+    from modelfiles.registry import ModelRegistry
     from training.replay import replay_log
     from training.two_tower.export import export_two_tower
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
