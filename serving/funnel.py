@@ -19,8 +19,8 @@ from featurestore.reader import FeatureReader, UserFeatures
 from modelfiles.registry import ModelVersion
 from serving import candidates as generate
 from serving.config import FunnelConfig
-from serving.exploration import fresh_rows
 from serving.explain import RECENT_FOR_EXPLANATIONS, explained, nearest_engaged
+from serving.exploration import fresh_rows
 from serving.fill import popular_rows
 from serving.filters import ItemFilter
 from serving.model import ServingModel, hour_of

@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from featurestore.reader import HistoryEntry, UserFeatures
+from modelfiles.ranker import LearnedRanker
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from modelfiles.ranker import LearnedRanker
 from serving.ranker import FEATURES, for_request
 from serving.ranking import ranking
 from serving.request import Candidate, Pool

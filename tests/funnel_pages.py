@@ -20,17 +20,17 @@ import numpy as np
 
 from featurestore.reader import FeatureReader
 from kapparec.timeunits import HOUR_MS
+from modelfiles.ranker import LearnedRanker
+from modelfiles.registry import ModelVersion
 from serving.config import FunnelConfig
 from serving.filters import AGE_SCALE, Filters
 from serving.funnel import Funnel, Query, RankedItem
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
-from modelfiles.ranker import LearnedRanker
 from serving.ranker import FEATURES
 from serving.snapshot import Snapshot
 from streams.synthetic import CATEGORIES, DEFAULT_REGIONS, SyntheticLog
 from tests.logs import produce_synthetic
-from modelfiles.registry import ModelVersion
 from transforms.jobs import backfill
 
 FIXTURES = Path(__file__).with_name("fixtures")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from featurestore.reader import HistoryEntry, UserFeatures
+from kapparec.timeunits import DAY_MS
+from modelfiles.ranker import RANKER_FILE, LearnedRanker, RankerFileError
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from modelfiles.ranker import RANKER_FILE, LearnedRanker, RankerFileError
 from serving.ranker import COLUMN, FEATURES, candidate_features, for_request, load_ranker
 from serving.ranking import ranking
 from serving.request import SOURCES, Candidate, Pool
 from serving.snapshot import Snapshot
-from kapparec.timeunits import DAY_MS
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
 from tests.test_two_tower import PARAMS

@@ -206,10 +206,10 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Search on validation, measure the chosen configuration's held-out twin once, refit it on all
     the replayed data, gate it against production rescored on the same split, register, promote."""
+    from modelfiles.registry import ModelRegistry
     from training.data import retrieval_positives
     from training.evaluate import evaluate
     from training.gate import decide
-    from modelfiles.registry import ModelRegistry
     from training.two_tower.train import TwoTowerRecommender
 
     if not 0 <= args.margin < 1:

@@ -1,11 +1,12 @@
 """The serving funnel measured offline: the ranking code ``Recommend`` runs, on the evaluation protocol.
 
-Nothing here ranks. A ``serving.funnel.Funnel`` is built exactly as ``kapparec serve`` builds one:
-a ``FeatureReader`` over a feature version, a ``ServingModel`` loaded from a registry version
-(user tower, item embeddings, ScaNN index) and a ``Snapshot`` of the shared lists. The only
-differences are where those come from: the features are the training part of the log replayed
-through the feature pipeline (``training.feature_replay``), so nothing held out leaks, and the
-model is the evaluated two-tower, exported to a private registry. Each test user's page of
+Nothing here ranks, and nothing of serving but ``serving.funnel`` is imported. Its ``OfflineFunnels``
+builds each ``Funnel`` exactly as ``kapparec serve`` does: a ``FeatureReader`` over a feature
+version, a ``ServingModel`` loaded from a registry version (user tower, item embeddings, ScaNN
+index) and a snapshot of the shared lists. The only differences are where those come from: the
+features are the training part of the log replayed through the feature pipeline
+(``training.feature_replay``), so nothing held out leaks, and the model is the evaluated
+two-tower, exported to a private registry. Each test user's page of
 ``max(k_values)`` items is their ranking; items off the page rank nowhere. The protocol strikes
 each user's training items from every ranking, so the funnel is told them as the request's
 explicit exclusions (a field ``Recommend`` has): otherwise the items its store does not hold as

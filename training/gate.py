@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kapparec.errors import KapparecError
-from training.evaluate import measure
 from modelfiles.registry import ModelVersion
+from training.evaluate import measure
 from training.split import Split
 from training.tower_inputs import UserLog
 

@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from modelfiles.query import DEVICE, HISTORY, HISTORY_AGE, HOUR, HOURS_PER_DAY, MEAN, PAD, REGION, USER_ID
-from training.two_tower.features import CATEGORIES, ITEM_ID, ITEM_PROBABILITY, Vocabularies
 from training.two_tower.encoders import sequence_encoder
+from training.two_tower.features import CATEGORIES, ITEM_ID, ITEM_PROBABILITY, Vocabularies
 
 
 UNSEEN = "\x00unseen"

@@ -44,10 +44,10 @@ def saved_model_inputs(user: str, history: list[tuple[str, int]], clock_ms: int)
 
 
 def tower_benchmark(queries: int = QUERIES) -> dict:
+    from modelfiles.two_tower import ExportedTwoTower
     from streams.schema import encode, parse_catalog, parse_interaction
     from streams.synthetic import SyntheticLog
     from training.data import Catalog, Interactions, retrieval_positives
-    from modelfiles.two_tower import ExportedTwoTower
     from training.two_tower.export import export_two_tower
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
 
