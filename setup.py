@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="Streaming-first (Kappa) recommendation system: Kafka log, Beam features, Redis, TFRS, ScaNN, gRPC",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "training*", "serving*",
+    packages=find_packages(include=["kapparec*", "streams*", "transforms*", "featurestore*", "modelfiles*", "training*", "serving*",
                                     "infra*", "console*"]),
     package_data={"infra": ["kafka/*"], "serving": ["protos/*.proto"], "console": ["templates/*.html", "static/*"]},
     install_requires=[

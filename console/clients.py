@@ -12,7 +12,7 @@ from featurestore.reader import FeatureReader
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
-from training.registry import ModelRegistry
+from modelfiles.registry import ModelRegistry
 
 RPC_TIMEOUT_S = 5.0
 

@@ -16,7 +16,7 @@ BENCHMARKS = {
     "flink": ("transforms.flink_bench", "flink_benchmark",
               "backfill at parallelism 1 and 2 and freshness on a local Flink cluster vs the DirectRunner"),
     "index": ("training.bench", "index_benchmark", "ScaNN vs brute force: build time, queries/s, recall@10"),
-    "serving": ("serving.bench", "serving_benchmark", "Recommend latency and QPS at 1/8/32 clients vs an empty RPC"),
+    "serving": ("kapparec.serving_bench", "serving_benchmark", "Recommend latency and QPS at 1/8/32 clients vs an empty RPC"),
     "reads": ("featurestore.bench", "reads_benchmark", "feature reads (trending, similar, affinity) at two log lengths"),
 }
 

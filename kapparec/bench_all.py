@@ -41,7 +41,7 @@ STEPS = (
          {"events": 20_000, "dense_events": 5_000}),
     Step("freshness", "transforms.bench", "freshness_benchmark", {"n": 250, "load_per_s": 2_000.0},
          {"n": 40, "load_per_s": 500.0}),
-    Step("serving", "serving.bench", "serving_benchmark", {},
+    Step("serving", "kapparec.serving_bench", "serving_benchmark", {},
          {"items": 2_000, "users": 200, "events": 10_000, "clients": (1, 8), "seconds": 3.0}),
     Step("index", "training.bench", "index_benchmark", {"sizes": (100_000, 1_000_000)},
          {"sizes": (20_000,), "queries": 200}),

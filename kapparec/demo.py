@@ -131,7 +131,7 @@ class Demo:
         self.verb("backfill", "--no-progress", *self.endpoints())
 
     def train(self) -> None:
-        from training.registry import ModelRegistry
+        from modelfiles.registry import ModelRegistry
 
         production = ModelRegistry(settings.models_dir()).production()
         if production is not None and "serve" in self.apps.running():

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from featurestore.reader import UserFeatures
 from serving.catalog_arrays import CatalogArrays
+from serving.config import FunnelConfig
 from serving.request import Pool
+
+if TYPE_CHECKING:
+    from serving.snapshot import Snapshot
 
 Ranked = list[tuple[str, float]]
 
@@ -14,6 +21,24 @@ Ranked = list[tuple[str, float]]
 def listed(source: str, items: Ranked, n: int, catalog: CatalogArrays) -> Pool:
     ids = [item for item, _ in items[:n]]
     return Pool.of(source, ids, catalog.rows(ids))
+
+
+def shared_lists(snapshot: Snapshot, config: FunnelConfig, wanted: frozenset[str], region: str,
+                 catalog: CatalogArrays) -> tuple[Pool, Counter]:
+    """The shared lists' candidates for ``region`` (the ``wanted`` ones of trending, popular and new)
+    and their counts per source: the same for every user of the region (about half a pool), so
+    built once per snapshot."""
+    def build() -> tuple[FunnelConfig, Pool, Counter]:
+        lists = {"trending": snapshot.trending_in(region), "popular": snapshot.popular_in(region),
+                 "new_item": snapshot.new_items}
+        pool = Pool.joined([listed(source, ranked, config.list_candidates, catalog)
+                            for source, ranked in lists.items() if source in wanted])
+        return config, pool, pool.counts()
+
+    # Keyed by the config's identity, and the entry holds the config, so no other config can
+    # take that identity while the entry lives: every knob of the lists is covered.
+    _, pool, counts = snapshot.derived(("lists", region, wanted, id(config)), build)
+    return pool, counts
 
 
 def two_tower(ids: list[str], rows: np.ndarray, scores: np.ndarray) -> Pool:

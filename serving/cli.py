@@ -96,8 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _check_experiments(path: Path, models_dir: Path | None) -> None:
     """A bad experiments file stops ``serve`` before it starts; once serving, a bad edit is refused and logged."""
+    from modelfiles.registry import ModelRegistry
     from serving import experiments
-    from training.registry import ModelRegistry
 
     registry = ModelRegistry(models_dir)
     for version in sorted(experiments.load(path).model_versions()):

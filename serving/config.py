@@ -63,6 +63,12 @@ class FunnelConfig(BaseModel):
         except (ValidationError, ValueError, TypeError) as exc:
             raise UsageError(f"bad funnel setting: {str(exc).splitlines()[0]} ({_first_error(exc)})") from None
 
+    def every_source(self) -> "FunnelConfig":
+        """This config generating every source, as for a model whose learned ranker weighs them all:
+        a source it does not weight gets weight 1 (the blend's weights play no part in that ranking)."""
+        unweighted = {source: 1.0 for source in SOURCES if self.weights.get(source, 0.0) <= 0}
+        return self.from_overrides({"weights": unweighted}, self)
+
     def source_weights(self) -> list[float]:
         """Each source's blend weight, indexed by ``SOURCE_CODE``."""
         return [self.weights.get(source, 0.0) for source in SOURCES]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from serving.request import SOURCES, RankedItem, Scored
 
 # For the page's two-tower items: the item of the user's history nearest each ("" where none is known).
 Nearest = Callable[[list[str]], list[str]]
+# A two-tower item is explained by the nearest of the user's this-many latest engagements.
+RECENT_FOR_EXPLANATIONS = 10
+
+
+def nearest_engaged(closest: Callable[..., list[str]], engaged: list[str]) -> Nearest:
+    """The hook that names a two-tower item's reason: ``closest`` (``ServingModel.closest``, by the
+    items' embeddings) among ``engaged``, the user's ``RECENT_FOR_EXPLANATIONS`` latest items."""
+    return functools.partial(closest, among=engaged)
 
 
 def explanation(source: str, because_title: str, entry: dict, region: str, onboarding: set[str]) -> str:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from serving.catalog_arrays import CatalogArrays
 from serving.diversity import earlier_of_same
 from serving.request import Scored
+
+if TYPE_CHECKING:
+    from serving.snapshot import Snapshot
+
+
+def fresh_rows(snapshot: Snapshot, catalog: CatalogArrays) -> np.ndarray | None:
+    """Per catalog row: whether the item is new (on the snapshot's list of new items); None when
+    none is, so a page has nothing to explore. Built once per snapshot."""
+    def build() -> tuple[np.ndarray | None]:
+        fresh = np.zeros(len(catalog), dtype=bool)
+        rows = catalog.rows([item for item, _ in snapshot.new_items])
+        fresh[rows[rows >= 0]] = True
+        return (fresh if fresh.any() else None,)  # a tuple: ``derived`` recomputes a None
+
+    return snapshot.derived("fresh", build)[0]
 
 
 def explored(page: Scored, ranked: Scored, is_fresh: np.ndarray, catalog: CatalogArrays,

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from serving.catalog_arrays import CatalogArrays
 from serving.filters import ItemFilter
+
+if TYPE_CHECKING:
+    from serving.snapshot import Snapshot
 
 # Catalog rows checked per step once the popular list is used up: a short page needs few.
 CATALOG_STEP = 4096
+
+
+def popular_rows(snapshot: Snapshot, catalog: CatalogArrays, region: str) -> np.ndarray:
+    """The region's popular list as catalog rows, what fills a short page first: once per snapshot."""
+    return snapshot.derived(("popular_rows", region), lambda: catalog.rows(
+        [item for item, _ in snapshot.popular_in(region)]))
 
 
 def popular_fill(catalog_size: int, allowed: ItemFilter, popular_rows: np.ndarray, taken: np.ndarray,

@@ -10,40 +10,41 @@ filters fill it (``widened``).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
-import numpy as np
-
 from featurestore.reader import FeatureReader, UserFeatures
+from modelfiles.registry import ModelVersion
 from serving import candidates as generate
-from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.explain import explained
+from serving.explain import RECENT_FOR_EXPLANATIONS, explained, nearest_engaged
+from serving.exploration import fresh_rows
+from serving.fill import popular_rows
 from serving.filters import ItemFilter
 from serving.model import ServingModel, hour_of
 from serving.neighbours import NeighbourCache
 from serving.page import PageRequest, compiled_page
-from serving.request import Page, Pool, Query, RankedItem
-from serving.snapshot import CATALOG_ARRAYS, Snapshot
+from serving.ranker import FEATURES, RANKED_SOURCES, CandidateFeatures, candidate_features, for_request
+from serving.request import Filters, Page, Pool, Query, RankedItem
+from serving.snapshot import Snapshot
 
-__all__ = ["Funnel", "Page", "Query", "RankedItem"]
+# The funnel's public entry point: offline evaluation (``training.funnel_eval``) imports nothing else of serving.
+__all__ = ["Filters", "Funnel", "FunnelConfig", "OfflineFunnels", "Page", "Query", "RankedItem", "ServingModel"]
 
 StageTimer = Callable[[str, float, float], None]  # a stage's name, wall seconds and thread CPU seconds
-# A two-tower item is explained by the nearest of the user's this-many latest engagements.
-RECENT_FOR_EXPLANATIONS = 10
 
 
 class Funnel:
+    RANKER_FEATURES = FEATURES  # the columns of ``ranker_features``, which a learned ranker is fitted on
+
     def __init__(self, reader: FeatureReader | None, model: ServingModel | None, snapshot: Snapshot,
                  config: FunnelConfig, on_stage: StageTimer | None = None, neighbours: NeighbourCache | None = None):
         self.reader, self.model, self.snapshot, self.config = reader, model, snapshot, config
         self._on_stage = on_stage
         self._neighbours = neighbours
-        self.catalog = catalog_arrays(snapshot)
+        self.catalog = snapshot.catalog_arrays()
         self._engaged_memo: tuple[UserFeatures, list[str]] | None = None
 
     def _similar_many(self, item_ids: list[str], n: int) -> list[list[tuple[str, float]]]:
@@ -72,11 +73,11 @@ class Funnel:
         user, region, pool, drawn = self.candidates(query, user)
         known = user is not None and not user.is_new
         ranker = self.model.ranker if self.model is not None and known else None
-        learned = (functools.partial(_learned, ranker, user=user, snapshot=self.snapshot, region=region)
-                   if ranker else None)
+        learned = for_request(ranker, user, self.snapshot, region) if ranker else None
         boosted = None if known or not query.onboarding_categories else query.onboarding_categories
         blocked = (user.seen, user.disliked) if user else ()
-        request = self._request(pool, query, region, blocked, learned=learned, boosted=boosted, fresh=self._fresh())
+        request = self._request(pool, query, region, blocked, learned=learned, boosted=boosted,
+                                fresh=fresh_rows(self.snapshot, self.catalog))
         items, widened = self._finish(request, region, query, user)
         return Page(items, "full" if self.reader else "degraded", widened, drawn)
 
@@ -95,6 +96,14 @@ class Funnel:
         pool = generate.listed("trending", self.snapshot.trending_in(region), k, self.catalog)
         query = Query("", k, region=region)
         return self._finish(self._request(pool, query, region, (), diverse=False), region, query, None)[0]
+
+    def ranker_features(self, query: Query) -> tuple[UserFeatures | None, CandidateFeatures | None]:
+        """The user's features and the ``RANKER_FEATURES`` rows of the candidates a learned ranker
+        orders for ``query``; None for a user the store does not know, whom the blend ranks."""
+        user, region, pool, _ = self.candidates(query)
+        if user is None or user.is_new:
+            return user, None
+        return user, candidate_features(pool.candidates(), user, self.snapshot, region)
 
     # -- stages --------------------------------------------------------------------------
 
@@ -116,7 +125,7 @@ class Funnel:
         Every part runs in a stage of its own, so the stages' CPU adds up to the request's."""
         wanted = self._sources()
         with self._stage("candidates"):
-            listed, listed_counts = self._listed(region)
+            listed, listed_counts = generate.shared_lists(self.snapshot, self.config, wanted, region, self.catalog)
         if user is None or user.is_new:
             return listed, Counter(listed_counts)
         personal: dict[str, Pool] = {}
@@ -150,29 +159,12 @@ class Funnel:
     def _sources(self) -> frozenset[str]:
         """What to generate: a learned ranker weighs every source; the blend only those it weights."""
         ranker = self.model.ranker if self.model is not None else None
-        return self.config.sources | ranker.sources if ranker else self.config.sources
-
-    def _listed(self, region: str) -> tuple[Pool, Counter]:
-        """The shared lists' candidates for ``region`` and their counts per source: the same for every
-        user of the region (about half a pool), so built once per snapshot."""
-        config, wanted = self.config, self._sources()
-
-        def build() -> tuple[FunnelConfig, Pool, Counter]:
-            lists = {"trending": self.snapshot.trending_in(region), "popular": self.snapshot.popular_in(region),
-                     "new_item": self.snapshot.new_items}
-            pool = Pool.joined([generate.listed(source, ranked, config.list_candidates, self.catalog)
-                                for source, ranked in lists.items() if source in wanted])
-            return config, pool, pool.counts()
-
-        # Keyed by the config's identity, and the entry holds the config, so no other config can
-        # take that identity while the entry lives: every knob of the lists is covered.
-        _, pool, counts = self.snapshot.derived(("lists", region, wanted, id(config)), build)
-        return pool, counts
+        return self.config.sources | RANKED_SOURCES if ranker else self.config.sources
 
     def _request(self, pool: Pool, query: Query, region: str, blocked: tuple[Collection[str], ...],
                  **options) -> PageRequest:
         allowed = ItemFilter(self.catalog, query.filters, region, blocked)
-        return PageRequest(pool, allowed, query.k, self._popular_rows(region), **options)
+        return PageRequest(pool, allowed, query.k, popular_rows(self.snapshot, self.catalog, region), **options)
 
     def _finish(self, request: PageRequest, region: str, query: Query, user: UserFeatures | None
                 ) -> tuple[list[RankedItem], bool]:
@@ -182,7 +174,7 @@ class Funnel:
         with self._stage("explain"):
             nearest = None
             if self.model is not None and user is not None:
-                nearest = functools.partial(self.model.closest, among=self._engaged(user, RECENT_FOR_EXPLANATIONS))
+                nearest = nearest_engaged(self.model.closest, self._engaged(user, RECENT_FOR_EXPLANATIONS))
             items = explained(page, self.catalog.ids, self.snapshot.catalog, region, set(query.onboarding_categories),
                               nearest)
         return items, widened
@@ -205,25 +197,18 @@ class Funnel:
         """The hour of day of the log's clock: the snapshot's, so once per snapshot (a numpy call each)."""
         return self.snapshot.derived("log_hour", lambda: hour_of(self.snapshot.log_clock_ms))
 
-    def _fresh(self) -> np.ndarray | None:
-        """Per catalog row: whether the item is new (on the snapshot's list of new items); None when
-        none is, so a page has nothing to explore."""
-        def build() -> tuple[np.ndarray | None]:
-            fresh = np.zeros(len(self.catalog), dtype=bool)
-            rows = self.catalog.rows([item for item, _ in self.snapshot.new_items])
-            fresh[rows[rows >= 0]] = True
-            return (fresh if fresh.any() else None,)  # a tuple: ``derived`` recomputes a None
 
-        return self.snapshot.derived("fresh", build)[0]
+class OfflineFunnels:
+    """Funnels over one feature store and one registered model, built as ``kapparec serve`` builds
+    them: for offline evaluation, which tries many configurations and rankers over the same store."""
 
-    def _popular_rows(self, region: str) -> np.ndarray:
-        return self.snapshot.derived(("popular_rows", region), lambda: self.catalog.rows(
-            [item for item, _ in self.snapshot.popular_in(region)]))
+    def __init__(self, reader: FeatureReader, version: ModelVersion):
+        self.reader = reader
+        self.model = ServingModel.load(version)
+        # Shared by every configuration tried: neighbour lists depend on the features alone.
+        self._neighbours = NeighbourCache(ttl_s=float("inf"))
 
-
-def catalog_arrays(snapshot: Snapshot) -> CatalogArrays:
-    return snapshot.derived(CATALOG_ARRAYS, lambda: CatalogArrays.of(snapshot.catalog))
-
-
-def _learned(ranker, pool: Pool, user: UserFeatures, snapshot: Snapshot, region: str):
-    return ranker.rank(pool.candidates(), user, snapshot, region)
+    def funnel(self, config: FunnelConfig, model: ServingModel | None = None) -> Funnel:
+        """The funnel under ``config``, with ``model`` (default: the registered one, with its ranker if any)."""
+        return Funnel(self.reader, model or self.model, Snapshot.take(self.reader, config), config,
+                      neighbours=self._neighbours)

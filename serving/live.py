@@ -31,7 +31,7 @@ from serving import experiments
 from serving.config import FunnelConfig
 from serving.model import ModelLoadError, ServingModel
 from serving.snapshot import Snapshot
-from training.registry import ModelRegistry
+from modelfiles.registry import ModelRegistry
 
 log = logging.getLogger("kapparec.serving")
 

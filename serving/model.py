@@ -10,10 +10,11 @@ from typing import Sequence
 import numpy as np
 
 from kapparec.errors import KapparecError
+from modelfiles.query import hour_of_day, query_features, timed_rows
+from modelfiles.ranker import RANKER_FILE, LearnedRanker
+from modelfiles.registry import ModelVersion, verify
 from serving.catalog_arrays import CatalogArrays
-from serving.ranker import RANKER_FILE, LearnedRanker
-from training.registry import ModelVersion, verify
-from training.two_tower.features import hour_of_day, query_features, timed_rows
+from serving.ranker import load_ranker
 
 log = logging.getLogger("kapparec.serving")
 
@@ -43,15 +44,15 @@ class ServingModel:
     def load(cls, version: ModelVersion) -> "ServingModel":
         import scann  # noqa: F401 - ScaNN's ops must be registered before any SavedModel loads
 
-        from training.index import load_index
-        from training.two_tower.export import INDEX_DIR, ExportedTwoTower
+        from modelfiles.index import load_index
+        from modelfiles.two_tower import INDEX_DIR, ExportedTwoTower
 
         try:
             verify(version)  # a truncated or overwritten file may still load, and serve garbage
             exported = ExportedTwoTower(version.path)
             index = load_index(version.path / INDEX_DIR)
             ranker_file = version.path / RANKER_FILE
-            model = cls(version.id, exported, index, LearnedRanker.load(ranker_file) if ranker_file.is_file() else None)
+            model = cls(version.id, exported, index, load_ranker(ranker_file) if ranker_file.is_file() else None)
             model.embed_user("", [], "", "", 0, log_clock_ms=0)  # a request that cannot be answered fails here, not live
         except Exception as exc:  # noqa: BLE001 - any broken artifact refuses the version
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,8 +1,9 @@
-"""The learned ranker: a linear scorer over per-candidate features serving has at request time.
+"""The learned ranker's features: per candidate, what serving has at request time, and the ranking by them.
 
-A model version may carry one (``ranker.json``, written by ``training.learned_ranker`` from a
-replay's validation split). When the loaded version has it, ``serving.ranking.ranking`` orders a
-known user's candidates by its score instead of the documented blend; without it, the blend ranks.
+A model version may carry a ranker (``modelfiles.ranker``, written by ``training.learned_ranker``
+from a replay's validation split, with these features computed by the funnel over the replay).
+When the loaded version has it, ``serving.ranking.ranking`` orders a known user's candidates by
+its score instead of the documented blend; without it, the blend ranks.
 
 The features are rank-based wherever a raw score is on a model-specific scale: the ranker is
 fitted on one model's candidates (the validation refit) and applied to another's (the version it
@@ -13,22 +14,22 @@ candidates. Scoring is one standardised matrix-vector product in numpy.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kapparec.timeunits import DAY_MS
+from modelfiles.ranker import LearnedRanker
+from serving.ranking import Learned
 from serving.request import SOURCES, Candidate
 
 if TYPE_CHECKING:
     from featurestore.reader import UserFeatures
     from serving.snapshot import Snapshot
 
-RANKER_FILE = "ranker.json"
 # History entries whose categories make the user's category affinity.
 AFFINITY_HISTORY = 50
 INTERACTIONS = ("two_tower", "co_occurrence")  # sources whose credit is also crossed with the history length
@@ -48,10 +49,7 @@ FEATURES: tuple[str, ...] = (
 COLUMN = {name: column for column, name in enumerate(FEATURES)}
 IN, RR = COLUMN[f"in.{SOURCES[0]}"], COLUMN[f"rr.{SOURCES[0]}"]
 SOURCE_INDEX = {source: n for n, source in enumerate(SOURCES)}
-
-
-class RankerFileError(ValueError):
-    """A ranker file that cannot score: its one-line message names what is wrong."""
+RANKED_SOURCES = frozenset(SOURCES)  # a learned ranker weighs every source, so every source is generated
 
 
 @dataclass(frozen=True)
@@ -147,47 +145,25 @@ def _popularity(snapshot: Snapshot, region: str, columns: CatalogColumns) -> np.
     return found
 
 
-@dataclass(frozen=True)
-class LearnedRanker:
-    """Standardised features times coefficients: a higher score ranks first."""
+def ranked(ranker: LearnedRanker, candidates: list[Candidate], user: UserFeatures, snapshot: Snapshot,
+           region: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each distinct item (in first-proposed order), its score by ``ranker``, and the position in
+    ``candidates`` of the proposal that names its source: the one whose reciprocal-rank term adds
+    most to the score."""
+    features = candidate_features(candidates, user, snapshot, region)
+    scores = ranker.scores(features.matrix)
+    rr_weight = ranker.coef[RR:RR + len(SOURCES)] / ranker.scale[RR:RR + len(SOURCES)]
+    adds = rr_weight[features.sources] / (1.0 + features.ranks)
+    order = np.lexsort((-adds, features.rows))  # by row, the largest addition first
+    firsts = order[np.flatnonzero(np.diff(features.rows[order], prepend=-1))]
+    return features.items, scores, firsts
 
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    record: dict = field(default_factory=dict)  # how it was fitted and chosen (training's report)
 
-    sources = frozenset(SOURCES)  # the ranker weighs every source, so every source is generated
+def for_request(ranker: LearnedRanker, user: UserFeatures, snapshot: Snapshot, region: str) -> Learned:
+    """``ranker`` bound to one request: what ``serving.ranking`` scores a pool with."""
+    return lambda pool: ranked(ranker, pool.candidates(), user, snapshot, region)
 
-    def scores(self, matrix: np.ndarray) -> np.ndarray:
-        return ((matrix - self.mean) / self.scale) @ self.coef
 
-    def rank(self, candidates: list[Candidate], user: UserFeatures, snapshot: Snapshot,
-             region: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Each distinct item (in first-proposed order), its score, and the position in ``candidates``
-        of the proposal that names its source: the one whose reciprocal-rank term adds most to the score."""
-        features = candidate_features(candidates, user, snapshot, region)
-        scores = self.scores(features.matrix)
-        rr_weight = self.coef[RR:RR + len(SOURCES)] / self.scale[RR:RR + len(SOURCES)]
-        adds = rr_weight[features.sources] / (1.0 + features.ranks)
-        order = np.lexsort((-adds, features.rows))  # by row, the largest addition first
-        firsts = order[np.flatnonzero(np.diff(features.rows[order], prepend=-1))]
-        return features.items, scores, firsts
-
-    def save(self, path: Path) -> None:
-        payload = {"features": list(FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                   "coef": self.coef.tolist(), "record": self.record}
-        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "LearnedRanker":
-        try:
-            payload = json.loads(path.read_text())
-            features = payload["features"]
-            arrays = [np.asarray(payload[key], dtype=np.float64) for key in ("mean", "scale", "coef")]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RankerFileError(f"{path.name} is unreadable: {type(exc).__name__}: {exc}") from None
-        if features != list(FEATURES):
-            raise RankerFileError(f"{path.name} was fitted on other features than this serving code computes")
-        if any(a.shape != (len(FEATURES),) or not np.isfinite(a).all() for a in arrays) or (arrays[1] <= 0).any():
-            raise RankerFileError(f"{path.name} holds arrays that are not {len(FEATURES)} finite numbers, or a scale <= 0")
-        return cls(*arrays, record=payload.get("record") or {})
+def load_ranker(path: Path) -> LearnedRanker:
+    """The ranker file of a model version, checked against the features this code computes."""
+    return LearnedRanker.load(path, FEATURES)

@@ -12,9 +12,10 @@ import time
 import numpy as np
 
 from featurestore.reader import HistoryEntry, UserFeatures
+from modelfiles.ranker import LearnedRanker
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.ranker import FEATURES, LearnedRanker
+from serving.ranker import FEATURES, for_request
 from serving.ranking import ranking
 from serving.request import Candidate, Pool
 from serving.snapshot import LIST_LENGTH, Snapshot
@@ -35,11 +36,9 @@ def ranking_benchmark(items: int = 100_000, repeats: int = 500, seed: int = 0) -
                   for source, n in POOL for rank, item in enumerate(rng.choice(ids[:3000], n, replace=False))]
     columns = CatalogArrays.of(catalog)
     pool = Pool.of_candidates(candidates, columns.rows([c.item_id for c in candidates]))
-    ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), rng.normal(size=len(FEATURES)))
+    ranker = LearnedRanker(FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), rng.normal(size=len(FEATURES)))
     config = FunnelConfig()
-
-    def learned(proposed: Pool):
-        return ranker.rank(proposed.candidates(), user, snapshot, "")
+    learned = for_request(ranker, user, snapshot, "")
 
     runs = {"blend": lambda: ranking(pool, columns, config),
             "learned": lambda: ranking(pool, columns, config, learned=learned)}

@@ -15,6 +15,7 @@ from featurestore import layout
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
 from featurestore.reader import FeatureReader
 from kapparec.timeunits import DAY_MS
+from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
 from streams import topics
 
@@ -92,6 +93,10 @@ class Snapshot:
         if found is None:
             found = self._derived[key] = compute()
         return found
+
+    def catalog_arrays(self) -> CatalogArrays:
+        """The catalog as columns, built once per catalog (a refresh that keeps the catalog keeps them)."""
+        return self.derived(CATALOG_ARRAYS, lambda: CatalogArrays.of(self.catalog))
 
     def trending_in(self, region: str) -> Ranked:
         """The region's list, or the global one where the region has none."""

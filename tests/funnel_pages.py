@@ -20,16 +20,17 @@ import numpy as np
 
 from featurestore.reader import FeatureReader
 from kapparec.timeunits import HOUR_MS
+from modelfiles.ranker import LearnedRanker
+from modelfiles.registry import ModelVersion
 from serving.config import FunnelConfig
 from serving.filters import AGE_SCALE, Filters
 from serving.funnel import Funnel, Query, RankedItem
 from serving.model import ServingModel
 from serving.neighbours import NeighbourCache
-from serving.ranker import FEATURES, LearnedRanker
+from serving.ranker import FEATURES
 from serving.snapshot import Snapshot
 from streams.synthetic import CATEGORIES, DEFAULT_REGIONS, SyntheticLog
 from tests.logs import produce_synthetic
-from training.registry import ModelVersion
 from transforms.jobs import backfill
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -60,7 +61,7 @@ def load_model() -> ServingModel:
 def seeded_ranker() -> LearnedRanker:
     """A ranker with fixed random weights: it exercises the learned ranking path, not a fitted one."""
     rng = np.random.default_rng(5)
-    return LearnedRanker(rng.normal(size=len(FEATURES)) * 0.1, rng.uniform(0.5, 2.0, len(FEATURES)),
+    return LearnedRanker(FEATURES, rng.normal(size=len(FEATURES)) * 0.1, rng.uniform(0.5, 2.0, len(FEATURES)),
                          rng.normal(size=len(FEATURES)))
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kapparec.errors import KapparecError
+from modelfiles.registry import ModelRegistry, verify
 from tests.test_serving import copy_artifacts, recommend, served, wait_for_log_line  # noqa: F401 - served: a fixture
-from training.registry import ModelRegistry, verify
 
 pytestmark = pytest.mark.faults
 

@@ -7,14 +7,15 @@ import shutil
 
 import pytest
 
-from tests.test_two_tower import PARAMS, synthetic_data
+from modelfiles.registry import ModelRegistry
+from modelfiles.two_tower import USER_TOWER_DIR
 from streams.synthetic import SyntheticLog
+from tests.test_two_tower import PARAMS, synthetic_data
 from training.data import retrieval_positives
 from training.evaluate import evaluate
 from training.gate import decide, rescore
-from training.registry import ModelRegistry
 from training.split import chronological_split
-from training.two_tower.export import USER_TOWER_DIR, export_two_tower
+from training.two_tower.export import export_two_tower
 from training.two_tower.train import TwoTowerRecommender
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kapparec.errors import KapparecError
+from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, load_index, recall_against_exact
 from training.bench import clustered_catalog, user_queries
-from training.index import BruteForceIndex, ScannIndex, ScannParams, load_index, recall_against_exact
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from featurestore.reader import HistoryEntry, UserFeatures
+from kapparec.timeunits import DAY_MS
+from modelfiles.ranker import RANKER_FILE, LearnedRanker, RankerFileError
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker, RankerFileError, candidate_features
+from serving.ranker import COLUMN, FEATURES, candidate_features, for_request, load_ranker
 from serving.ranking import ranking
 from serving.request import SOURCES, Candidate, Pool
 from serving.snapshot import Snapshot
-from kapparec.timeunits import DAY_MS
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
 from tests.test_two_tower import PARAMS
@@ -66,16 +67,13 @@ def test_the_features_are_what_serving_knows_about_each_candidate():
 def test_ranking_orders_by_the_learned_scores_and_names_the_source_that_adds_most():
     coef = np.zeros(len(FEATURES))
     coef[COLUMN["popularity"]], coef[COLUMN["rr.co_occurrence"]] = 1.0, 0.5
-    ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef)
+    ranker = LearnedRanker(FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef)
     candidates = [Candidate("b", "two_tower", 0, score=3.0), Candidate("a", "two_tower", 1, score=1.0),
                   Candidate("a", "co_occurrence", 0, because="h1"), Candidate("c", "popular", 0)]
     catalog = CatalogArrays.of(CATALOG)
     pool = Pool.of_candidates(candidates, catalog.rows([c.item_id for c in candidates]))
 
-    def learned(proposed: Pool):
-        return ranker.rank(proposed.candidates(), a_user(), a_snapshot(), "")
-
-    ranked = ranking(pool, catalog, FunnelConfig(), learned=learned)
+    ranked = ranking(pool, catalog, FunnelConfig(), learned=for_request(ranker, a_user(), a_snapshot(), ""))
     assert [catalog.ids[row] for row in ranked.rows] == ["a", "c", "b"]
     assert (SOURCES[ranked.sources[0]], ranked.reason(0)) == ("co_occurrence", "h1")
     # The blend, over the same candidates, ranks otherwise: the learned scores made the order.
@@ -90,18 +88,18 @@ def test_the_fit_weighs_the_feature_that_predicts_and_its_file_round_trips(tmp_p
     chance = 1 / (1 + np.exp(-3 * features[:, COLUMN["rr.two_tower"]] - 2 * features[:, COLUMN["popularity"]] + 3))
     labels = rng.random(4_000) < chance
     per_user = (np.split(features, 40), np.split(labels, 40))
-    ranker = fit(*per_user, l2=1.0)
+    ranker = fit(FEATURES, *per_user, l2=1.0)
     strongest = np.argsort(-np.abs(ranker.coef))
     assert strongest[0] == COLUMN["rr.two_tower"] and ranker.coef[strongest[0]] > 5 * abs(ranker.coef[strongest[1]])
-    assert fit(*per_user, l2=1e6).coef[COLUMN["rr.two_tower"]] < 0.1 * ranker.coef[COLUMN["rr.two_tower"]]
+    assert fit(FEATURES, *per_user, l2=1e6).coef[COLUMN["rr.two_tower"]] < 0.1 * ranker.coef[COLUMN["rr.two_tower"]]
 
     path = tmp_path / RANKER_FILE
     dataclasses.replace(ranker, record={"l2": 1.0}).save(path)
-    loaded = LearnedRanker.load(path)
+    loaded = load_ranker(path)
     assert np.array_equal(loaded.scores(features), ranker.scores(features)) and loaded.record == {"l2": 1.0}
     path.write_text(path.read_text().replace('"sources"', '"something else"'))
     with pytest.raises(RankerFileError, match="other features"):
-        LearnedRanker.load(path)
+        load_ranker(path)
 
 
 def test_the_ranker_is_fitted_and_chosen_on_the_validation_split_alone(stack):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.registry import ModelRegistry
+from modelfiles.registry import ModelRegistry
 
 KAPPAREC = Path(sys.executable).with_name("kapparec")
 

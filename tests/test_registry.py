@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kapparec.errors import KapparecError
-from training.registry import ModelRegistry, passes_gate
+from modelfiles.registry import ModelRegistry
+from training.gate import passes_gate
 
 
 def writer(payload: str = "weights", extra: dict | None = None):

@@ -26,32 +26,34 @@ import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from featurestore import layout
 from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
+from featurestore.redis_store import RedisFeatureStore
 from featurestore.user_read import user_features_unless
+from infra.services import free_port
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
+from modelfiles.ranker import RANKER_FILE, LearnedRanker
+from modelfiles.registry import ModelRegistry
+from modelfiles.two_tower import USER_TOWER_DIR
 from serving import metrics
 from serving.config import SOURCES, FunnelConfig
+from serving.filters import AGE_SCALE
 from serving.funnel import Funnel, Query
 from serving.model import ServingModel
 from serving.open_loop import run_open_loop
-from serving.ranker import COLUMN, FEATURES, RANKER_FILE, LearnedRanker
-from serving.snapshot import Snapshot
-from serving.filters import AGE_SCALE
+from serving.ranker import COLUMN, FEATURES
 from serving.server import FEATURES_HEALTH, SERVICE_NAME
+from serving.snapshot import Snapshot
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog, send_synthetic
 from streams.topics import IMPRESSIONS, ensure_topics
-from infra.services import free_port
 from tests.faults import caught_up, wait_for
 from tests.logs import empty_log
 from tests.serving_helpers import KAPPAREC, TOKEN, grpcurl, start_server, write_experiments
 from tests.test_two_tower import PARAMS
 from training.data import retrieval_positives
-from training.registry import ModelRegistry
 from training.replay import replay_log
-from training.two_tower.export import USER_TOWER_DIR, export_two_tower
+from training.two_tower.export import export_two_tower
 from training.two_tower.train import TwoTowerRecommender
-from featurestore.redis_store import RedisFeatureStore
 from transforms.jobs import backfill
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -398,7 +400,7 @@ def test_a_version_with_a_learned_ranker_serves_recommend_ranked_by_its_weights(
     production = served.registry.production()
     coef = np.zeros(len(FEATURES))
     coef[COLUMN["popularity"]], coef[COLUMN["rr.two_tower"]] = 1.0, 0.2  # mostly popularity: unlike the blend
-    ranker = LearnedRanker(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, record={"fitted": "by hand"})
+    ranker = LearnedRanker(FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, record={"fitted": "by hand"})
 
     def production_with_a_ranker(directory) -> None:
         copy_artifacts(production, directory)

@@ -14,14 +14,14 @@ import pytest
 
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from kapparec.cli import main
+from modelfiles.ranker import RANKER_FILE
+from modelfiles.registry import ModelRegistry
+from serving.model import ServingModel
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
 from streams.topics import ensure_topics
 from training.cli import MODEL_NAMES, parse_offsets, parse_time
-from serving.model import ServingModel
-from serving.ranker import RANKER_FILE
 from training.funnel_eval import START
-from training.registry import ModelRegistry
 
 GENRES = ("Action", "Comedy", "Drama")
 TINY_TRAINING = ["--epochs", "3", "--seed", "1", "--search-space", "small"]

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
+from modelfiles.index import load_index
+from modelfiles.numpy_tower import NumpyUserTower
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
+from modelfiles.two_tower import ExportedTwoTower
 from streams.schema import encode, parse_catalog, parse_interaction
 from streams.synthetic import SyntheticLog
 from training.baselines.popularity import Popularity
 from training.data import Catalog, Interactions, retrieval_positives
 from training.evaluate import evaluate
-from training.index import load_index
 from training.recommender import Recommender
 from training.split import chronological_split
-from training.two_tower.export import ExportedTwoTower, export_two_tower
-from training.two_tower.features import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
+from training.two_tower.export import export_two_tower
 from training.two_tower.model import TowerShape
-from training.two_tower.numpy_tower import NumpyUserTower
 from training.two_tower.train import TwoTowerParams, TwoTowerRecommender, save_training_curve
 
 # Small enough to fit in a few seconds on a shared CPU, big enough for the clusters to show.
@@ -198,8 +199,8 @@ def test_zero_epochs_builds_an_untrained_model_that_still_scores(split):
 def test_a_version_exported_before_the_order_aware_tower_still_serves():
     """Rollback: the golden fixture was exported before history ages and encoders existed. It loads,
     mean-pools, and serving's timed call gives the SavedModel's embedding of the same items."""
+    from modelfiles.registry import ModelVersion
     from serving.model import ServingModel
-    from training.registry import ModelVersion
 
     directory = Path(__file__).with_name("fixtures") / "funnel_model"
     exported = ExportedTwoTower(directory)

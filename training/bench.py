@@ -88,7 +88,7 @@ def exact_top_k(items: np.ndarray, query: np.ndarray, k: int = K) -> np.ndarray:
 
 
 def measure_size(num_items: int, dim: int, queries: int, rng: np.random.Generator) -> dict:
-    from training.index import BruteForceIndex, ScannIndex, ScannParams, recall_against_exact
+    from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, recall_against_exact
 
     items, topics = clustered_catalog(num_items, dim, rng)
     query_batch = user_queries(topics, queries, rng)
@@ -125,7 +125,7 @@ LEAF_SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 def recall_vs_qps(index, exact, queries: np.ndarray) -> list[dict]:
     """Recall@10 and single-query queries/s at several numbers of leaves searched, serving's own
     among them (``serving``: true), so the report can show where serving sits on the curve."""
-    from training.index import ScannIndex, recall_against_exact
+    from modelfiles.index import ScannIndex, recall_against_exact
 
     params = index.params
     if params.num_leaves == 0:
@@ -159,7 +159,7 @@ def index_benchmark(sizes=(100_000, 1_000_000), dim: int = 64, queries: int = 1_
 
 
 def measure(sizes, dim: int, queries: int, seed: int) -> dict:
-    from training.index import scann_module
+    from modelfiles.index import scann_module
 
     scann_module()  # import ScaNN (and TensorFlow) before any build is timed
     rng = np.random.default_rng(seed)

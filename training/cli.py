@@ -16,7 +16,7 @@ from kapparec import cliargs, settings
 from kapparec.errors import UsageError
 
 if TYPE_CHECKING:
-    from serving.ranker import LearnedRanker
+    from modelfiles.ranker import LearnedRanker
     from training.data import Catalog, Interactions
     from training.recommender import Recommender
     from training.split import Split
@@ -206,10 +206,10 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Search on validation, measure the chosen configuration's held-out twin once, refit it on all
     the replayed data, gate it against production rescored on the same split, register, promote."""
+    from modelfiles.registry import ModelRegistry
     from training.data import retrieval_positives
     from training.evaluate import evaluate
     from training.gate import decide
-    from training.registry import ModelRegistry
     from training.two_tower.train import TwoTowerRecommender
 
     if not 0 <= args.margin < 1:
@@ -279,7 +279,7 @@ def write_version(
         save_training_curve(model.loss_curve, directory / "training_curve.png")
     write_report(report, directory)
     if ranker is not None:
-        from serving.ranker import RANKER_FILE
+        from modelfiles.ranker import RANKER_FILE
 
         ranker.save(directory / RANKER_FILE)
     return {**exported, "loss_curve": [round(v, 4) for v in model.loss_curve]}

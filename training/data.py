@@ -16,9 +16,6 @@ import numpy as np
 from featurestore.definitions import NOT_ENGAGEMENT_TYPES
 from streams.schema import CatalogEntry, Interaction
 
-# What a history slot holds when the user has fewer earlier items than the history length.
-PADDING = ""
-
 
 @dataclass(frozen=True)
 class Interactions:

@@ -1,11 +1,12 @@
 """The serving funnel measured offline: the ranking code ``Recommend`` runs, on the evaluation protocol.
 
-Nothing here ranks. A ``serving.funnel.Funnel`` is built exactly as ``kapparec serve`` builds one:
-a ``FeatureReader`` over a feature version, a ``ServingModel`` loaded from a registry version
-(user tower, item embeddings, ScaNN index) and a ``Snapshot`` of the shared lists. The only
-differences are where those come from: the features are the training part of the log replayed
-through the feature pipeline (``training.feature_replay``), so nothing held out leaks, and the
-model is the evaluated two-tower, exported to a private registry. Each test user's page of
+Nothing here ranks, and nothing of serving but ``serving.funnel`` is imported. Its ``OfflineFunnels``
+builds each ``Funnel`` exactly as ``kapparec serve`` does: a ``FeatureReader`` over a feature
+version, a ``ServingModel`` loaded from a registry version (user tower, item embeddings, ScaNN
+index) and a snapshot of the shared lists. The only differences are where those come from: the
+features are the training part of the log replayed through the feature pipeline
+(``training.feature_replay``), so nothing held out leaks, and the model is the evaluated
+two-tower, exported to a private registry. Each test user's page of
 ``max(k_values)`` items is their ranking; items off the page rank nowhere. The protocol strikes
 each user's training items from every ranking, so the funnel is told them as the request's
 explicit exclusions (a field ``Recommend`` has): otherwise the items its store does not hold as
@@ -39,18 +40,13 @@ import numpy as np
 from tqdm import tqdm
 
 from featurestore.reader import FeatureReader
-from serving.config import FunnelConfig
-from serving.filters import Filters
-from serving.funnel import Funnel, Query
-from serving.model import ServingModel
-from serving.neighbours import NeighbourCache
-from serving.snapshot import Snapshot
+from modelfiles.ranker import RANKER_FILE, LearnedRanker
+from modelfiles.registry import ModelRegistry
+from serving.funnel import Filters, Funnel, FunnelConfig, OfflineFunnels, Query, ServingModel
 from training.data import Interactions
-from serving.ranker import RANKER_FILE, LearnedRanker
 from training.evaluate import ScoreBatch, clearly_better, measure, measure_per_user
 from training.feature_replay import replayed_features
 from training.learned_ranker import METRIC, choose_ranker
-from training.registry import ModelRegistry
 from training.split import Split, chronological_split
 from training.two_tower.export import export_two_tower
 from training.two_tower.train import TwoTowerRecommender
@@ -89,8 +85,7 @@ BLEND_PASSES = 2
 class OfflineFunnel:
     """The serving funnel over one replayed feature version and one exported model."""
 
-    reader: FeatureReader
-    model: ServingModel
+    funnels: OfflineFunnels  # the serving funnels over the replayed features and the exported model
     items: list[str]  # the ranking universe (the split's known items), as score columns
     # Each user's latest activity in the replayed part: when they come back for the page (the
     # two-tower's own evaluation queries the same hour).
@@ -99,14 +94,20 @@ class OfflineFunnel:
     excluded: dict[str, tuple[str, ...]]
 
     def __post_init__(self) -> None:
-        # Shared by every configuration tried: neighbour lists depend on the features alone.
-        self.neighbours = NeighbourCache(ttl_s=float("inf"))
         self._columns = {item: column for column, item in enumerate(self.items)}
+
+    @property
+    def reader(self) -> FeatureReader:
+        return self.funnels.reader
+
+    @property
+    def model(self) -> ServingModel:
+        """The exported model as serving loaded it."""
+        return self.funnels.model
 
     def funnel(self, config: FunnelConfig, model: ServingModel | None = None) -> Funnel:
         """The serving funnel under ``config``, with ``model`` (default: the exported one, with its ranker if any)."""
-        return Funnel(self.reader, model or self.model, Snapshot.take(self.reader, config), config,
-                      neighbours=self.neighbours)
+        return self.funnels.funnel(config, model)
 
     def query(self, user: str, k: int) -> Query:
         return Query(user, k=k, request_time_ms=self.request_times.get(user),
@@ -142,7 +143,7 @@ class OfflineFunnel:
 def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int,
                    ranker: LearnedRanker | None = None) -> Iterator[OfflineFunnel]:
     """The funnel over ``split``'s training part: its replayed features and ``model`` exported with
-    its index and ``ranker`` into one registry version, which ``ServingModel`` loads as serving does."""
+    its index and ``ranker`` into one registry version, which serving's loader reads as ``kapparec serve`` does."""
     users = np.unique(split.train.user_ids)
     query_users = np.random.default_rng(seed).choice(users, min(INDEX_QUERY_USERS, len(users)), replace=False)
     with replayed_features(split.events, split.catalog) as features, \
@@ -155,8 +156,8 @@ def offline_funnel(split: Split, model: TwoTowerRecommender, seed: int,
             return exported
 
         version = registry.register(export, metadata={"model": "two_tower", "purpose": "offline funnel evaluation"})
-        yield OfflineFunnel(features.reader(), ServingModel.load(version), split.known_items, latest_activity(split.events),
-                            items_per_user(split.train))
+        yield OfflineFunnel(OfflineFunnels(features.reader(), version), split.known_items,
+                            latest_activity(split.events), items_per_user(split.train))
 
 
 def latest_activity(events: Interactions) -> dict[str, int]:

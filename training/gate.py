@@ -11,13 +11,14 @@ says so and refuses, unless the caller forces the promotion.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from kapparec.errors import KapparecError
+from modelfiles.registry import ModelVersion
 from training.evaluate import measure
-from training.registry import ModelVersion, passes_gate
 from training.split import Split
 from training.tower_inputs import UserLog
 
@@ -34,7 +35,7 @@ class GateDecision:
 
 def rescore(version: ModelVersion, split: Split) -> dict[str, float]:
     """``version``'s exported two-tower measured on ``split`` (raises ``KapparecError`` if it cannot be)."""
-    from training.two_tower.export import ExportedTwoTower
+    from modelfiles.two_tower import ExportedTwoTower
     from training.two_tower.train import UserState
 
     try:
@@ -77,3 +78,33 @@ def decide(candidate: dict, production: ModelVersion | None, split: Split, margi
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def metric_of(record: dict, metric: str) -> float | None:
+    """``metric`` from a metrics dict or from a version's metadata (its ``metrics``)."""
+    value = record.get(metric, (record.get("metrics") or {}).get(metric))
+    return None if value is None else float(value)
+
+
+def passes_gate(candidate: dict, production: dict | None, margin: float, metric: str = "recall@10") -> tuple[bool, str]:
+    """Whether ``candidate`` may replace ``production``, and why.
+
+    The margin is *relative*: the candidate passes if it keeps at least ``(1 - margin)`` of
+    production's value (margin 0.02 = "may lose up to 2% of production's recall@10"). Relative,
+    because metric scales differ between catalogs and metrics (recall@10 of 0.05 vs 0.4), and a
+    fixed absolute margin would be lax on one and strict on the other. Higher is better.
+    Either argument may be a metrics dict or a version's metadata.
+    """
+    if not 0 <= margin < 1:
+        raise KapparecError(f"gate margin must be in [0, 1), got {margin}")
+    value = metric_of(candidate, metric)
+    if value is None or math.isnan(value):
+        return False, f"candidate has no {metric}"
+    if production is None:
+        return True, f"no production model: candidate {metric}={value:.4f} passes"
+    baseline = metric_of(production, metric)
+    if baseline is None or math.isnan(baseline):
+        return True, f"production has no {metric}: candidate {metric}={value:.4f} passes"
+    floor = baseline * (1 - margin)
+    verdict = "passes" if value >= floor else "fails"
+    return value >= floor, f"candidate {metric}={value:.4f} {verdict}: production {baseline:.4f}, floor {floor:.4f} (margin {margin:.0%})"

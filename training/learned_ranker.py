@@ -1,4 +1,4 @@
-"""Fit the funnel's learned ranker (``serving.ranker``) on a replay's validation split.
+"""Fit the funnel's learned ranker (``modelfiles.ranker``) on a replay's validation split.
 
 The examples are the funnel's own candidates for each validation user, built by the serving
 code over the validation replay (features and model of the validation split's training part),
@@ -17,6 +17,7 @@ never reaches this module: its inputs are the validation split and the funnel ov
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,13 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from serving.config import FunnelConfig
-from serving.ranker import FEATURES, LearnedRanker, candidate_features
+from modelfiles.ranker import LearnedRanker
 from training.evaluate import clearly_better, measure_per_user
 from training.split import Split
 
 if TYPE_CHECKING:  # training.funnel_eval runs this module's search
-    from training.funnel_eval import OfflineFunnel
+    from training.funnel_eval import FunnelConfig, OfflineFunnel
 
 # L2 strengths tried (on standardised features, against a likelihood summed over every held-out positive).
 L2_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -43,6 +43,7 @@ METRIC = f"recall@{K}"  # what the blend search and the adoption rule compare
 class Examples:
     """Per validation user (sorted): their unblocked candidates' feature rows and labels."""
 
+    names: tuple[str, ...]  # the features, the columns of each user's rows (the serving funnel's)
     users: list[str]
     items: list[list[str]]  # the item of each feature row
     features: list[np.ndarray]
@@ -53,26 +54,25 @@ class Examples:
 def collect_examples(funnel: OfflineFunnel, validation: Split, config: FunnelConfig) -> Examples:
     """The candidates the funnel under ``config`` proposes to each validation user when every source is
     generated, as for a model that carries a ranker (the blend's weights themselves play no part)."""
-    unweighted = {source: 1.0 for source in LearnedRanker.sources if config.weights.get(source, 0.0) <= 0}
-    serving = funnel.funnel(FunnelConfig.from_overrides({"weights": unweighted}, config))
+    serving = funnel.funnel(config.every_source())
     users, items, features, labels = sorted(validation.test), [], [], []
     for user in tqdm(users, desc="ranker examples", unit="user"):
-        stored, region, pool, _ = serving.candidates(funnel.query(user, K))
-        if stored is None or stored.is_new:  # the blend ranks users the store does not know
+        stored, rows = serving.ranker_features(funnel.query(user, K))
+        if rows is None:  # the blend ranks users the store does not know
             items.append([])
-            features.append(np.zeros((0, len(FEATURES))))
+            features.append(np.zeros((0, len(serving.RANKER_FEATURES))))
             labels.append(np.zeros(0, dtype=bool))
             continue
-        rows = candidate_features(pool.candidates(), stored, serving.snapshot, region)
         blocked, held_out = stored.seen | stored.disliked, set(validation.test[user])
         kept = [n for n, item in enumerate(rows.items) if item not in blocked]  # never on a page
         items.append([rows.items[n] for n in kept])
         features.append(rows.matrix[kept])
         labels.append(np.array([item in held_out for item in items[-1]], dtype=bool))
-    return Examples(users, items, features, labels, np.array([len(validation.test[user]) for user in users]))
+    return Examples(serving.RANKER_FEATURES, users, items, features, labels,
+                    np.array([len(validation.test[user]) for user in users]))
 
 
-def fit(features: list[np.ndarray], labels: list[np.ndarray], l2: float) -> LearnedRanker:
+def fit(names: tuple[str, ...], features: list[np.ndarray], labels: list[np.ndarray], l2: float) -> LearnedRanker:
     """A linear scorer fitted listwise: per user, a softmax over their candidates' scores, whose
     likelihood of their held-out items is maximised (L2-penalised, on standardised features, by
     Newton's method). Listwise, because only the order within one user's page matters: a feature
@@ -99,7 +99,7 @@ def fit(features: list[np.ndarray], labels: list[np.ndarray], l2: float) -> Lear
         weights -= step
         if np.abs(step).max() < 1e-7:
             break
-    return LearnedRanker(mean, scale, weights)
+    return LearnedRanker(names, mean, scale, weights)
 
 
 def candidate_recall(ranker: LearnedRanker, examples: Examples, users: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
                       "validation_users": len(examples.users), "adopted": False}
     trials, best = [], None
     for l2 in L2_GRID:
-        rankers = [fit(*_grouped(examples, halves[1 - n]), l2) for n in range(2)]  # rankers[n] has not seen halves[n]
+        rankers = [fit(examples.names, *_grouped(examples, halves[1 - n]), l2) for n in range(2)]  # rankers[n] has not seen halves[n]
         out_of_fold = np.concatenate([candidate_recall(rankers[n], examples, halves[n]) for n in range(2)])
         trials.append({"l2": l2, f"out_of_fold_candidate_{METRIC}": round(float(out_of_fold.mean()), 6)})
         if best is None or out_of_fold.mean() > best[0]:
@@ -139,7 +139,7 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
     adopted = clearly_better(learned, blend)
     positives = sum(int(labels.sum()) for labels in examples.labels)
     record = {
-        "model": "a linear scorer over serving.ranker.FEATURES fitted listwise (a softmax over each user's candidates), "
+        "model": "a linear scorer over the serving funnel's ranker features fitted listwise (a softmax over each user's candidates), "
                  "L2 chosen by two-fold cross-fitting over the validation users; adopted only when its out-of-fold funnel beats the chosen blend by more than one "
                  "standard error of the paired per-user difference",
         "validation_users": len(examples.users),
@@ -154,9 +154,9 @@ def choose_ranker(funnel: OfflineFunnel, validation: Split, config: FunnelConfig
     }
     final = None
     if adopted:
-        fitted = fit(examples.features, examples.labels, l2)
-        record["coefficients"] = dict(zip(FEATURES, np.round(fitted.coef, 4).tolist()))
-        final = LearnedRanker(fitted.mean, fitted.scale, fitted.coef, record)
+        fitted = fit(examples.names, examples.features, examples.labels, l2)
+        record["coefficients"] = dict(zip(examples.names, np.round(fitted.coef, 4).tolist()))
+        final = dataclasses.replace(fitted, record=record)
     record["seconds"] = round(time.perf_counter() - started, 1)
     return final, record
 

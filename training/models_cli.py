@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def open_registry(args: argparse.Namespace):
-    from training.registry import ModelRegistry
+    from modelfiles.registry import ModelRegistry
 
     return ModelRegistry(args.models_dir or settings.models_dir())
 
@@ -77,7 +77,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def checked_version(registry, version_id: str):
     """(the version, None), or (None, why it is broken): its metadata, its files, their sizes and hashes."""
-    from training.registry import verify
+    from modelfiles.registry import verify
 
     try:
         version = registry.get(version_id)

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from serving.bench import serving_benchmark
+from kapparec.serving_bench import serving_benchmark
 
 pytestmark = pytest.mark.bench
 

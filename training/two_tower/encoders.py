@@ -8,7 +8,7 @@
 
 Every history here is a point-in-time history (``training.tower_inputs``), so a position's
 tokens are exactly what serving reads at that moment. Each encoder names its weights in
-``arrays()``; ``training.two_tower.numpy_tower`` evaluates the same names without TensorFlow.
+``arrays()``; ``modelfiles.numpy_tower`` evaluates the same names without TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from training.two_tower.features import AGE_BUCKETS, ATTENTION, ENCODERS, GRU
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU
 
 # A masked attention logit: exp() of it is 0 in float32, so padding gets no weight.
 MASKED = -1e9

@@ -2,8 +2,9 @@
 
 The SavedModel embeds raw user features (strings in: the lookups are inside the graph). The
 same user tower is also written as plain arrays (``user_tower_weights.npz``) that
-``training.two_tower.numpy_tower`` evaluates without TensorFlow. ``ExportedTwoTower`` reloads
-the artifacts and scores exactly as the in-memory model did.
+``modelfiles.numpy_tower`` evaluates without TensorFlow. The files are named by
+``modelfiles.two_tower``, whose ``ExportedTwoTower`` reloads them and scores exactly as the
+in-memory model did.
 """
 
 from __future__ import annotations
@@ -17,19 +18,14 @@ import numpy as np
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from training.index import BruteForceIndex, ScannIndex, recall_against_exact
-from training.two_tower.features import DEVICE, HISTORY, HISTORY_AGE, HOUR, QUERY_FEATURES, REGION, USER_ID
-from training.two_tower.numpy_tower import SEQUENCE_PREFIX, TOWER_LOOKUPS, NumpyUserTower
+from modelfiles.index import BruteForceIndex, ScannIndex, recall_against_exact
+from modelfiles.numpy_tower import SEQUENCE_PREFIX, TOWER_LOOKUPS
+from modelfiles.query import DEVICE, HISTORY, HISTORY_AGE, HOUR, QUERY_FEATURES, REGION, USER_ID
+from modelfiles.two_tower import (
+    FEATURES_FILE, INDEX_DIR, ITEM_EMBEDDINGS_FILE, ITEM_IDS_FILE, OUTPUT, SIGNATURE, TOWER_WEIGHTS_FILE, USER_TOWER_DIR,
+)
 from training.two_tower.train import TwoTowerRecommender
 
-USER_TOWER_DIR = "user_tower"
-TOWER_WEIGHTS_FILE = "user_tower_weights.npz"
-ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
-ITEM_IDS_FILE = "item_ids.npy"
-INDEX_DIR = "index"
-FEATURES_FILE = "two_tower.json"
-SIGNATURE = "serving_default"
-OUTPUT = "embedding"
 RECALL_K = 10
 RECALL_QUERIES = 500
 
@@ -107,26 +103,3 @@ def export_two_tower(model: TwoTowerRecommender, directory: Path, items: Sequenc
         "two_tower": spec,
         "index": {"kind": index.kind, f"scann_recall@{RECALL_K}_vs_exact": round(recall, 4), "queries": len(queries)},
     }
-
-
-class ExportedTwoTower:
-    """The exported artifacts, reloaded: embeds raw user features and scores them against the items."""
-
-    def __init__(self, directory: Path):
-        directory = Path(directory)
-        self.spec = json.loads((directory / FEATURES_FILE).read_text())
-        self.serve = tf.saved_model.load(str(directory / USER_TOWER_DIR)).signatures[SIGNATURE]
-        # None for a version exported before the weights were: it embeds through TensorFlow alone.
-        weights = directory / TOWER_WEIGHTS_FILE
-        self.numpy_tower = NumpyUserTower(weights) if weights.exists() else None
-        self.item_ids = np.load(directory / ITEM_IDS_FILE).astype(object)
-        self.item_embeddings = np.load(directory / ITEM_EMBEDDINGS_FILE)
-
-    def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        # A version exported before the history's ages has fewer inputs: each gets what it names.
-        tensors = {name: tf.constant(features[name]) for name in self.spec["inputs"]}
-        return self.serve(**tensors)[OUTPUT].numpy()
-
-    def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """[queries, items] dot-product scores, items in ``item_ids`` order."""
-        return (self.embed_queries(features) @ self.item_embeddings.T).astype(np.float32)

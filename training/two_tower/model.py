@@ -15,22 +15,9 @@ import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from training.two_tower.features import (
-    CATEGORIES,
-    DEVICE,
-    HISTORY,
-    HISTORY_AGE,
-    HOUR,
-    HOURS_PER_DAY,
-    ITEM_ID,
-    MEAN,
-    ITEM_PROBABILITY,
-    PAD,
-    REGION,
-    USER_ID,
-    Vocabularies,
-)
+from modelfiles.query import DEVICE, HISTORY, HISTORY_AGE, HOUR, HOURS_PER_DAY, MEAN, PAD, REGION, USER_ID
 from training.two_tower.encoders import sequence_encoder
+from training.two_tower.features import CATEGORIES, ITEM_ID, ITEM_PROBABILITY, Vocabularies
 
 
 UNSEEN = "\x00unseen"

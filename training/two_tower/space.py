@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from training.two_tower.features import ATTENTION, MEAN
+from modelfiles.query import ATTENTION, MEAN
 
 if TYPE_CHECKING:
     from training.two_tower.train import TwoTowerParams

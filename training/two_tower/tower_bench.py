@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.two_tower.features import ENCODERS, MEAN
+from modelfiles.query import ENCODERS, MEAN
 
 QUERIES = 2_000
 HISTORY_LEN = 50
@@ -37,17 +37,18 @@ def cpu_ms_per_call(call: Callable[[int], object], calls: int) -> float:
 
 def saved_model_inputs(user: str, history: list[tuple[str, int]], clock_ms: int) -> dict[str, np.ndarray]:
     """What ``serving.model.ServingModel`` hands the SavedModel for one request."""
-    from training.two_tower.features import query_features, timed_rows
+    from modelfiles.query import query_features, timed_rows
 
     items, ages = timed_rows([history], [clock_ms], HISTORY_LEN)
     return query_features(np.array([user], dtype=object), items, ages, ["eu"], ["tv"], [12])
 
 
 def tower_benchmark(queries: int = QUERIES) -> dict:
+    from modelfiles.two_tower import ExportedTwoTower
     from streams.schema import encode, parse_catalog, parse_interaction
     from streams.synthetic import SyntheticLog
     from training.data import Catalog, Interactions, retrieval_positives
-    from training.two_tower.export import ExportedTwoTower, export_two_tower
+    from training.two_tower.export import export_two_tower
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
 
     log = SyntheticLog(users=200, items=2_000, events=40_000, seed=5)

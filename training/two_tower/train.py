@@ -21,18 +21,11 @@ from tqdm import tqdm
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
+from modelfiles.query import hour_of_day, query_features, timed_rows
 from training.data import Catalog, Interactions
-from training.two_tower.features import (
-    ITEM_PROBABILITY,
-    Vocabularies,
-    hour_of_day,
-    item_features,
-    item_sampling_probability,
-    query_features,
-    timed_rows,
-)
-from training.two_tower.model import TowerShape, TwoTowerModel
 from training.tower_inputs import UserLog
+from training.two_tower.features import ITEM_PROBABILITY, Vocabularies, item_features, item_sampling_probability
+from training.two_tower.model import TowerShape, TwoTowerModel
 
 SCORE_BATCH = 4096
 

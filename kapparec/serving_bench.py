@@ -111,8 +111,8 @@ def _train_and_promote(stack, models: Path) -> list[str]:
     """Backfill, train a small two-tower for one epoch, export it over the whole catalog, promote it."""
     import numpy as np
 
+    from modelfiles.registry import ModelRegistry
     from training.data import retrieval_positives
-    from training.registry import ModelRegistry
     from training.replay import replay_log
     from training.two_tower.export import export_two_tower
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender

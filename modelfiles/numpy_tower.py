@@ -16,7 +16,7 @@ from typing import Sequence
 import farmhash
 import numpy as np
 
-from training.two_tower.features import (
+from modelfiles.query import (
     ATTENTION, DEVICE, GRU, HISTORY, HISTORY_AGE, HOUR, MEAN, PAD, REGION, USER_ID, age_buckets,
 )
 
