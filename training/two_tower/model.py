@@ -27,7 +27,10 @@ from training.two_tower.features import (
     ITEM_PROBABILITY,
     PAD,
     REGION,
+    RELEASE_YEAR,
+    TITLE_TOKENS,
     USER_ID,
+    YEAR_BUCKETS,
     Vocabularies,
 )
 from training.two_tower.encoders import sequence_encoder
@@ -46,6 +49,9 @@ class TowerShape:
     use_user_id: bool = True
     encoder: str = MEAN  # how the history becomes one vector (training.two_tower.encoders)
     dropout: float = 0.0  # inside the attention and GRU encoders, while training
+    # The item tower also reads the release year and the title's words (a search dimension:
+    # validation turns them off where they do not help).
+    catalog_fields: bool = True
 
 
 class StringEmbedding(tf.keras.layers.Layer):
@@ -110,16 +116,26 @@ class UserTower(tf.keras.Model):
 
 
 class ItemTower(tf.keras.Model):
-    """Item id + pooled categories -> L2-normalised candidate."""
+    """Item id + pooled categories (+ release-year bucket + pooled title words) -> L2-normalised candidate.
+
+    Serving never runs it: export embeds every item once into the ScaNN index, so what the item
+    tower reads costs nothing per request.
+    """
 
     def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape):
         super().__init__()
         self.items = items
         self.categories = StringEmbedding(vocab.categories, shape.embedding_dim, 1)
+        self.catalog_fields = shape.catalog_fields
+        if shape.catalog_fields:
+            self.year = tf.keras.layers.Embedding(YEAR_BUCKETS, shape.context_dim)
+            self.title = StringEmbedding(vocab.title_tokens, shape.embedding_dim, 1)
         self.mlp = projection(shape, "item_mlp")
 
     def call(self, features: dict) -> tf.Tensor:
         parts = [self.items(features[ITEM_ID]), self.categories.pooled(features[CATEGORIES])]
+        if self.catalog_fields:
+            parts += [self.year(features[RELEASE_YEAR]), self.title.pooled(features[TITLE_TOKENS])]
         return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
 
 
