@@ -50,19 +50,25 @@ class SearchSpace:
         ]
 
     def configurations(self, base: "TwoTowerParams", seed: int, trials: int | None = None) -> list["TwoTowerParams"]:
-        """``base`` first, then grid points in a seeded random order that takes each encoder in
-        turn, the base's last (so every encoder is tried however few the trials), ``trials`` in all."""
+        """``base`` first; then, where the grid has both, ``base`` with the item tower's catalog
+        fields switched, so that a search of two trials already weighs them against the same
+        configuration without them; then grid points in a seeded random order that takes each
+        encoder in turn, the base's last (so every encoder is tried however few the trials),
+        ``trials`` in all."""
+        switched = dataclasses.replace(base, shape=dataclasses.replace(
+            base.shape, catalog_fields=not base.shape.catalog_fields))
+        first = [base, switched] if switched in self.grid(base) else [base]
         encoders = sorted(self.encoder, key=lambda encoder: encoder == base.shape.encoder)
         by_encoder: dict[str, list] = {encoder: [] for encoder in encoders}
         for params in self.grid(base):
-            if params != base:
+            if params not in first:
                 by_encoder.setdefault(params.shape.encoder, []).append(params)
         rng = random.Random(seed)
         for points in by_encoder.values():
             rng.shuffle(points)
         turns = itertools.zip_longest(*by_encoder.values())
         ordered = [params for turn in turns for params in turn if params is not None]
-        return [base, *ordered][: self.trials if trials is None else trials]
+        return [*first, *ordered][: self.trials if trials is None else trials]
 
 
 SPACES = {
