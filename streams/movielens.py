@@ -7,12 +7,14 @@ Genres become lower-case categories; "(no genres listed)" and ml-100k's "unknown
 A movie's ``created_at`` is its first rating time, not its title year: many years precede
 1970 (negative epoch times the schema refuses), and dating an item at its first rating keeps
 the invariant the rest of the system relies on, that no interaction precedes its item.
-Movies nobody rated are dated at the first rating of the whole data set.
+Movies nobody rated are dated at the first rating of the whole data set. The title year becomes
+the catalog's ``release_year`` (schema 2); a title without one ("Babylon 5") leaves it unset.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from pydantic import ValidationError
 
 from kapparec.errors import KapparecError
-from streams.schema import CatalogEvent, Context, EventType, InteractionEvent
+from streams.schema import MAX_RELEASE_YEAR, MIN_RELEASE_YEAR, CatalogEvent, Context, EventType, InteractionEvent
 
 if TYPE_CHECKING:
     from streams.producer import LogProducer
@@ -31,6 +33,8 @@ ML100K_GENRES = (
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
 NO_GENRE = {"(no genres listed)", "unknown"}
+# "Toy Story (1995)"; a series gives its first year: "Planet Earth (2006–2007)".
+TITLE_YEAR = re.compile(r"\((\d{4})(?:[-–]\d{4})?\)\s*$")
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,13 @@ def _read_100k_movies(file: Path) -> list[_Movie]:
     return movies
 
 
+def title_year(title: str) -> int | None:
+    """The release year a MovieLens title ends with, if it names one the schema takes."""
+    found = TITLE_YEAR.search(title)
+    year = int(found.group(1)) if found else None
+    return year if year is not None and MIN_RELEASE_YEAR <= year <= MAX_RELEASE_YEAR else None
+
+
 def _catalog(movies: list[_Movie], ratings: list[_Rating]) -> list[CatalogEvent]:
     first_rated: dict[str, int] = {}
     for rating in ratings:  # sorted by time, so the first seen is the earliest
@@ -156,6 +167,7 @@ def _catalog(movies: list[_Movie], ratings: list[_Rating]) -> list[CatalogEvent]
             title=movie.title,
             categories=tuple(g.lower() for g in movie.genres if g and g not in NO_GENRE),
             created_at=first_rated.get(movie.movie, dataset_start) * 1000,
+            release_year=title_year(movie.title),
         )
         for movie in movies
     ]

@@ -30,6 +30,10 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+# Catalog records are at version 2, which added ``release_year``; version 1 records (without it)
+# stay valid, so a log written before the field replays unchanged.
+CATALOG_SCHEMA_VERSION = 2
+CATALOG_SCHEMA_VERSIONS = (1, CATALOG_SCHEMA_VERSION)
 
 # A record larger than this is refused whole: no legitimate event comes near it, and an
 # oversized payload is more likely a bug or an attack than data.
@@ -39,6 +43,10 @@ MAX_RECORD_BYTES = 16 * 1024
 # stamps would pin trending windows and watermarks in the future. Compared with the
 # record's log timestamp (not the wall clock) so a replay judges every record the same.
 MAX_FUTURE_SKEW_MS = 60 * 60 * 1000
+
+# Four-digit calendar years: wide enough for any catalog (films, books, records), narrow enough
+# that a millisecond time sent by mistake is refused rather than read as a year.
+MIN_RELEASE_YEAR, MAX_RELEASE_YEAR = 1000, 9999
 
 
 class EventType(str, enum.Enum):
@@ -124,7 +132,7 @@ class CatalogEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[CATALOG_SCHEMA_VERSIONS] = CATALOG_SCHEMA_VERSION
     item_id: StrictStr = Id
     title: StrictStr = Field(max_length=512)
     categories: tuple[str, ...] = ()
@@ -132,6 +140,22 @@ class CatalogEvent(BaseModel):
     age_rating: str | None = Field(default=None, max_length=16)
     created_at: StrictInt = Field(ge=0)
     active: StrictBool = True
+    # A calendar year, not a time: many catalogs predate 1970 (negative epoch times) or know only the year.
+    release_year: StrictInt | None = Field(default=None, ge=MIN_RELEASE_YEAR, le=MAX_RELEASE_YEAR)
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> "CatalogEvent":
+        misfit = catalog_version_misfit(self.schema_version, self.release_year)
+        if misfit:
+            raise ValueError(misfit)
+        return self
+
+
+def catalog_version_misfit(schema_version: int, release_year: int | None) -> str | None:
+    """Why a catalog record holds a field its version does not have (None: it holds none)."""
+    if schema_version == 1 and release_year is not None:
+        return "release_year needs schema_version 2"
+    return None
 
 
 class ShownItem(BaseModel):
@@ -198,6 +222,8 @@ class CatalogEntry(NamedTuple):
     active: bool
     partition: int
     offset: int
+    # Catalog schema 2's optional field; after the log position so that version 1's rows keep their shape.
+    release_year: int | None = None
 
 
 class Impression(NamedTuple):
@@ -256,7 +282,8 @@ class _CatalogWire(msgspec.Struct, forbid_unknown_fields=True):
     regions: tuple[str, ...] = ()
     age_rating: _text(16) | None = None
     active: bool = True
-    schema_version: Literal[1] = SCHEMA_VERSION
+    release_year: Annotated[int, msgspec.Meta(ge=MIN_RELEASE_YEAR, le=MAX_RELEASE_YEAR)] | None = None
+    schema_version: Literal[CATALOG_SCHEMA_VERSIONS] = CATALOG_SCHEMA_VERSION
 
 
 class _ShownItemWire(msgspec.Struct, forbid_unknown_fields=True):
@@ -290,7 +317,7 @@ def _interaction_wire(raw: bytes) -> _InteractionWire:
 
 def _catalog_wire(raw: bytes) -> _CatalogWire:
     item = _decode_catalog(raw)
-    if _id_breaker(item.item_id):
+    if _id_breaker(item.item_id) or catalog_version_misfit(item.schema_version, item.release_year):
         raise _Misfit
     return item
 
@@ -400,6 +427,7 @@ def parse_catalog(raw: bytes, *, partition: int = 0, offset: int = 0) -> Catalog
         item.active,
         partition,
         offset,
+        item.release_year,
     )
 
 

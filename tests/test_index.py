@@ -46,6 +46,25 @@ def test_single_query_and_k_beyond_catalog():
     assert scores.shape == (1, 3)
 
 
+class _FixedAnswer:
+    """An index that answers every query with the given catalog positions."""
+
+    def __init__(self, positions: list[int]):
+        self.positions = np.array([positions])
+
+    def search_positions(self, queries, k):
+        return self.positions[:, :k], np.zeros((1, k), dtype=np.float32)
+
+
+def test_recall_counts_an_item_tied_with_the_kth_as_a_hit_and_a_lower_one_as_a_miss():
+    # "twin" is "b" again: either one is a correct second answer to a query along b.
+    items = np.array([[1, 0], [0.8, 0.6], [0.8, 0.6], [0, 1]], dtype=np.float32)
+    exact, query = BruteForceIndex(items, ["a", "b", "twin", "c"]), np.array([[1, 0]], dtype=np.float32)
+    assert recall_against_exact(_FixedAnswer([0, 2]), exact, query, k=2) == 1.0
+    assert recall_against_exact(_FixedAnswer([0, 1]), exact, query, k=2) == 1.0
+    assert recall_against_exact(_FixedAnswer([0, 3]), exact, query, k=2) == 0.5
+
+
 def test_scann_recall_on_clustered_catalog(catalog, scann_index):
     items, ids, queries = catalog
     assert scann_index.params.num_leaves > 0 and scann_index.params.dims_per_block > 0  # really approximate

@@ -24,6 +24,8 @@ MOVIES_CSV = """movieId,title,genres
 20,Toy Story (1995),Adventure|Children
 30,Unrated Oddity (2001),(no genres listed)
 40,Never Rated (1920),Drama
+50,Babylon 5,Sci-Fi
+60,Planet Earth (2006–2007),Documentary
 """
 U_DATA = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t242\t1\t878887116\n"
 FLAGS_242 = "|".join("1" if g in (3, 5) else "0" for g in range(19))  # Animation, Comedy
@@ -55,13 +57,20 @@ def test_latest_small_format(latest):
     assert [(r.user_id, r.item_id, r.value) for r in ratings][:2] == [("u2", "i10", 2.5), ("u1", "i10", 4.0)]
     assert all(r.event_type.value == "rate" for r in ratings)
     by_id = {c.item_id: c for c in catalog}
-    assert len(catalog) == 4
+    assert len(catalog) == 6
     assert by_id["i10"].title == "Heat, The (1995)"
     assert by_id["i10"].categories == ("action", "crime", "thriller")
     assert by_id["i30"].categories == ()
     assert by_id["i10"].created_at == 964981000000  # its first rating
     assert by_id["i40"].created_at == 964981000000  # never rated: the data set's first rating
     assert [c.created_at for c in catalog] == sorted(c.created_at for c in catalog)
+
+
+def test_the_title_year_is_the_release_year_and_a_title_without_one_leaves_it_unset(latest):
+    by_id = {c.item_id: c for c in read_movielens(latest)[0]}
+    years = {item: by_id[item].release_year for item in ("i10", "i20", "i40", "i50", "i60")}
+    assert years == {"i10": 1995, "i20": 1995, "i40": 1920, "i50": None, "i60": 2006}
+    assert by_id["i50"].schema_version == by_id["i10"].schema_version == 2
 
 
 def test_ml100k_format(ml100k):
@@ -72,6 +81,7 @@ def test_ml100k_format(ml100k):
     by_id = {c.item_id: c for c in catalog}
     assert by_id["i242"].categories == ("animation", "comedy")
     assert by_id["i302"].categories == () and by_id["i302"].title == "L\xe9on (1997)"
+    assert (by_id["i242"].release_year, by_id["i302"].release_year) == (1996, 1997)
 
 
 def test_missing_folder_and_files(tmp_path, latest):
@@ -101,8 +111,10 @@ def test_out_of_range_rating_is_a_clear_error(latest):
 def test_import_lands_counts(stack, latest):
     ensure_topics(stack.bootstrap, partitions=2)
     with LogProducer(stack.bootstrap) as producer:
-        assert import_movielens(latest, producer) == (4, 4)
+        assert import_movielens(latest, producer) == (6, 4)
     events = [r for records in read_topic(stack.bootstrap, EVENTS).values() for r in records]
     items = read_topic(stack.bootstrap, ITEMS)[0]
     assert sorted(parse_interaction(r.value).item_id for r in events) == ["i10", "i10", "i20", "i30"]
-    assert {parse_catalog(r.value).item_id for r in items} == {"i10", "i20", "i30", "i40"}
+    catalog = {entry.item_id: entry for entry in (parse_catalog(r.value) for r in items)}
+    assert set(catalog) == {"i10", "i20", "i30", "i40", "i50", "i60"}
+    assert (catalog["i10"].release_year, catalog["i50"].release_year) == (1995, None)

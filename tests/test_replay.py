@@ -34,8 +34,9 @@ def publish(bootstrap: str) -> list[tuple]:
         sent = [(event, producer.send(EVENTS, key=event.user_id.encode(), value=encode(event)))
                 for event in map(interaction, range(EVENT_COUNT))]
         producer.send(EVENTS, key=b"u0", value=b"{not json")
-        for title in ("Old title", "New title"):
-            producer.send(ITEMS, key=b"i1", value=encode(CatalogEvent(item_id="i1", title=title, categories=("drama",), created_at=5)))
+        for title, year in (("Old title", None), ("New title", 1995)):
+            producer.send(ITEMS, key=b"i1", value=encode(CatalogEvent(item_id="i1", title=title, categories=("drama",),
+                                                                      created_at=5, release_year=year)))
         producer.send(ITEMS, key=b"i2", value=encode(CatalogEvent(item_id="i2", title="Second", created_at=6)))
         producer.flush()
         return [
@@ -61,6 +62,7 @@ def test_replay_reads_every_interaction_and_the_latest_catalog(stack):
     assert rows_of(interactions) == [r[:7] for r in expected]
     assert catalog.item_ids == ["i1", "i2"] and catalog.titles["i1"] == "New title"
     assert catalog.categories["i1"] == ("drama",)
+    assert catalog.release_years == {"i1": 1995}  # i2's record gives no year
     ends = {p: 1 + max(r[8] for r in produced if r[7] == p) for p in (0, 1)}
     ends[produced[0][7]] += 1  # the bad record went last, to u0's partition
     assert metadata["offsets"][EVENTS] == {p: [0, end] for p, end in ends.items()}

@@ -79,7 +79,7 @@ _BASES = {
                         "context": {"region": "eu", "device": "tv", "page": "home", "position": 0,
                                     "request_id": "r1", "session_id": "s1"}},
     parse_catalog: {"item_id": "i1", "title": "Heat", "categories": ["Action"], "regions": ["eu"],
-                    "age_rating": "PG", "created_at": 5, "active": True},
+                    "age_rating": "PG", "created_at": 5, "active": True, "release_year": 1995, "schema_version": 2},
     parse_impression: {"request_id": "r1", "user_id": "u1", "event_time": 5, "bucket": "e/a", "model_version": "v1",
                        "served_from": "full", "items": [{"item_id": "i1", "position": 1, "source": "ann"}]},
 }
@@ -89,7 +89,8 @@ _NESTED = {"context": _BASES[parse_interaction]["context"], "items": _BASES[pars
 _BOUNDARY_TEXTS = ["", "u|1", "u\x1f1", "u 1", "u1\n", "\x7f", "4.5", " 4 ", "nan", "inf", "1_0", "-1", "true",
                    *("x" * n for n in (16, 17, 32, 33, 64, 65, 128, 129, 130, 512, 513)), "é" * 128, "é" * 129,
                    "\ud800", *EVENT_TYPES, "teleport", "PLAY"]
-_BOUNDARY_SCALARS = [None, True, -1, 0, 1, 2**64, 1.0, 0.5, 10.5, -0.0, "4", [], {}]
+_BOUNDARY_SCALARS = [None, True, -1, 0, 1, 2, 3, 999, 1000, 9999, 10000, 1995.0, 2**64, 1.0, 0.5, 10.5, -0.0, "4", [],
+                     {}]
 _hostile_texts = st.one_of(st.sampled_from(_BOUNDARY_TEXTS), st.text(max_size=20))
 _hostile_numbers = st.one_of(
     st.integers(min_value=-3, max_value=12), st.sampled_from([2**63, 2**64, 10**30]),
@@ -196,6 +197,28 @@ def test_records_our_producers_write_take_the_msgspec_path():
     shown = schema.ImpressionEvent(request_id="r1", user_id="u1", event_time=5, items=[
         schema.ShownItem(item_id="i1", position=1, source="ann")])
     assert _decodes(wire[schema.ImpressionEvent], schema.encode(shown))
+
+
+# A catalog record as schema 1 producers wrote it, before release_year existed.
+_CATALOG_V1 = b'{"schema_version":1,"item_id":"i7","title":"Heat (1995)","categories":["action"],"regions":[],' \
+              b'"created_at":5,"active":true}'
+
+
+def test_a_schema_1_catalog_record_stays_valid_without_a_year_and_takes_the_msgspec_path():
+    entry = parse_catalog(_CATALOG_V1, partition=1, offset=9)
+    assert (entry.item_id, entry.title, entry.release_year, entry.partition, entry.offset) == ("i7", "Heat (1995)", None, 1, 9)
+    assert _decodes(schema._WIRE_PARSERS[schema.CatalogEvent], _CATALOG_V1)
+
+
+def test_a_release_year_needs_schema_2_and_a_year_that_is_not_a_time():
+    record = json.loads(_CATALOG_V1)
+    assert parse_catalog(json.dumps({**record, "schema_version": 2, "release_year": 1995}).encode()).release_year == 1995
+    with pytest.raises(InvalidRecord, match="release_year needs schema_version 2"):
+        parse_catalog(json.dumps({**record, "release_year": 1995}).encode())
+    with pytest.raises(InvalidRecord, match="release_year"):
+        parse_catalog(json.dumps({**record, "schema_version": 2, "release_year": 818_000_000_000}).encode())
+    with pytest.raises(InvalidRecord, match="schema_version"):
+        parse_catalog(json.dumps({**record, "schema_version": 3}).encode())
 
 
 def _decodes(wire, raw: bytes) -> bool:

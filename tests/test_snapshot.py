@@ -5,9 +5,11 @@ from __future__ import annotations
 from featurestore import layout
 from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
+from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
 from serving.snapshot import Snapshot
 from streams import topics
+from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
 from tests.logs import produce_synthetic
 from transforms.jobs import backfill
@@ -32,3 +34,19 @@ def test_a_refresh_rereads_the_catalog_only_when_the_items_position_moved(stack)
     reader.client.hincrby(offsets, items_field, 1)  # then one of the catalog
     after_items = Snapshot.take(reader, config, previous=after_events)
     assert after_items.catalog is not first.catalog and after_items.catalog[item] != first.catalog[item]
+
+
+def test_items_with_and_without_a_release_year_are_served_alike(stack):
+    log = SyntheticLog(users=20, items=40, events=600, seed=3)
+    produce_synthetic(stack.bootstrap, log)
+    undated, dated = log.catalog()[:2]
+    with LogProducer(stack.bootstrap) as producer:  # a later, schema 2 version of one item
+        producer.send_catalog(dated.model_copy(update={"release_year": 1995}))
+        producer.flush()
+    backfill(stack.bootstrap, stack.redis_url, progress=False)
+    snapshot = Snapshot.take(FeatureReader(stack.redis_url), FunnelConfig())
+    assert snapshot.catalog[dated.item_id]["release_year"] == 1995
+    assert "release_year" not in snapshot.catalog[undated.item_id]
+    arrays = CatalogArrays.of(snapshot.catalog)
+    rows = arrays.rows([undated.item_id, dated.item_id])
+    assert arrays.active[rows].all() and arrays.in_category[rows].any(axis=1).all()

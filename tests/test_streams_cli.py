@@ -82,7 +82,7 @@ def test_import_movielens(stack, tmp_path):
     (tmp_path / "movies.csv").write_text(MOVIES_CSV)
     done = kapparec("import", "movielens", str(tmp_path), bootstrap=stack.bootstrap)
     assert done.returncode == 0, done.stderr
-    assert "4 catalog + 4 rating records" in done.stdout
+    assert "6 catalog + 4 rating records" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,12 @@ def test_payload_is_the_entry_without_its_log_position():
     }
 
 
+def test_a_release_year_joins_the_payload_and_an_item_without_one_keeps_schema_1s_payload():
+    undated = entry("i1", "Up", 4)
+    assert "release_year" not in json.loads(catalog_payload(undated))
+    assert json.loads(catalog_payload(undated._replace(release_year=2009)))["release_year"] == 2009
+
+
 def test_latest_version_in_log_order_wins():
     # Offset 10 beats offset 9 even though "9" > "10" as plain strings: orders are padded.
     entries = [entry("i1", "old", 9), entry("i1", "new", 10), entry("i2", "only", 3, partition=1)]

@@ -22,6 +22,14 @@ from training.evaluate import evaluate
 from training.recommender import Recommender
 from training.split import chronological_split
 from training.two_tower.export import export_two_tower
+from training.two_tower.features import (
+    UNKNOWN_YEAR,
+    YEAR_BUCKETS,
+    ItemFields,
+    Vocabularies,
+    release_year_buckets,
+    title_tokens,
+)
 from training.two_tower.model import TowerShape
 from training.two_tower.train import TwoTowerParams, TwoTowerRecommender, save_training_curve
 
@@ -176,10 +184,46 @@ def test_unknown_users_and_items_still_get_embeddings(split, fitted):
 
 def test_a_new_item_is_placed_by_its_categories(split, fitted, monkeypatch):
     categories = sorted({c for cats in split.catalog.categories.values() for c in cats})
-    monkeypatch.setitem(fitted.item_categories, "new-a", (categories[0],))
-    monkeypatch.setitem(fitted.item_categories, "new-b", (categories[-1],))
+    monkeypatch.setitem(fitted.item_fields.categories, "new-a", (categories[0],))
+    monkeypatch.setitem(fitted.item_fields.categories, "new-b", (categories[-1],))
     a, b = fitted.embed_items(["new-a", "new-b"])
     assert not np.allclose(a, b)
+
+
+def test_release_years_bucket_by_five_years_with_an_unknown_bucket():
+    buckets = release_year_buckets([None, 1850, 1920, 1924, 1925, 1995, 2029, 2030, 2500])
+    assert buckets[0] == UNKNOWN_YEAR and UNKNOWN_YEAR not in buckets[1:]
+    assert buckets[1] == buckets[2] == buckets[3] != buckets[4]  # before 1920 shares 1920's bucket
+    assert buckets[6] < buckets[7] == buckets[8] == YEAR_BUCKETS - 1  # from 2030 on: the last bucket
+
+
+def test_title_words_are_distinct_lower_case_and_leave_the_release_year_to_its_own_feature():
+    assert title_tokens("Heat, The (1995)", 1995) == ["heat", "the"]
+    assert title_tokens("2001: A Space Odyssey (1968)", 1968) == ["2001", "a", "space", "odyssey"]
+    assert title_tokens("Up Up_and Away", None) == ["up", "and", "away"]
+    fields = ItemFields(titles={"a": "The Heat", "b": "Heat Wave", "c": "Solo"})
+    assert Vocabularies.build([], ["a", "b", "c"], [], [], fields).title_tokens == ("heat",)  # a word of one title: OOV
+
+
+def _embeddings_of_one_item_as_its_year_and_title_change(split, catalog_fields: bool) -> list[np.ndarray]:
+    shape = dataclasses.replace(PARAMS.shape, catalog_fields=catalog_fields)
+    model = TwoTowerRecommender(TwoTowerParams(epochs=0, shape=shape, history_len=PARAMS.history_len))
+    model.fit(split.train, split.catalog)
+    word = next(token for title in split.catalog.titles.values() for token in title_tokens(title))
+    embeddings = []
+    for title, year in ((word, 1995), (word, 1960), ("zzz-unseen", 1995)):
+        model.item_fields.titles["new"], model.item_fields.release_years["new"] = title, year
+        model.forget_item_embeddings()
+        embeddings.append(model.embed_items(["new"])[0])
+    return embeddings
+
+
+def test_the_item_tower_reads_release_year_and_title_words_unless_the_search_turns_them_off(split):
+    first, other_year, other_title = _embeddings_of_one_item_as_its_year_and_title_change(split, catalog_fields=True)
+    assert not np.allclose(first, other_year, atol=1e-6) and not np.allclose(first, other_title, atol=1e-6)
+    first, other_year, other_title = _embeddings_of_one_item_as_its_year_and_title_change(split, catalog_fields=False)
+    np.testing.assert_array_equal(first, other_year)
+    np.testing.assert_array_equal(first, other_title)
 
 
 def test_same_seed_gives_the_same_scores(split, fitted):
@@ -222,5 +266,8 @@ def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
     trials = space.configurations(base, seed=0)
     assert trials == space.configurations(base, seed=0) != space.configurations(base, seed=1)
     assert trials[0] == base and len(trials) == len(set(trials)) == space.trials
-    assert {params.shape.encoder for params in trials[: len(space.encoder)]} == set(space.encoder)
+    # Second, the same configuration without the item tower's catalog fields: validation weighs
+    # them before anything else, so even two trials can turn them off.
+    assert trials[1] == dataclasses.replace(base, shape=dataclasses.replace(base.shape, catalog_fields=False))
+    assert {params.shape.encoder for params in trials[2: 2 + len(space.encoder)]} == set(space.encoder)
     assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")

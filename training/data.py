@@ -8,7 +8,7 @@ tower's point-in-time inputs are built in ``training.tower_inputs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -105,6 +105,7 @@ class Catalog:
     titles: dict[str, str]
     categories: dict[str, tuple[str, ...]]
     created_at: dict[str, int]
+    release_years: dict[str, int] = field(default_factory=dict)  # the items whose record gives one
     # Every item's latest version, inactive ones too: the CATALOG feature's state, which a
     # replay of the catalog through the feature pipeline must rebuild (``training.feature_replay``).
     latest: tuple[CatalogEntry, ...] = ()
@@ -122,6 +123,7 @@ class Catalog:
             titles={item: latest[item].title for item in active},
             categories={item: tuple(latest[item].categories) for item in active},
             created_at={item: latest[item].created_at for item in active},
+            release_years={item: latest[item].release_year for item in active if latest[item].release_year is not None},
             latest=tuple(latest[item] for item in sorted(latest)),
         )
 

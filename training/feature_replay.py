@@ -68,4 +68,5 @@ def interaction_event(events: Interactions, row: int) -> InteractionEvent:
 
 def catalog_event(entry: CatalogEntry) -> CatalogEvent:
     return CatalogEvent(item_id=entry.item_id, title=entry.title, categories=entry.categories, regions=entry.regions,
-                        age_rating=entry.age_rating, created_at=entry.created_at, active=entry.active)
+                        age_rating=entry.age_rating, created_at=entry.created_at, active=entry.active,
+                        release_year=entry.release_year)

@@ -15,6 +15,10 @@ def catalog_payload(entry: CatalogEntry) -> str:
     """The entry as compact JSON, without its log position (that is the order, not the data)."""
     fields = entry._asdict()
     del fields["partition"], fields["offset"]
+    if fields["release_year"] is None:
+        # Schema 1's fields alone: an item without a year keeps the payload a store built before
+        # schema 2 holds, so that store still equals a replay.
+        del fields["release_year"]
     return json.dumps(fields, separators=(",", ":"))
 
 

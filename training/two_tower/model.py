@@ -16,8 +16,16 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from modelfiles.query import DEVICE, HISTORY, HISTORY_AGE, HOUR, HOURS_PER_DAY, MEAN, PAD, REGION, USER_ID
+from training.two_tower.features import (
+    CATEGORIES,
+    ITEM_ID,
+    ITEM_PROBABILITY,
+    RELEASE_YEAR,
+    TITLE_TOKENS,
+    YEAR_BUCKETS,
+    Vocabularies,
+)
 from training.two_tower.encoders import sequence_encoder
-from training.two_tower.features import CATEGORIES, ITEM_ID, ITEM_PROBABILITY, Vocabularies
 
 
 UNSEEN = "\x00unseen"
@@ -33,6 +41,9 @@ class TowerShape:
     use_user_id: bool = True
     encoder: str = MEAN  # how the history becomes one vector (training.two_tower.encoders)
     dropout: float = 0.0  # inside the attention and GRU encoders, while training
+    # The item tower also reads the release year and the title's words (a search dimension:
+    # validation turns them off where they do not help).
+    catalog_fields: bool = True
 
 
 class StringEmbedding(tf.keras.layers.Layer):
@@ -97,16 +108,26 @@ class UserTower(tf.keras.Model):
 
 
 class ItemTower(tf.keras.Model):
-    """Item id + pooled categories -> L2-normalised candidate."""
+    """Item id + pooled categories (+ release-year bucket + pooled title words) -> L2-normalised candidate.
+
+    Serving never runs it: export embeds every item once into the ScaNN index, so what the item
+    tower reads costs nothing per request.
+    """
 
     def __init__(self, vocab: Vocabularies, items: StringEmbedding, shape: TowerShape):
         super().__init__()
         self.items = items
         self.categories = StringEmbedding(vocab.categories, shape.embedding_dim, 1)
+        self.catalog_fields = shape.catalog_fields
+        if shape.catalog_fields:
+            self.year = tf.keras.layers.Embedding(YEAR_BUCKETS, shape.context_dim)
+            self.title = StringEmbedding(vocab.title_tokens, shape.embedding_dim, 1)
         self.mlp = projection(shape, "item_mlp")
 
     def call(self, features: dict) -> tf.Tensor:
         parts = [self.items(features[ITEM_ID]), self.categories.pooled(features[CATEGORIES])]
+        if self.catalog_fields:
+            parts += [self.year(features[RELEASE_YEAR]), self.title.pooled(features[TITLE_TOKENS])]
         return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=-1)), axis=-1)
 
 

@@ -31,8 +31,8 @@ def protocol_line(report: dict) -> str:
     )
 
 
-SEARCH_COLUMNS = ("encoder", "embedding_dim", "dropout", "history_len", "temperature", "learning_rate", "best_epochs",
-                  "seconds_per_epoch", "seconds")
+SEARCH_COLUMNS = ("encoder", "embedding_dim", "dropout", "history_len", "temperature", "learning_rate", "catalog_fields",
+                  "best_epochs", "seconds_per_epoch", "seconds")
 
 
 def search_table(selection: dict) -> str:
@@ -49,7 +49,9 @@ def search_table(selection: dict) -> str:
         "| " + " | ".join((*SEARCH_COLUMNS, metric)) + " |",
         "|---" * (len(SEARCH_COLUMNS) + 1) + "|",
     ]
-    lines += ["| " + " | ".join(str(trial[c]) for c in (*SEARCH_COLUMNS, metric)) + " |" for trial in selection["trials"]]
+    # A search recorded before a column existed shows it empty.
+    lines += ["| " + " | ".join(str(trial.get(c, "")) for c in (*SEARCH_COLUMNS, metric)) + " |"
+              for trial in selection["trials"]]
     if "final_fit" in selection:
         fit = selection["final_fit"]
         lines += ["", f"The chosen configuration, fitted on the whole training part: {fit['epochs']} epochs in "

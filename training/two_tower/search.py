@@ -58,6 +58,7 @@ TRIAL_PARAMETERS = {
     "history_len": lambda p: p.history_len,
     "temperature": lambda p: p.temperature,
     "learning_rate": lambda p: p.learning_rate,
+    "catalog_fields": lambda p: p.shape.catalog_fields,
 }
 
 

@@ -26,6 +26,7 @@ class SearchSpace:
     history_len: tuple[int, ...]
     temperature: tuple[float, ...]
     learning_rate: tuple[float, ...]
+    catalog_fields: tuple[bool, ...]  # whether the item tower reads release year and title words
     trials: int
     max_epochs: int
     patience: int = 3
@@ -37,40 +38,49 @@ class SearchSpace:
                 temperature=temperature,
                 learning_rate=learning_rate,
                 history_len=history_len,
-                shape=dataclasses.replace(base.shape, encoder=encoder, embedding_dim=dim, dropout=dropout),
+                shape=dataclasses.replace(base.shape, encoder=encoder, embedding_dim=dim, dropout=dropout,
+                                          catalog_fields=catalog_fields),
             )
-            for encoder, dim, dropout, history_len, temperature, learning_rate in itertools.product(
-                self.encoder, self.embedding_dim, self.dropout, self.history_len, self.temperature, self.learning_rate
+            for encoder, dim, dropout, history_len, temperature, learning_rate, catalog_fields in itertools.product(
+                self.encoder, self.embedding_dim, self.dropout, self.history_len, self.temperature, self.learning_rate,
+                self.catalog_fields,
             )
             # Mean-pooling has no dropout: its other dropout values would repeat the same trial.
             if encoder != MEAN or dropout == self.dropout[0]
         ]
 
     def configurations(self, base: "TwoTowerParams", seed: int, trials: int | None = None) -> list["TwoTowerParams"]:
-        """``base`` first, then grid points in a seeded random order that takes each encoder in
-        turn, the base's last (so every encoder is tried however few the trials), ``trials`` in all."""
+        """``base`` first; then, where the grid has both, ``base`` with the item tower's catalog
+        fields switched, so that a search of two trials already weighs them against the same
+        configuration without them; then grid points in a seeded random order that takes each
+        encoder in turn, the base's last (so every encoder is tried however few the trials),
+        ``trials`` in all."""
+        switched = dataclasses.replace(base, shape=dataclasses.replace(
+            base.shape, catalog_fields=not base.shape.catalog_fields))
+        first = [base, switched] if switched in self.grid(base) else [base]
         encoders = sorted(self.encoder, key=lambda encoder: encoder == base.shape.encoder)
         by_encoder: dict[str, list] = {encoder: [] for encoder in encoders}
         for params in self.grid(base):
-            if params != base:
+            if params not in first:
                 by_encoder.setdefault(params.shape.encoder, []).append(params)
         rng = random.Random(seed)
         for points in by_encoder.values():
             rng.shuffle(points)
         turns = itertools.zip_longest(*by_encoder.values())
         ordered = [params for turn in turns for params in turn if params is not None]
-        return [base, *ordered][: self.trials if trials is None else trials]
+        return [*first, *ordered][: self.trials if trials is None else trials]
 
 
 SPACES = {
     # The grid a real retrain samples: the encoders serving can afford, their width, dropout and
-    # history length, and the softmax's temperature and learning rate. The GRU is not among them:
+    # history length, the softmax's temperature and learning rate, and whether the item tower reads
+    # the catalog's release year and title words. The GRU is not among them:
     # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
     # user-tower budget (``kapparec``'s user-tower bench), where attention costs about mean-pooling's.
     "full": SearchSpace("full", (MEAN, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2), (1e-3, 3e-3),
-                        trials=12, max_epochs=15),
+                        (True, False), trials=12, max_epochs=15),
     # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs.
-    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), trials=2, max_epochs=3,
+    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), trials=2, max_epochs=3,
                          patience=1),
 }
 DEFAULT_SPACE = "full"

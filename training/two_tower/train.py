@@ -24,7 +24,7 @@ import tensorflow as tf
 from modelfiles.query import hour_of_day, query_features, timed_rows
 from training.data import Catalog, Interactions
 from training.tower_inputs import UserLog
-from training.two_tower.features import ITEM_PROBABILITY, Vocabularies, item_features, item_sampling_probability
+from training.two_tower.features import ITEM_PROBABILITY, ItemFields, Vocabularies, item_features, item_sampling_probability
 from training.two_tower.model import TowerShape, TwoTowerModel
 
 SCORE_BATCH = 4096
@@ -130,7 +130,7 @@ class TwoTowerRecommender:
         self.model: TwoTowerModel | None = None
         self.loss_curve: list[float] = []
         self.epoch_seconds: list[float] = []
-        self.item_categories: dict[str, tuple[str, ...]] = {}
+        self.item_fields = ItemFields()
         self.users: UserState | None = None
         self._item_cache: tuple[tuple[str, ...], np.ndarray] | None = None
 
@@ -141,8 +141,8 @@ class TwoTowerRecommender:
         # makes the same seed and data give bit-identical weights (the reload/audit story).
         tf.keras.utils.set_random_seed(p.seed)
         tf.config.experimental.enable_op_determinism()
-        self.item_categories = dict(catalog.categories) if catalog else {}
-        vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_categories)
+        self.item_fields = ItemFields.of(catalog)
+        vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_fields)
         self.model = TwoTowerModel(vocab, p.shape, p.temperature, p.history_len)
         self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate))
         log = UserLog(train if events is None else events)
@@ -165,7 +165,7 @@ class TwoTowerRecommender:
         times = train.event_times.tolist()
         histories, ages = timed_rows(log.timed_tower_histories(train.user_ids.tolist(), times, p.history_len), times, p.history_len)
         features = query_features(train.user_ids, histories, ages, train.regions, train.devices, hour_of_day(train.event_times))
-        features |= item_features(train.item_ids.tolist(), self.item_categories, p.max_categories)
+        features |= item_features(train.item_ids.tolist(), self.item_fields, p.max_categories)
         features[ITEM_PROBABILITY] = np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32)
         return (
             tf.data.Dataset.from_tensor_slices(features)
@@ -184,7 +184,7 @@ class TwoTowerRecommender:
     def embed_items(self, items: Sequence[str]) -> np.ndarray:
         key = tuple(items)
         if self._item_cache is None or self._item_cache[0] != key:
-            features = item_features(items, self.item_categories, self.params.max_categories)
+            features = item_features(items, self.item_fields, self.params.max_categories)
             self._item_cache = (key, self._batched(self._fitted().item_tower, features))
         return self._item_cache[1]
 
