@@ -42,9 +42,10 @@ REDIS_ERRORS = (redis.exceptions.RedisError,)
 # The request path's Redis calls fail after this long rather than hang a request.
 REQUEST_TIMEOUT_S = 0.25
 # A timeout can be one slow moment (a loaded host, a long script): it degrades its own request,
-# and only this many in a row degrade every request until the next check. Any other Redis error
-# (refused, BUSY, LOADING) degrades at once, because every request would meet it.
-TIMEOUTS_BEFORE_DEGRADING = 3
+# and every request in flight meets the same moment at once, so a count of timeouts says nothing.
+# Only timeouts with no read succeeding for this long degrade every request until the next check.
+# Any other Redis error (refused, BUSY, LOADING) degrades at once, because every request would meet it.
+TIMEOUT_SPELL_S = 1.0
 # The background snapshot's reads (a 100,000-item catalog, every scope's rankings) are bulk reads
 # that no request waits for. Under the request timeout they failed on a loaded machine at every
 # refresh, and the server stayed degraded, serving an empty snapshot, from its start on.
@@ -105,7 +106,7 @@ class LiveFeatures(Poller):
         self.snapshot = Snapshot.empty()
         self.healthy: bool | None = None  # None until the first check
         self._read_at: float | None = None  # when a check last read the store whole
-        self._timeouts_in_a_row = 0  # a count shared by the request threads: a lost update only delays it
+        self._timeouts_since: float | None = None  # the first timeout since a read last succeeded
         # A check that hangs on its timeouts reports nothing; past this, the store counts as unreadable.
         self.unreadable_after_s = 3 * refresh_s + SNAPSHOT_TIMEOUT_S
 
@@ -123,7 +124,7 @@ class LiveFeatures(Poller):
                 freeze_heap()
             self.reader = reader
             self._read_at = time.monotonic()
-            self._timeouts_in_a_row = 0
+            self._timeouts_since = None
             self._set_health(True, f"features version {version}")
         except (*REDIS_ERRORS, KapparecError) as exc:
             self._set_health(False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -139,16 +140,18 @@ class LiveFeatures(Poller):
 
     def request_failed(self, error: Exception) -> None:
         """A request's read failed: degrade now rather than at the next refresh, unless it is a
-        timeout not yet ``TIMEOUTS_BEFORE_DEGRADING`` long in a row."""
+        timeout within ``TIMEOUT_SPELL_S`` of the first since a read succeeded."""
         if isinstance(error, redis.exceptions.TimeoutError):
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row < TIMEOUTS_BEFORE_DEGRADING:
+            now = time.monotonic()
+            if self._timeouts_since is None:
+                self._timeouts_since = now
+            if now - self._timeouts_since < TIMEOUT_SPELL_S:
                 return
         self._set_health(False, f"{type(error).__name__}: {error}")
 
     def request_read(self) -> None:
-        """A request's read succeeded: the run of timeouts is over."""
-        self._timeouts_in_a_row = 0
+        """A request's read succeeded: the spell of timeouts, if any, is over."""
+        self._timeouts_since = None
 
     def _set_health(self, healthy: bool, detail: str) -> None:
         if healthy and self.healthy is not True:
