@@ -7,6 +7,7 @@ pay for. The last snapshot is also what serving falls back to when Redis is unre
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ Ranked = list[tuple[str, float]]
 LIST_LENGTH = 500
 # The ``derived`` key of the catalog's columns (``serving.catalog_arrays``), which depend on the catalog alone.
 CATALOG_ARRAYS = "catalog_arrays"
+# The ``derived`` key of the active items by creation time (``by_creation``), which depend on the catalog alone.
+BY_CREATION = "by_creation"
 # How far back "trending" looks (FeatureReader.trending's default).
 TRENDING_HORIZON_HOURS = 72
 
@@ -60,12 +63,11 @@ class Snapshot:
         # In item id order: the catalog's order is the order a short page is filled in, and a Redis
         # hash's own order changes with every restart of Redis.
         catalog = previous.catalog if reuse else dict(sorted(reader.whole_catalog().items()))
-        fresh_since = now - config.fresh_days * DAY_MS
-        new_items = sorted(
-            ((item, float(entry["created_at"])) for item, entry in catalog.items()
-             if fresh_since <= entry.get("created_at", -1) <= now and entry.get("active", True)),
-            key=lambda pair: (-pair[1], pair[0]),
-        )
+        # Sorted once per catalog: a refresh under live ingest (the offsets move every commit) then
+        # costs a bisection instead of a pass over every item.
+        ordered = previous._derived.get(BY_CREATION) if reuse else None
+        if ordered is None:
+            ordered = by_creation(catalog)
         # Trending and popular are two decays of the same windows: one scan per scope gives both.
         decays = [(config.trending_half_life_hours, TRENDING_HORIZON_HOURS),
                   (config.popular_half_life_hours, config.popular_horizon_hours)]
@@ -76,9 +78,10 @@ class Snapshot:
             catalog=catalog,
             trending={s: ranked[0] for s, ranked in rankings.items()},
             popular={s: ranked[1] for s, ranked in rankings.items()},
-            new_items=new_items[:LIST_LENGTH],
+            new_items=created_within(ordered, now - config.fresh_days * DAY_MS, now)[:LIST_LENGTH],
             offsets=offsets,
         )
+        snapshot._derived[BY_CREATION] = ordered
         if reuse and CATALOG_ARRAYS in previous._derived:
             snapshot._derived[CATALOG_ARRAYS] = previous._derived[CATALOG_ARRAYS]  # the same catalog's columns
         return snapshot
@@ -104,6 +107,20 @@ class Snapshot:
 
     def popular_in(self, region: str) -> Ranked:
         return self.popular.get(region_scope(region)) or self.popular.get(GLOBAL_SCOPE, [])
+
+
+def by_creation(catalog: dict[str, dict]) -> tuple[list[float], Ranked]:
+    """The active items as (item, creation time), newest first and ties by item id, beside their
+    negated creation times (ascending, for ``created_within`` to bisect)."""
+    pairs = sorted(((item, float(entry.get("created_at", -1))) for item, entry in catalog.items()
+                    if entry.get("active", True)), key=lambda pair: (-pair[1], pair[0]))
+    return [-created for _, created in pairs], pairs
+
+
+def created_within(ordered: tuple[list[float], Ranked], since_ms: float, until_ms: float) -> Ranked:
+    """The items of ``by_creation`` created from ``since_ms`` to ``until_ms`` (both included), newest first."""
+    negated, pairs = ordered
+    return pairs[bisect.bisect_left(negated, -until_ms):bisect.bisect_right(negated, -since_ms)]
 
 
 def _catalog_positions(offsets: dict[str, str]) -> dict[str, str]:

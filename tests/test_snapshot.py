@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestore import layout
 from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.snapshot import Snapshot
+from serving.snapshot import BY_CREATION, Snapshot, by_creation, created_within
 from streams import topics
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
@@ -28,6 +31,7 @@ def test_a_refresh_rereads_the_catalog_only_when_the_items_position_moved(stack)
     reader.client.hincrby(offsets, events_field, 1)  # a commit of events alone
     after_events = Snapshot.take(reader, config, previous=first)
     assert after_events is not first and after_events.catalog is first.catalog
+    assert after_events._derived[BY_CREATION] is first._derived[BY_CREATION]  # sorted once per catalog
 
     item = next(iter(first.catalog))
     reader.client.hset(catalog_key, item, reader.client.hget(catalog_key, item).replace('"title"', '"title_"', 1))
@@ -50,3 +54,16 @@ def test_items_with_and_without_a_release_year_are_served_alike(stack):
     arrays = CatalogArrays.of(snapshot.catalog)
     rows = arrays.rows([undated.item_id, dated.item_id])
     assert arrays.active[rows].all() and arrays.in_category[rows].any(axis=1).all()
+
+
+_entries = st.fixed_dictionaries({"created_at": st.integers(0, 50)}, optional={"active": st.booleans()})
+
+
+@given(catalog=st.dictionaries(st.text("abc", min_size=1, max_size=3), _entries, max_size=30),
+       since=st.integers(-5, 55), span=st.integers(0, 30))
+def test_the_new_items_of_a_window_are_the_catalog_scan_they_replace(catalog, since, span):
+    until = since + span
+    scanned = sorted(((item, float(entry["created_at"])) for item, entry in catalog.items()
+                      if since <= entry["created_at"] <= until and entry.get("active", True)),
+                     key=lambda pair: (-pair[1], pair[0]))
+    assert created_within(by_creation(catalog), since, until) == scanned
