@@ -49,8 +49,8 @@ from streams.fetched_batch import FetchedBatch
 from streams.schema import CatalogEntry, Impression, Interaction
 from streams.topics import EVENTS, IMPRESSIONS, ITEMS
 from transforms.attribution import impression_mutations
-from transforms.commit_caps import DEFAULT_MAX_KEYS, PIECE_RECORDS, RECORDS_PER_CAP
 from transforms.catalog import catalog_mutation
+from transforms.commit_caps import DEFAULT_MAX_KEYS, PIECE_RECORDS, RECORDS_PER_CAP
 from transforms.config import FeatureConfig
 from transforms.cooccurrence import LOOKUP_BATCH_SIZE, add_window, session_records
 from transforms.extract import EventBatch
@@ -60,7 +60,6 @@ from transforms.mutations import MergedMutations
 METRICS_NAMESPACE = "kapparec.store"
 
 _TOPIC_OF = {Interaction: EVENTS, CatalogEntry: ITEMS, Impression: IMPRESSIONS}
-
 
 
 @dataclass(frozen=True)
