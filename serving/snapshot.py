@@ -27,6 +27,8 @@ LIST_LENGTH = 500
 CATALOG_ARRAYS = "catalog_arrays"
 # The ``derived`` key of the active items by creation time (``by_creation``), which depend on the catalog alone.
 BY_CREATION = "by_creation"
+# What a refresh that keeps the catalog keeps of the previous snapshot's derived values.
+CATALOG_DERIVED = (CATALOG_ARRAYS, BY_CREATION)
 # How far back "trending" looks (FeatureReader.trending's default).
 TRENDING_HORIZON_HOURS = 72
 
@@ -81,9 +83,9 @@ class Snapshot:
             new_items=created_within(ordered, now - config.fresh_days * DAY_MS, now)[:LIST_LENGTH],
             offsets=offsets,
         )
+        if reuse:
+            snapshot._derived.update({key: previous._derived[key] for key in CATALOG_DERIVED if key in previous._derived})
         snapshot._derived[BY_CREATION] = ordered
-        if reuse and CATALOG_ARRAYS in previous._derived:
-            snapshot._derived[CATALOG_ARRAYS] = previous._derived[CATALOG_ARRAYS]  # the same catalog's columns
         return snapshot
 
     @classmethod
