@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from featurestore import layout
+from featurestore.decay import Decay, HourRanking, Ranked, best, decayed_sums, hours_within
 from featurestore.definitions import (
     PROFILE_FIELDS,
     REGION_SCOPE_PREFIX,
@@ -101,6 +102,25 @@ class FeatureReader:
         """The highest event time seen in the log: the "now" that decay is measured from."""
         marks = self.client.hvals(self._key(Feature.HIGH_WATER, topics.EVENTS))
         return max((int(m) for m in marks), default=0)
+
+    def settled_before_ms(self) -> int | None:
+        """An event time before which no record can still change a windowed feature (None: none yet).
+
+        A record is on time while its event time is within the allowed lateness of its
+        partition's high water (``transforms.extract.is_late``), and a high water only rises, so
+        the lowest high water less the lateness bounds every record still to come. A partition
+        the store has read without a high water (only refused records so far) could still
+        deliver any event time, and so could one never read, which the store cannot know of:
+        the caller bounds that by reading everything again now and then (``serving.settled``).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._key(Feature.HIGH_WATER, topics.EVENTS))
+        pipe.hkeys(layout.offsets_key(self.version))
+        marks, positions = pipe.execute()
+        read = {field.rsplit("/", 1)[1] for field in positions if field.rsplit("/", 1)[0] == topics.EVENTS}
+        if not marks or not read <= set(marks):
+            return None
+        return min(int(mark) for mark in marks.values()) - int(self._settings()["allowed_lateness_ms"])
 
     def committed_offsets(self) -> dict[str, str]:
         """The version's committed source positions: every commit of the pipelines moves them, so
@@ -261,9 +281,7 @@ class FeatureReader:
         """
         return self.decayed_rankings(scope, n, [(half_life_hours, horizon_hours)], now_ms)[0]
 
-    def decayed_rankings(
-        self, scope: str, n: int, decays: list[tuple[float, int]], now_ms: int | None = None
-    ) -> list[list[tuple[str, float]]]:
+    def decayed_rankings(self, scope: str, n: int, decays: list[Decay], now_ms: int | None = None) -> list[Ranked]:
         """``trending`` for several (half-life hours, horizon hours) at once.
 
         Each hour keeps its own ranking, so a read takes the ``CANDIDATES_PER_HOUR * n`` best of
@@ -272,22 +290,16 @@ class FeatureReader:
         hour's candidates is left out, even if its sum would have placed it.
         """
         now_ms = self.log_clock_ms() if now_ms is None else now_ms
-        now_hour = now_ms - now_ms % HOUR_MS
-        hours = [now_hour - h * HOUR_MS for h in range(max(horizon for _, horizon in decays))]
+        hours = hours_within(now_ms, max(horizon for _, horizon in decays))
+        sums = decayed_sums(self.hour_rankings(scope, hours, CANDIDATES_PER_HOUR * n), decays, now_ms)
+        return [best(summed, n) for summed in sums]
+
+    def hour_rankings(self, scope: str, hours: list[int], per_hour: int) -> list[HourRanking]:
+        """The ``per_hour`` best items of each of ``hours`` in ``scope``, with their distinct users, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for hour in hours:
-            pipe.zrevrange(self._key(Feature.TRENDING_RANK, window_entity(scope, hour)), 0,
-                           CANDIDATES_PER_HOUR * n - 1, withscores=True)
-        scores: list[dict[str, float]] = [{} for _ in decays]
-        for hour, ranked_hour in zip(hours, pipe.execute()):
-            age_hours = max(0, now_ms - hour) / HOUR_MS
-            for (half_life_hours, horizon_hours), ranked in zip(decays, scores):
-                if hour > now_ms - horizon_hours * HOUR_MS:
-                    decay = 0.5 ** (age_hours / half_life_hours)
-                    for item, users in ranked_hour:
-                        if users > 0:  # an item whose only actors were bots keeps a 0
-                            ranked[item] = ranked.get(item, 0.0) + users * decay
-        return [heapq.nlargest(n, ranked.items(), key=lambda kv: (kv[1], kv[0])) for ranked in scores]
+            pipe.zrevrange(self._key(Feature.TRENDING_RANK, window_entity(scope, hour)), 0, per_hour - 1, withscores=True)
+        return list(zip(hours, pipe.execute()))
 
     def hourly_trending(self, scope: str, item_ids: list[str], hours: int = 24,
                         now_ms: int | None = None) -> dict[str, list[int]]:

@@ -13,20 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featurestore import layout
+from featurestore.decay import Ranked
 from featurestore.definitions import GLOBAL_SCOPE, region_scope
 from featurestore.reader import FeatureReader
 from kapparec.timeunits import DAY_MS
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
+from serving.settled import decayed_rankings
 from streams import topics
 
-Ranked = list[tuple[str, float]]
 # Entries kept per ranked list: enough for a page of 200 after filters remove many.
 LIST_LENGTH = 500
 # The ``derived`` key of the catalog's columns (``serving.catalog_arrays``), which depend on the catalog alone.
 CATALOG_ARRAYS = "catalog_arrays"
 # The ``derived`` key of the active items by creation time (``by_creation``), which depend on the catalog alone.
 BY_CREATION = "by_creation"
+# The ``derived`` key of each scope's settled trending hours (``serving.settled``), which a refresh of the same version carries on.
+SETTLED_HOURS = "settled_hours"
 # What a refresh that keeps the catalog keeps of the previous snapshot's derived values.
 CATALOG_DERIVED = (CATALOG_ARRAYS, BY_CREATION)
 # How far back "trending" looks (FeatureReader.trending's default).
@@ -73,7 +76,12 @@ class Snapshot:
         # Trending and popular are two decays of the same windows: one scan per scope gives both.
         decays = [(config.trending_half_life_hours, TRENDING_HORIZON_HOURS),
                   (config.popular_half_life_hours, config.popular_horizon_hours)]
-        rankings = {s: reader.decayed_rankings(s, LIST_LENGTH, decays, now_ms=now) for s in scopes}
+        carried = previous._derived.get(SETTLED_HOURS, {}) if previous is not None and previous.version == reader.version else {}
+        settled_before = reader.settled_before_ms()
+        rankings, settled = {}, {}
+        for scope in scopes:
+            rankings[scope], settled[scope] = decayed_rankings(reader, scope, LIST_LENGTH, decays, now, settled_before,
+                                                               carried.get(scope))
         snapshot = cls(
             version=reader.version,
             log_clock_ms=now,
@@ -86,6 +94,7 @@ class Snapshot:
         if reuse:
             snapshot._derived.update({key: previous._derived[key] for key in CATALOG_DERIVED if key in previous._derived})
         snapshot._derived[BY_CREATION] = ordered
+        snapshot._derived[SETTLED_HOURS] = settled
         return snapshot
 
     @classmethod
