@@ -15,6 +15,14 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+// kapparec: a patched copy of Beam 2.62.0's class, compiled into kapparec's Flink job-server jar
+// ahead of the shaded beam-runners-java-fn-execution copy. Why: 2.62.0 keeps every SDF
+// self-checkpoint residual under a new ValueState tag (sdf_checkpoint:<id>:<index>), so each
+// self-checkpoint of a followed read registers a new Flink keyed-state table and the
+// TaskManager's heap grows until it runs out (beam#27648). This backports apache/beam PR #39191:
+// every residual of a key and window lives in one MapState, sdf_checkpoint_residuals, keyed by
+// its timer id, and is removed when its timer fires. Drop this copy once kapparec serves a Beam
+// release that contains PR #39191.
 package org.apache.beam.runners.fnexecution.control;
 
 import org.apache.beam.model.fnexecution.v1.BeamFnApi.DelayedBundleApplication;
@@ -23,12 +31,15 @@ import org.apache.beam.runners.core.StateInternals;
 import org.apache.beam.runners.core.StateInternalsFactory;
 import org.apache.beam.runners.core.StateNamespace;
 import org.apache.beam.runners.core.StateNamespaces;
+import org.apache.beam.runners.core.StateTag;
 import org.apache.beam.runners.core.StateTags;
 import org.apache.beam.runners.core.TimerInternals;
 import org.apache.beam.runners.core.TimerInternalsFactory;
 import org.apache.beam.sdk.coders.Coder;
+import org.apache.beam.sdk.coders.StringUtf8Coder;
 import org.apache.beam.sdk.fn.IdGenerator;
 import org.apache.beam.sdk.fn.IdGenerators;
+import org.apache.beam.sdk.state.MapState;
 import org.apache.beam.sdk.state.TimeDomain;
 import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
 import org.apache.beam.sdk.util.CoderUtils;
@@ -46,8 +57,8 @@ public class BundleCheckpointHandlers {
 
   /**
    * A {@link BundleCheckpointHandler} which uses {@link
-   * org.apache.beam.runners.core.TimerInternals.TimerData} and {@link
-   * org.apache.beam.sdk.state.ValueState} to reschedule {@link DelayedBundleApplication}.
+   * org.apache.beam.runners.core.TimerInternals.TimerData} and one {@link MapState} per key and
+   * window to reschedule {@link DelayedBundleApplication}s.
    */
   public static class StateAndTimerBundleCheckpointHandler<T> implements BundleCheckpointHandler {
 
@@ -57,6 +68,11 @@ public class BundleCheckpointHandlers {
     private final Coder windowCoder;
     private final IdGenerator idGenerator = IdGenerators.incrementingLongs();
     public static final String SDF_PREFIX = "sdf_checkpoint";
+    /**
+     * One stable state name for all residuals: a runner's keyed state backend keeps a table per
+     * state name for the job's lifetime, so a name per residual grows without bound.
+     */
+    public static final String RESIDUALS_STATE_ID = "sdf_checkpoint_residuals";
 
     public StateAndTimerBundleCheckpointHandler(
         TimerInternalsFactory<T> timerInternalsFactory,
@@ -75,6 +91,28 @@ public class BundleCheckpointHandlers {
      */
     public static boolean isSdfTimer(String timerId) {
       return timerId.startsWith(SDF_PREFIX);
+    }
+
+    /** The state holding a key and window's residuals, keyed by the id of the timer of each. */
+    public static <T> StateTag<MapState<String, WindowedValue<T>>> residualsTag(
+        Coder<WindowedValue<T>> residualCoder) {
+      return StateTags.map(RESIDUALS_STATE_ID, StringUtf8Coder.of(), residualCoder);
+    }
+
+    /**
+     * The residual that SDF timer {@code timerId} was set for, removed from state: its timer has
+     * fired and the caller processes it now, so keeping it would only grow the state.
+     */
+    public static <T> WindowedValue<T> takeResidual(
+        StateInternals stateInternals,
+        StateNamespace namespace,
+        String timerId,
+        Coder<WindowedValue<T>> residualCoder) {
+      MapState<String, WindowedValue<T>> residuals =
+          stateInternals.state(namespace, residualsTag(residualCoder));
+      WindowedValue<T> residual = residuals.get(timerId).read();
+      residuals.remove(timerId);
+      return residual;
     }
 
     private static String constructSdfCheckpointId(String id, int index) {
@@ -125,8 +163,9 @@ public class BundleCheckpointHandlers {
                 Instant.ofEpochMilli(outputTimestamp),
                 TimeDomain.PROCESSING_TIME);
             stateInternals
-                .state(stateNamespace, StateTags.value(tag, residualCoder))
-                .write(
+                .state(stateNamespace, residualsTag(residualCoder))
+                .put(
+                    tag,
                     WindowedValue.of(
                         stateValue.getValue(),
                         stateValue.getTimestamp(),

@@ -15,6 +15,14 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+// kapparec: a patched copy of Beam 2.62.0's class, compiled into kapparec's Flink job-server jar
+// ahead of the shaded beam-runners-flink-1.19 copy. Why: 2.62.0 keeps every SDF
+// self-checkpoint residual under a new ValueState tag (sdf_checkpoint:<id>:<index>), so each
+// self-checkpoint of a followed read registers a new Flink keyed-state table and the
+// TaskManager's heap grows until it runs out (beam#27648). This backports apache/beam PR #39191:
+// a batch stage's SDF timers read each residual from the one sdf_checkpoint_residuals MapState
+// that BundleCheckpointHandlers (patched beside this) writes, and remove it there.
+// Drop this copy once kapparec serves a Beam release that contains PR #39191.
 package org.apache.beam.runners.flink.translation.functions;
 
 import java.io.IOException;
@@ -31,7 +39,6 @@ import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.core.InMemoryStateInternals;
 import org.apache.beam.runners.core.InMemoryTimerInternals;
 import org.apache.beam.runners.core.StateInternals;
-import org.apache.beam.runners.core.StateTags;
 import org.apache.beam.runners.core.TimerInternals;
 import org.apache.beam.runners.core.construction.SerializablePipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
@@ -284,12 +291,9 @@ public class FlinkExecutableStageFunction<InputT> extends AbstractRichFunction
           List<WindowedValue<InputT>> residuals = new ArrayList<>();
           TimerInternals.TimerData timer;
           while ((timer = sdfTimerInternals.removeNextProcessingTimer()) != null) {
-            WindowedValue stateValue =
-                sdfStateInternals
-                    .state(timer.getNamespace(), StateTags.value(timer.getTimerId(), inputCoder))
-                    .read();
-
-            residuals.add(stateValue);
+            residuals.add(
+                BundleCheckpointHandlers.StateAndTimerBundleCheckpointHandler.takeResidual(
+                    sdfStateInternals, timer.getNamespace(), timer.getTimerId(), inputCoder));
           }
           processElements(residuals, bundle);
         }

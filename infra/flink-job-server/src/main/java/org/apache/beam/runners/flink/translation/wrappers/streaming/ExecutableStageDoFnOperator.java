@@ -15,6 +15,14 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+// kapparec: a patched copy of Beam 2.62.0's class, compiled into kapparec's Flink job-server jar
+// ahead of the shaded beam-runners-flink-1.19 copy. Why: 2.62.0 keeps every SDF
+// self-checkpoint residual under a new ValueState tag (sdf_checkpoint:<id>:<index>), so each
+// self-checkpoint of a followed read registers a new Flink keyed-state table and the
+// TaskManager's heap grows until it runs out (beam#27648). This backports apache/beam PR #39191:
+// the timer of a residual reads it from the one sdf_checkpoint_residuals MapState that
+// BundleCheckpointHandlers (patched beside this) writes, and removes it there.
+// Drop this copy once kapparec serves a Beam release that contains PR #39191.
 package org.apache.beam.runners.flink.translation.wrappers.streaming;
 
 import static org.apache.beam.runners.core.StatefulDoFnRunner.TimeInternalsCleanupTimer.GC_TIMER_ID;
@@ -1006,9 +1014,9 @@ public class ExecutableStageDoFnOperator<InputT, OutputT> extends DoFnOperator<I
       Preconditions.checkNotNull(remoteBundle, "Call to onTimer outside of a bundle");
       if (StateAndTimerBundleCheckpointHandler.isSdfTimer(timerId)) {
         StateNamespace namespace = StateNamespaces.window(windowCoder, window);
-        WindowedValue stateValue =
-            keyedStateInternals.state(namespace, StateTags.value(timerId, residualCoder)).read();
-        processElement(stateValue);
+        processElement(
+            StateAndTimerBundleCheckpointHandler.takeResidual(
+                keyedStateInternals, namespace, timerId, residualCoder));
       } else {
         KV<String, String> transformAndTimerFamilyId =
             TimerReceiverFactory.decodeTimerDataTimerId(timerFamilyId);
