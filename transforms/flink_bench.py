@@ -9,8 +9,8 @@ TaskManager, the JobManager, Redis, the broker), because on a 2-core host parall
 by what else needs the cores. Then the continuous job's freshness, idle and under load, on both
 runners, beside the raw consume rate of the same log as the backfills' ceiling. Last, the
 continuous job on Flink under load for minutes (``continuous_run``): the TaskManager's heap after
-a full GC, its RSS and the checkpointed state size, which must stay flat (beam#27648 made them
-grow until the TaskManager ran out of heap; the job-server jar carries the fix).
+a full GC, the keyed state on it and its RSS, which must stay flat (beam#27648 made them grow
+until the TaskManager ran out of heap; the job-server jar carries the fix).
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ def seconds_to_catch_up(client: redis.Redis, bootstrap: str, timeout_s: float = 
 
 
 class TaskManagerWatch(Beside):
-    """Every ``interval_s``: the TaskManager's heap after a full GC, its keyed state on that heap, its RSS, and
-    the running job with its checkpoints.
+    """Every ``interval_s``: the TaskManager's heap after a full GC, its keyed state on that heap, its RSS, the
+    running job with its checkpoints, and the machine's load.
 
     The heap is read after a full collection (``jcmd GC.class_histogram`` makes one), so garbage not yet
     collected does not pass for growth. The keyed state is counted as Flink's heap backend holds it: a state
@@ -227,15 +227,20 @@ class TaskManagerWatch(Beside):
             "rss_mb": rss_mb(self._pid),
             "running_jobs": running,
             "checkpoints": checkpoints(self._master, running[0]) if running else None,
+            "load_average_1m": round(os.getloadavg()[0], 2),
         }
 
 
 def jcmd(pid: int, command: str) -> str | None:
-    """What a JVM answers to a ``jcmd`` diagnostic command (JDK tools); None once it is gone."""
+    """What a JVM answers to a ``jcmd`` diagnostic command (JDK tools); None once it is gone or hangs (a JVM
+    out of heap may)."""
     found = shutil.which("jcmd")
     if found is None:
         raise KapparecError("jcmd is not installed: run `make install` (openjdk-17-jdk-headless)")
-    answered = subprocess.run([found, str(pid), command], capture_output=True, text=True, timeout=120)
+    try:
+        answered = subprocess.run([found, str(pid), command], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
     return answered.stdout if answered.returncode == 0 else None
 
 
