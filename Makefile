@@ -41,7 +41,7 @@ $(STUBS): $(PROTOS) $(STAMP)
 # Each command a missing Debian package provides, and the package.
 # Chromium is what the console's browser tests drive (playwright never downloads a browser here);
 # promtool checks the alert rules of docs/ops (tests/test_ops_files.py).
-APT_NEEDS := redis-server:redis-server java:openjdk-17-jre-headless mvn:maven chromium:chromium promtool:prometheus
+APT_NEEDS := redis-server:redis-server javac:openjdk-17-jdk-headless mvn:maven chromium:chromium promtool:prometheus
 APT_MISSING = $(foreach need,$(APT_NEEDS),$(if $(shell command -v $(word 1,$(subst :, ,$(need)))),,$(word 2,$(subst :, ,$(need)))))
 system-packages:
 	@missing="$(strip $(APT_MISSING))"; [ -z "$$missing" ] || { \

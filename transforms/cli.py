@@ -59,8 +59,7 @@ def register(verbs) -> None:
                              "after this long (default 10)")
     stream.add_argument("--job-lifetime", type=cliargs.positive_float, default=None, metavar="S",
                         help="end each run of the job once it has read for this long and submit it again from "
-                             "the committed offsets: bounds the state Beam's Flink runner leaks (docs/flink.md; "
-                             "default: never)")
+                             "the committed offsets (docs/flink.md; default: never)")
     stream.add_argument("--poll-interval", type=float, default=0.2, metavar="S",
                         help="seconds between checks for a stop request and reports of commits")
     stream.add_argument(

@@ -7,13 +7,18 @@ synthetic log is backfilled three times: on the DirectRunner, then on Flink at p
 (``kapparec.cpu_budget``: the backfill command, Beam's job server, the SDK workers, the
 TaskManager, the JobManager, Redis, the broker), because on a 2-core host parallelism 2 is bounded
 by what else needs the cores. Then the continuous job's freshness, idle and under load, on both
-runners, beside the raw consume rate of the same log as the backfills' ceiling.
+runners, beside the raw consume rate of the same log as the backfills' ceiling. Last, the
+continuous job on Flink under load for minutes (``continuous_run``): the TaskManager's heap after
+a full GC, the keyed state on it and its RSS, which must stay flat (beam#27648 made them grow
+until the TaskManager ran out of heap; the job-server jar carries the fix).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,26 +26,36 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis
+
 from infra.flink import FlinkCluster
-from infra.health import flink_jobs
+from infra.health import flink_jobs, flink_rest
 from infra.private import PrivateStack, private_stack
 from infra.services import free_port
 from kapparec.cpu_budget import CpuBudget, Matcher, listening_pid
 from kapparec.errors import KapparecError
+from kapparec.threads import Beside
 from streams import topics
 from streams.synthetic import SyntheticLog
-from transforms.bench import measure_freshness, produce_log, raw_consume_rate
+from transforms.bench import (BackgroundLoad, _LagSampler, measure_freshness, produce_log, raw_consume_rate,
+                              stream_process, wait_until_caught_up)
 from transforms.job_control import unique_job_name
 
 KAPPAREC = str(Path(sys.executable).with_name("kapparec"))
 QUICK_EVENTS = 100_000
 QUICK_N = 100
+CONTINUOUS_S, QUICK_CONTINUOUS_S = 600.0, 120.0
+# `jcmd PID GC.heap_info` of a G1 JVM: "garbage-first heap   total 409600K, used 51234K [...]".
+HEAP_USED = re.compile(r"heap\s+total \d+K, used (\d+)K")
+# Flink's heap keyed state: a table per state name, a map per table and key group.
+STATE_CLASSES = {"state_tables": "org.apache.flink.runtime.state.heap.CopyOnWriteStateTable",
+                 "state_maps": "org.apache.flink.runtime.state.heap.CopyOnWriteStateMap"}
 
 
 def flink_benchmark(events: int = 1_000_000, n: int = 250, load_per_s: float = 2_000.0, rate_per_s: float = 20.0,
-                    quick: bool = False, seed: int = 0) -> dict:
+                    quick: bool = False, seed: int = 0, continuous_s: float = CONTINUOUS_S) -> dict:
     if quick:
-        events, n = min(events, QUICK_EVENTS), min(n, QUICK_N)
+        events, n, continuous_s = min(events, QUICK_EVENTS), min(n, QUICK_N), min(continuous_s, QUICK_CONTINUOUS_S)
     # The commands find the cluster through KAPPAREC_RUN_DIR, as a user's find the one `infra up` started.
     with private_stack() as stack, private_flink() as cluster, _env(KAPPAREC_RUN_DIR=str(cluster.run_dir)):
         produce_log(stack, SyntheticLog(users=20_000, items=5_000, events=events, seed=seed), partitions=4)
@@ -57,6 +72,7 @@ def flink_benchmark(events: int = 1_000_000, n: int = 250, load_per_s: float = 2
             "flink": measure_freshness(stack, n, rate_per_s, load_per_s, seed, ("--runner", "FlinkRunner"),
                                        tag="-flink"),
         }
+        continuous = continuous_run(stack, cluster, continuous_s, load_per_s, seed)
     p1, p2 = backfills["flink_p1"], backfills["flink_p2"]
     return {
         "events": events,
@@ -64,6 +80,7 @@ def flink_benchmark(events: int = 1_000_000, n: int = 250, load_per_s: float = 2
         "backfill": backfills,
         "p2_over_p1_job": round(p2["job_events_per_s"] / p1["job_events_per_s"], 2),
         "freshness": freshness,
+        "continuous": continuous,
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -145,3 +162,122 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
                     "job_seconds": round(job["duration"] / 1000, 2),
                     "job_events_per_s": round(events / (job["duration"] / 1000))}
     return figures
+
+
+def continuous_run(stack: PrivateStack, cluster: FlinkCluster, seconds: float, load_per_s: float, seed: int = 0,
+                   interval_s: float = 30.0, stream_args: tuple[str, ...] = ()) -> dict:
+    """``kapparec stream --runner FlinkRunner [stream_args]`` on ``cluster``, under ``load_per_s`` events/s for
+    ``seconds``, its TaskManager sampled every ``interval_s`` (``TaskManagerWatch``); then the load stops and
+    the job must catch up with the log."""
+    master = f"localhost:{cluster.port}"
+    with stream_process(stack, ("--runner", "FlinkRunner", *stream_args), {"KAPPAREC_RUN_DIR": str(cluster.run_dir)}):
+        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        wait_until_caught_up(client, stack.bootstrap)
+        with (BackgroundLoad(stack.bootstrap, load_per_s, seed) as load, _LagSampler(client, stack.bootstrap) as lag,
+              TaskManagerWatch(master, cluster.taskmanager_pids()[0], interval_s) as watch):
+            time.sleep(seconds)
+        catch_up_s = seconds_to_catch_up(client, stack.bootstrap)
+    return {
+        "seconds": seconds,
+        "load_events_per_s": round(load.events_per_s),
+        "max_lag_records": lag.max_lag,
+        "lag_first_half_max": lag.half_max(0),
+        "lag_second_half_max": lag.half_max(1),
+        "catch_up_s": catch_up_s,
+        "samples": watch.samples,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def seconds_to_catch_up(client: redis.Redis, bootstrap: str, timeout_s: float = 120.0) -> float | None:
+    """How long the continuous job took to commit the whole log as it is now; None when it did not within
+    ``timeout_s`` (a job that fell behind for good)."""
+    started = time.monotonic()
+    try:
+        wait_until_caught_up(client, bootstrap, timeout_s)
+    except TimeoutError:
+        return None
+    return round(time.monotonic() - started, 1)
+
+
+class TaskManagerWatch(Beside):
+    """Every ``interval_s``: the TaskManager's heap after a full GC, its keyed state on that heap, its RSS, the
+    running job with its checkpoints, and the machine's load.
+
+    The heap is read after a full collection (``jcmd GC.class_histogram`` makes one), so garbage not yet
+    collected does not pass for growth. The keyed state is counted as Flink's heap backend holds it: a state
+    table per state name, a state map per table and key group. The leak of beam#27648 was a new table per
+    self-checkpoint, so those counts are the leak's own measure, and need no completed checkpoint.
+    """
+
+    def __init__(self, master: str, taskmanager_pid: int, interval_s: float):
+        super().__init__(name="taskmanager-watch")
+        self._master, self._pid, self._interval_s = master, taskmanager_pid, interval_s
+        self.samples: list[dict] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self._done.wait(self._interval_s):
+            self.samples.append({"t_s": round(time.monotonic() - started, 1), **self.sample()})
+
+    def sample(self) -> dict:
+        running = [job["jid"] for job in flink_jobs(self._master) or [] if job["state"] == "RUNNING"]
+        return {
+            **live_heap(self._pid),
+            "rss_mb": rss_mb(self._pid),
+            "running_jobs": running,
+            "checkpoints": checkpoints(self._master, running[0]) if running else None,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+
+
+def jcmd(pid: int, command: str) -> str | None:
+    """What a JVM answers to a ``jcmd`` diagnostic command (JDK tools); None once it is gone or hangs (a JVM
+    out of heap may)."""
+    found = shutil.which("jcmd")
+    if found is None:
+        raise KapparecError("jcmd is not installed: run `make install` (openjdk-17-jdk-headless)")
+    try:
+        answered = subprocess.run([found, str(pid), command], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
+    return answered.stdout if answered.returncode == 0 else None
+
+
+def live_heap(pid: int) -> dict:
+    """The heap a JVM holds after a full collection, and the Flink heap state tables and maps in it."""
+    histogram = jcmd(pid, "GC.class_histogram")  # collects first: live objects only
+    info = jcmd(pid, "GC.heap_info")
+    used = HEAP_USED.search(info or "")
+    instances = instance_counts(histogram or "", set(STATE_CLASSES.values()))
+    return {
+        "heap_after_gc_mb": round(int(used.group(1)) / 1024, 1) if used else None,
+        **{name: instances.get(cls, 0) if histogram else None for name, cls in STATE_CLASSES.items()},
+    }
+
+
+def instance_counts(histogram: str, classes: set[str]) -> dict[str, int]:
+    """Instances of each of ``classes`` in a ``jcmd GC.class_histogram``, whose rows read
+    ``   7:   1200   96000  org.example.Name (module)``."""
+    counts = {}
+    for row in histogram.splitlines():
+        fields = row.split()
+        if len(fields) >= 4 and fields[3] in classes:
+            counts[fields[3]] = int(fields[1])
+    return counts
+
+
+def checkpoints(master: str, jid: str) -> dict:
+    """The job's checkpoint counts and the state size of its last completed one (None before the first)."""
+    document = flink_rest(master, f"/jobs/{jid}/checkpoints") or {}
+    completed = (document.get("latest") or {}).get("completed") or {}
+    return {**document.get("counts", {}), "state_bytes": completed.get("state_size")}
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kilobytes = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return round(kilobytes / 1024, 1)

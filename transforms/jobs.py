@@ -281,8 +281,7 @@ def stream(
     (``wait``: it waits for the lease instead). ``on_commit(version, records)`` is called from
     a watcher thread as committed offsets move. A log whose topics delete history is refused
     unless ``accept_log_retention``, as by ``backfill``. ``job_lifetime_s`` ends each run of the
-    pipeline once it has read for that long, and the next run starts from the committed offsets: on Flink, a new
-    job whose leaked state (beam#27648) starts from nothing again.
+    pipeline once it has read for that long, and the next run starts from the committed offsets.
     """
     config = config or FeatureConfig()
     topics.refuse_lossy_retention(bootstrap, config.attribution_retention_ms, accept_log_retention)
