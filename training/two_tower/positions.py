@@ -28,7 +28,7 @@ from training.two_tower.features import ItemFields, positive_features
 SEQUENCE, SLOTS, QUERY_MASK = "sequence", "history_slots", "query_mask"
 # Queries per chunk: with every record a positive (MovieLens) a chunk's stretch is this plus
 # the record limit, so a few records are looked up per query instead of the history length.
-CHUNK_QUERIES = 32
+CHUNK_QUERIES = 8
 # A slot that holds no history item.
 NO_SLOT = -1
 # A chunk's features that are not one per query.
