@@ -3,7 +3,8 @@
 Each training example is one positive interaction with the user tower's inputs as the feature
 store held them just before it (point in time, through the store's own definitions: see
 ``training.tower_inputs``), so the model never learns from the future it is asked to predict and
-is trained on exactly what serving reads. At scoring time the query is the user's state at the
+is trained on exactly what serving reads. With ``per_position`` the same examples come in
+chunks of a user's consecutive positives that share their history items (``positions``). At scoring time the query is the user's state at the
 cutoff: the latest history and profile, and the hour of the last activity.
 """
 
