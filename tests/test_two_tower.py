@@ -288,3 +288,7 @@ def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
     assert trials[1] == dataclasses.replace(base, shape=dataclasses.replace(base.shape, catalog_fields=False))
     assert {params.shape.encoder for params in trials[2: 2 + len(space.encoder)]} == set(space.encoder)
     assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")
+    # Training on every position is weighed against single examples for the same attention tower.
+    per_position = {dataclasses.replace(params, per_position=False) for params in trials
+                    if params.per_position and params.shape.encoder == ATTENTION}
+    assert per_position & {params for params in trials if not params.per_position}
