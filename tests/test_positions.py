@@ -22,6 +22,7 @@ from training.two_tower.train import TwoTowerRecommender
 from tests.test_two_tower import PARAMS, synthetic_data
 
 HISTORY_LEN = 20
+CHUNKS = 50  # the chunks a test encodes both ways
 
 
 def movielens_shaped(seed: int = 0, users: int = 40) -> Interactions:
@@ -111,8 +112,8 @@ def test_a_chunk_encodes_each_query_as_the_served_tower_does(split_data, encoder
     tower = model.model.user_tower
     log = UserLog(events)
     examples = position_examples(train, log, HISTORY_LEN, ItemFields(), max_categories=4)
-    chunks = {name: examples[name][:20] for name in (SEQUENCE, SLOTS, HISTORY_AGE)}
-    real = examples[QUERY_MASK][:20]
+    chunks = {name: examples[name][:CHUNKS] for name in (SEQUENCE, SLOTS, HISTORY_AGE)}
+    real = examples[QUERY_MASK][:CHUNKS]
     at_positions = tower.histories_at_positions(chunks, training=False).numpy()[real]
     rows = chunk_order(train)[: real.sum()]
     times = train.event_times[rows].tolist()
