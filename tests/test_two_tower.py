@@ -12,7 +12,7 @@ import pytest
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from modelfiles.index import load_index
 from modelfiles.numpy_tower import NumpyUserTower
-from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, pad_rows, query_features
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, MEAN, pad_rows, query_features
 from modelfiles.two_tower import ExportedTwoTower
 from streams.schema import encode, parse_catalog, parse_interaction
 from streams.synthetic import SyntheticLog
@@ -77,6 +77,17 @@ def test_two_tower_beats_popularity_on_planted_clusters(split, fitted):
     assert two_tower["recall@10"] > popularity["recall@10"] * 1.2, (two_tower, popularity)
 
 
+def test_training_on_every_position_learns_the_planted_clusters(split):
+    """Chunks of every position train the attention tower to beat popularity, its loss falling."""
+    params = dataclasses.replace(PARAMS, per_position=True, shape=dataclasses.replace(PARAMS.shape, encoder=ATTENTION))
+    model = TwoTowerRecommender(params)
+    model.fit(split.train, split.catalog)
+    assert model.loss_curve[-1] < model.loss_curve[0]
+    popularity = evaluate(split, [Popularity()], progress=False)["models"]["popularity"]
+    per_position = evaluate(split, [model], progress=False, fit=False)["models"]["two_tower"]
+    assert per_position["recall@10"] > popularity["recall@10"] * 1.2, (per_position, popularity)
+
+
 def test_training_loss_falls_and_the_curve_is_drawn(fitted, tmp_path):
     assert len(fitted.loss_curve) == PARAMS.epochs
     assert fitted.loss_curve[-1] < fitted.loss_curve[0]
@@ -121,15 +132,21 @@ def test_exported_tower_accepts_a_shorter_history(split, fitted, exported):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.fixture(scope="module", params=ENCODERS)
+TRAININGS = [(encoder, False) for encoder in ENCODERS] + [(encoder, True) for encoder in (MEAN, ATTENTION)]
+
+
+@pytest.fixture(scope="module", params=TRAININGS, ids=[f"{e}-{'per_position' if p else 'per_example'}" for e, p in TRAININGS])
 def exported_by_encoder(request, split, fitted, exported, tmp_path_factory):
-    """Each history encoder's model, fitted briefly and exported (the mean-pool one is ``fitted``)."""
-    if request.param == fitted.params.shape.encoder:
+    """Each history encoder's model, trained briefly on single examples or on every position, and
+    exported (the mean-pool per-example one is ``fitted``)."""
+    encoder, per_position = request.param
+    if (encoder, per_position) == (fitted.params.shape.encoder, fitted.params.per_position):
         return fitted, exported[0]
-    params = dataclasses.replace(PARAMS, epochs=2, shape=dataclasses.replace(PARAMS.shape, encoder=request.param, dropout=0.2))
+    params = dataclasses.replace(PARAMS, epochs=2, per_position=per_position,
+                                 shape=dataclasses.replace(PARAMS.shape, encoder=encoder, dropout=0.2))
     model = TwoTowerRecommender(params)
     model.fit(split.train, split.catalog)
-    directory = tmp_path_factory.mktemp(f"two_tower_{request.param}")
+    directory = tmp_path_factory.mktemp(f"two_tower_{encoder}_{per_position}")
     export_two_tower(model, directory, split.known_items, query_users=sorted(split.test))
     return model, directory
 
@@ -271,3 +288,7 @@ def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
     assert trials[1] == dataclasses.replace(base, shape=dataclasses.replace(base.shape, catalog_fields=False))
     assert {params.shape.encoder for params in trials[2: 2 + len(space.encoder)]} == set(space.encoder)
     assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")
+    # Training on every position is weighed against single examples for the same attention tower.
+    per_position = {dataclasses.replace(params, per_position=False) for params in trials
+                    if params.per_position and params.shape.encoder == ATTENTION}
+    assert per_position & {params for params in trials if not params.per_position}

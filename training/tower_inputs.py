@@ -56,13 +56,33 @@ class UserLog:
             start, _ = self._bounds.get(users[r], (position, position))
             self._bounds[users[r]] = (start, position + 1)
 
-    def timed_tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[tuple[str, int]]:
-        """``timed_tower_history`` of the HISTORY state built from the user's records strictly before ``before_ms``."""
+    def _stored(self, user: str, before_ms: int) -> range:
+        """Record numbers of the HISTORY state from the user's records strictly before ``before_ms``, newest first."""
         start, end = self._bounds.get(user, (0, 0))
         stop = start + int(np.searchsorted(self._times[start:end], before_ms, side="left"))
-        first = max(start, stop - self.record_limit)
-        newest_first = range(stop - 1, first - 1, -1)
-        return timed_tower_history(((self._items[r], self._types[r], int(self._times[r])) for r in newest_first), length)
+        return range(stop - 1, max(start, stop - self.record_limit) - 1, -1)
+
+    def timed_tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[tuple[str, int]]:
+        """``timed_tower_history`` of the HISTORY state built from the user's records strictly before ``before_ms``."""
+        return timed_tower_history(((self._items[r], self._types[r], int(self._times[r])) for r in self._stored(user, before_ms)), length)
+
+    def tower_history_records(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[int]:
+        """The record numbers (``record_item``/``record_time``) behind ``timed_tower_history``'s entries, newest first.
+
+        Each entry is the newest stored record with its item and time: the one whose engagement
+        ``timed_tower_history`` keeps, so the records give back exactly its (item, time) pairs.
+        """
+        stored = self._stored(user, before_ms)
+        newest_record = {}
+        for r in reversed(stored):  # oldest first, so the newest record of an (item, time) stays
+            newest_record[self._items[r], int(self._times[r])] = r
+        return [newest_record[entry] for entry in self.timed_tower_history(user, length, before_ms)]
+
+    def record_item(self, record: int) -> str:
+        return self._items[record]
+
+    def record_time(self, record: int) -> int:
+        return int(self._times[record])
 
     def tower_history(self, user: str, length: int, before_ms: int = END_OF_LOG) -> list[str]:
         return [item for item, _ in self.timed_tower_history(user, length, before_ms)]

@@ -57,12 +57,41 @@ class AttentionEncoder(tf.keras.layers.Layer):
     def call(self, item_vectors, ages, mask, training=None):
         tokens = self.tokens(item_vectors, ages, mask)
         newest = tokens[:, 0]
-        logits = tf.einsum("bd,bld->bl", self.query(newest), self.key(tokens)) * self.scale
+        # Query, key, value in this order: the order layers are first called in fixes their seeded initial weights.
+        query = self.query(newest)
+        return self._read(newest, query, self.key(tokens), self.value(tokens), mask, training)
+
+    def over_sequence(self, sequence_vectors, slots, ages, mask, training=None):
+        """``call`` for every query of a chunk (``training.two_tower.positions``) at once: ``[B, C, d]``.
+
+        ``slots`` ``[B, C, P]`` name each query's history items in ``sequence_vectors`` ``[B, K, d]``,
+        newest first. A token is item + position + age, and the query, key and value maps have no
+        bias, so each projected token is the sum of its parts' projections: the items are projected
+        once per chunk rather than once per query that shows them, and the (query, key) pair's
+        age is a row of the projected age table.
+        """
+        positions = self.tokens.position(tf.range(tf.shape(slots)[-1]))
+        age_table = self.tokens.age(tf.range(AGE_BUCKETS))
+
+        def projected(dense: tf.keras.layers.Dense) -> tf.Tensor:
+            items = tf.gather(dense(sequence_vectors), slots, batch_dims=1)
+            return (items + dense(positions) + tf.gather(dense(age_table), ages)) * mask[..., tf.newaxis]
+
+        newest = tf.gather(sequence_vectors, slots[..., 0], batch_dims=1) + positions[0] + tf.gather(age_table, ages[..., 0])
+        newest *= mask[..., :1]
+        keys, values = projected(self.key), projected(self.value)
+        return self._read(newest, self.query(newest), keys, values, mask, training)
+
+    def _read(self, newest, query, keys, values, mask, training):
+        """The block's output at the newest token, from its projected query and its history's keys and values."""
+        batch = "bc"[: len(newest.shape) - 1]  # one batch axis for single queries, two for chunks
+        logits = tf.einsum(f"{batch}d,{batch}ld->{batch}l", query, keys) * self.scale
         weights = tf.nn.softmax(logits + (1.0 - mask) * MASKED, axis=-1)
-        hidden = newest + self.dropout(self.attended(tf.einsum("bl,bld->bd", weights, self.value(tokens))), training=training)
+        hidden = newest + self.dropout(self.attended(tf.einsum(f"{batch}l,{batch}ld->{batch}d", weights, values)),
+                                       training=training)
         hidden = hidden + self.dropout(self.feed_forward_out(self.feed_forward_in(hidden)), training=training)
         # No history: nothing to attend to, and the query rests on the user and context alone.
-        return hidden * tf.reduce_max(mask, axis=1, keepdims=True)
+        return hidden * tf.reduce_max(mask, axis=-1, keepdims=True)
 
     def arrays(self) -> dict:
         dense = {name: getattr(self, name) for name in

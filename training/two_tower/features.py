@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from modelfiles.query import PAD, pad_rows, strings
+from modelfiles.query import DEVICE, HOUR, PAD, REGION, USER_ID, hour_of_day, pad_rows, strings
 
 # The item tower's inputs (the user tower's are ``modelfiles.query``'s).
 ITEM_ID, CATEGORIES, ITEM_PROBABILITY = "item_id", "categories", "item_probability"
@@ -110,3 +110,15 @@ def item_features(item_ids: Sequence[str], fields: ItemFields, max_categories: i
         TITLE_TOKENS: strings(titles),
     }
 
+
+def positive_features(train, fields: ItemFields, max_categories: int) -> dict[str, np.ndarray]:
+    """Each positive of ``train`` (``training.data.Interactions``) as a training query without its history:
+    the user, the event's own context and hour, the target item and its in-batch sampling probability."""
+    probability = item_sampling_probability(train.item_ids)
+    return {
+        USER_ID: strings(train.user_ids),
+        REGION: strings(train.regions),
+        DEVICE: strings(train.devices),
+        HOUR: hour_of_day(train.event_times),
+        ITEM_PROBABILITY: np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32),
+    } | item_features(train.item_ids.tolist(), fields, max_categories)

@@ -25,7 +25,8 @@ from training.two_tower.features import (
     YEAR_BUCKETS,
     Vocabularies,
 )
-from training.two_tower.encoders import sequence_encoder
+from training.two_tower.encoders import AttentionEncoder, sequence_encoder
+from training.two_tower.positions import CHUNK_FEATURES, NO_SLOT, QUERY_MASK, SEQUENCE, SLOTS
 
 
 UNSEEN = "\x00unseen"
@@ -61,10 +62,14 @@ class StringEmbedding(tf.keras.layers.Layer):
         return self.embedding(self.lookup(values))
 
     def pooled(self, values: tf.Tensor) -> tf.Tensor:
-        vectors = self.embedding(self.lookup(values))
-        mask = tf.cast(tf.not_equal(values, PAD), vectors.dtype)[..., tf.newaxis]
-        # An all-padding row (no history yet) pools to zeros rather than NaN.
-        return tf.reduce_sum(vectors * mask, axis=-2) / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
+        return masked_mean(self.embedding(self.lookup(values)), tf.cast(tf.not_equal(values, PAD), tf.float32))
+
+
+def masked_mean(vectors: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """The mean of ``vectors`` ``[..., L, d]`` over the slots where ``mask`` ``[..., L]`` is 1."""
+    mask = mask[..., tf.newaxis]
+    # An all-padding row (no history yet) pools to zeros rather than NaN.
+    return tf.reduce_sum(vectors * mask, axis=-2) / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
 
 
 def projection(shape: TowerShape, name: str) -> tf.keras.Sequential:
@@ -89,8 +94,12 @@ class UserTower(tf.keras.Model):
         self.mlp = projection(shape, "user_mlp")
 
     def call(self, features: dict, training=None) -> tf.Tensor:
+        return self.embed(self._history(features, training), features)
+
+    def embed(self, history: tf.Tensor, features: dict) -> tf.Tensor:
+        """The query from an encoded history and the query's user and context features."""
         parts = [
-            self._history(features, training),
+            history,
             self.region(features[REGION]),
             self.device(features[DEVICE]),
             self.hour(features[HOUR]),
@@ -105,6 +114,27 @@ class UserTower(tf.keras.Model):
             return self.items.pooled(history)
         mask = tf.cast(tf.not_equal(history, PAD), tf.float32)
         return self.sequence(self.items(history), features[HISTORY_AGE], mask, training=training)
+
+    def histories_at_positions(self, chunks: dict, training) -> tf.Tensor:
+        """The encoded history of every query of a batch of chunks (``training.two_tower.positions``): ``[B, C, d]``.
+
+        The chunk's items are looked up once; the attention encoder also projects them once
+        (``over_sequence``), the other encoders read each query's gathered items as ``call`` does.
+        """
+        slots = chunks[SLOTS]
+        mask = tf.cast(tf.not_equal(slots, NO_SLOT), tf.float32)
+        slots = tf.maximum(slots, 0)  # padding reads item 0, masked out
+        sequence = self.items(chunks[SEQUENCE])
+        ages = chunks[HISTORY_AGE]
+        if isinstance(self.sequence, AttentionEncoder):
+            return self.sequence.over_sequence(sequence, slots, ages, mask, training=training)
+        vectors = tf.gather(sequence, slots, batch_dims=1)
+        if self.sequence is None:
+            return masked_mean(vectors, mask)
+        shape = tf.shape(vectors)
+        flat = self.sequence(tf.reshape(vectors, [-1, shape[2], shape[3]]), tf.reshape(ages, [-1, shape[2]]),
+                             tf.reshape(mask, [-1, shape[2]]), training=training)
+        return tf.reshape(flat, [shape[0], shape[1], flat.shape[-1]])
 
 
 class ItemTower(tf.keras.Model):
@@ -142,8 +172,22 @@ class TwoTowerModel(tfrs.Model):
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
+        """One loss term per positive, whether the batch holds single examples or chunks of every position."""
+        if SLOTS not in features:
+            return self._loss(self.user_tower(features, training=training), features)
+        real = tf.reshape(features[QUERY_MASK], [-1])
+
+        def per_query(values: tf.Tensor) -> tf.Tensor:
+            flat = tf.reshape(values, tf.concat([[-1], tf.shape(values)[2:]], axis=0))
+            return tf.boolean_mask(flat, real)
+
+        queries = {name: per_query(values) for name, values in features.items() if name not in CHUNK_FEATURES}
+        histories = per_query(self.user_tower.histories_at_positions(features, training))
+        return self._loss(self.user_tower.embed(histories, queries), queries)
+
+    def _loss(self, queries: tf.Tensor, features: dict) -> tf.Tensor:
         return self.task(
-            self.user_tower(features, training=training),
+            queries,
             self.item_tower(features),
             candidate_sampling_probability=features[ITEM_PROBABILITY],
             candidate_ids=features[ITEM_ID],

@@ -32,7 +32,7 @@ def protocol_line(report: dict) -> str:
 
 
 SEARCH_COLUMNS = ("encoder", "embedding_dim", "dropout", "history_len", "temperature", "learning_rate", "catalog_fields",
-                  "best_epochs", "seconds_per_epoch", "seconds")
+                  "per_position", "best_epochs", "seconds_per_epoch", "seconds")
 
 
 def search_table(selection: dict) -> str:

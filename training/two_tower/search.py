@@ -59,6 +59,7 @@ TRIAL_PARAMETERS = {
     "temperature": lambda p: p.temperature,
     "learning_rate": lambda p: p.learning_rate,
     "catalog_fields": lambda p: p.shape.catalog_fields,
+    "per_position": lambda p: p.per_position,
 }
 
 

@@ -27,6 +27,7 @@ class SearchSpace:
     temperature: tuple[float, ...]
     learning_rate: tuple[float, ...]
     catalog_fields: tuple[bool, ...]  # whether the item tower reads release year and title words
+    per_position: tuple[bool, ...]  # whether training batches chunks of every position (``positions``)
     trials: int
     max_epochs: int
     patience: int = 3
@@ -38,12 +39,13 @@ class SearchSpace:
                 temperature=temperature,
                 learning_rate=learning_rate,
                 history_len=history_len,
+                per_position=per_position,
                 shape=dataclasses.replace(base.shape, encoder=encoder, embedding_dim=dim, dropout=dropout,
                                           catalog_fields=catalog_fields),
             )
-            for encoder, dim, dropout, history_len, temperature, learning_rate, catalog_fields in itertools.product(
+            for encoder, dim, dropout, history_len, temperature, learning_rate, catalog_fields, per_position in itertools.product(
                 self.encoder, self.embedding_dim, self.dropout, self.history_len, self.temperature, self.learning_rate,
-                self.catalog_fields,
+                self.catalog_fields, self.per_position,
             )
             # Mean-pooling has no dropout: its other dropout values would repeat the same trial.
             if encoder != MEAN or dropout == self.dropout[0]
@@ -78,9 +80,9 @@ SPACES = {
     # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
     # user-tower budget (``kapparec``'s user-tower bench), where attention costs about mean-pooling's.
     "full": SearchSpace("full", (MEAN, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2), (1e-3, 3e-3),
-                        (True, False), trials=12, max_epochs=15),
+                        (True, False), (False, True), trials=12, max_epochs=15),
     # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs.
-    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), trials=2, max_epochs=3,
+    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), (False,), trials=2, max_epochs=3,
                          patience=1),
 }
 DEFAULT_SPACE = "full"

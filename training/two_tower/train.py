@@ -3,7 +3,8 @@
 Each training example is one positive interaction with the user tower's inputs as the feature
 store held them just before it (point in time, through the store's own definitions: see
 ``training.tower_inputs``), so the model never learns from the future it is asked to predict and
-is trained on exactly what serving reads. At scoring time the query is the user's state at the
+is trained on exactly what serving reads. With ``per_position`` the same examples come in
+chunks of a user's consecutive positives that share their history items (``positions``). At scoring time the query is the user's state at the
 cutoff: the latest history and profile, and the hour of the last activity.
 """
 
@@ -21,10 +22,11 @@ from tqdm import tqdm
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from modelfiles.query import hour_of_day, query_features, timed_rows
+from modelfiles.query import HISTORY, HISTORY_AGE, hour_of_day, query_features, strings, timed_rows
 from training.data import Catalog, Interactions
 from training.tower_inputs import UserLog
-from training.two_tower.features import ITEM_PROBABILITY, ItemFields, Vocabularies, item_features, item_sampling_probability
+from training.two_tower.features import ItemFields, Vocabularies, item_features, positive_features
+from training.two_tower.positions import CHUNK_QUERIES, position_examples
 from training.two_tower.model import TowerShape, TwoTowerModel
 
 SCORE_BATCH = 4096
@@ -40,6 +42,9 @@ class TwoTowerParams:
     max_categories: int = 4
     seed: int = 0
     shape: TowerShape = TowerShape()
+    # Train on chunks of every position of each user's log (``positions``) rather than on
+    # single examples in a random order: the same loss terms, batched by user.
+    per_position: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,16 +166,19 @@ class TwoTowerRecommender:
 
     def _dataset(self, train: Interactions, log: UserLog) -> tf.data.Dataset:
         p = self.params
-        probability = item_sampling_probability(train.item_ids)
-        times = train.event_times.tolist()
-        histories, ages = timed_rows(log.timed_tower_histories(train.user_ids.tolist(), times, p.history_len), times, p.history_len)
-        features = query_features(train.user_ids, histories, ages, train.regions, train.devices, hour_of_day(train.event_times))
-        features |= item_features(train.item_ids.tolist(), self.item_fields, p.max_categories)
-        features[ITEM_PROBABILITY] = np.array([probability[i] for i in train.item_ids.tolist()], dtype=np.float32)
+        if p.per_position:
+            examples = position_examples(train, log, p.history_len, self.item_fields, p.max_categories)
+            batch = max(1, p.batch_size // CHUNK_QUERIES)
+        else:
+            times = train.event_times.tolist()
+            histories, ages = timed_rows(log.timed_tower_histories(train.user_ids.tolist(), times, p.history_len), times, p.history_len)
+            examples = positive_features(train, self.item_fields, p.max_categories) | {HISTORY: strings(histories), HISTORY_AGE: ages}
+            batch = p.batch_size
+        rows = len(next(iter(examples.values())))
         return (
-            tf.data.Dataset.from_tensor_slices(features)
-            .shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
-            .batch(p.batch_size)
+            tf.data.Dataset.from_tensor_slices(examples)
+            .shuffle(rows, seed=p.seed, reshuffle_each_iteration=True)
+            .batch(batch)
             .prefetch(tf.data.AUTOTUNE)
         )
 
