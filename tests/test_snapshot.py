@@ -10,7 +10,7 @@ from featurestore.definitions import Feature
 from featurestore.reader import FeatureReader
 from serving.catalog_arrays import CatalogArrays
 from serving.config import FunnelConfig
-from serving.snapshot import BY_CREATION, Snapshot, by_creation, created_within
+from serving.snapshot import BY_CREATION, SETTLED_HOURS, Snapshot, by_creation, created_within
 from streams import topics
 from streams.producer import LogProducer
 from streams.synthetic import SyntheticLog
@@ -32,6 +32,9 @@ def test_a_refresh_rereads_the_catalog_only_when_the_items_position_moved(stack)
     after_events = Snapshot.take(reader, config, previous=first)
     assert after_events is not first and after_events.catalog is first.catalog
     assert after_events._derived[BY_CREATION] is first._derived[BY_CREATION]  # sorted once per catalog
+    # Within the log clock's hour the settled trending hours are summed once (``serving.settled``).
+    assert after_events._derived[SETTLED_HOURS] == first._derived[SETTLED_HOURS]
+    assert all(after_events._derived[SETTLED_HOURS][scope] is settled for scope, settled in first._derived[SETTLED_HOURS].items())
 
     item = next(iter(first.catalog))
     reader.client.hset(catalog_key, item, reader.client.hget(catalog_key, item).replace('"title"', '"title_"', 1))
