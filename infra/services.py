@@ -7,6 +7,7 @@ starts its own broker and Redis on free ports in a temporary run directory.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,11 +36,23 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
         return False
 
 
+# Where ``free_port`` looks: below the ephemeral range, whose ports any outgoing connection may take
+# between the pick and the service's bind (the OS's own pick, port 0, comes from that range).
+LISTEN_PORTS = range(20_000, 32_768)
+# Its own generator: a test that seeds ``random`` must not make two processes pick alike.
+_port_picker = random.Random()
+
+
 def free_port() -> int:
-    """A port free right now (the OS picks it), for services that must not clash with a running stack."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free right now and outside the ephemeral range, for services that must not clash with a running stack."""
+    for port in _port_picker.sample(LISTEN_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise KapparecError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1} after 200 tries")
 
 
 def pid_alive(pid: int) -> bool:
