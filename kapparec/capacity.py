@@ -29,11 +29,12 @@ ITEM_FEATURES = ("popularity", "catalog", "cooc", "occ")
 
 def job_us_per_event(results: dict) -> tuple[str, float]:
     """(which runner, the stream job's CPU µs per event): Flink at parallelism 2 when the report ran
-    ``bench flink``, every process of the job counted (job server, JVMs, SDK workers), Redis and the
-    broker left out as they are counted apart; the DirectRunner's backfill process otherwise."""
+    ``bench flink``, every process counted while the job committed (JVMs, SDK workers; their
+    start-up, which a continuous job pays once, left out), Redis and the broker left out as they are
+    counted apart; the DirectRunner's backfill process otherwise."""
     if "flink" in results:
         flink = results["flink"]
-        return ("Flink, parallelism 2 (`bench flink`, every process of the job)",
+        return ("Flink, parallelism 2 (`bench flink`, every process while the job committed)",
                 cpu_us_per_event(flink["backfill"]["flink_p2"], flink["events"], leave_out=("redis", "broker")))
     return "DirectRunner (the backfill process)", results["backfill"]["cpu_us_per_event"]["backfill_process"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.services import live_pids
@@ -18,6 +19,8 @@ from kapparec.threads import Beside
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 # (pid, /proc/<pid>/stat after the command name, argv), as ``infra.services.live_pids`` gives them.
 Matcher = Callable[[int, str, list[str]], bool]
+# (start, stop) in wall-clock seconds (time.time()).
+Window = tuple[float, float]
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -53,28 +56,32 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Sample:
+    wall: float  # time.time(): a window is given in wall-clock time, as Flink reports a job's
+    machine_busy: float
+    used: dict[int, float]  # CPU seconds so far, per pid of the groups
+
+
 class CpuBudget(Beside):
     """Samples the groups' processes until the block ends; ``cores()`` is CPU seconds per wall second.
 
     ``machine_cores()`` is what the whole machine used meanwhile, so what the groups did not use
-    shows whether the cores were free or taken by other work."""
+    shows whether the cores were free or taken by other work. Both take an optional wall-clock
+    window, so the figures of a job inside a longer command (a Flink job, without the JVMs'
+    start-up around it) come from the same samples."""
 
     def __init__(self, groups: dict[str, Matcher], interval_s: float = 0.5):
         super().__init__(name="cpu-budget")
         self._groups, self._interval_s = groups, interval_s
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
+        self._samples: list[_Sample] = []
         self._group_of: dict[int, str] = {}
-        self._sampling_from = self._sampling_until = time.monotonic()
-        self._machine_from = self._machine_until = 0.0
 
     def run(self) -> None:
-        self._sampling_from, self._machine_from = time.monotonic(), machine_busy_seconds()
         self._sample()
         while not self._done.wait(self._interval_s):
             self._sample()
         self._sample()
-        self._sampling_until, self._machine_until = time.monotonic(), machine_busy_seconds()
 
     def _sample(self) -> None:
         found: dict[int, str] = {}
@@ -83,23 +90,29 @@ class CpuBudget(Beside):
             found.update({pid: name for name, matches in self._groups.items() if matches(pid, stat_tail, argv)})
             return pid in found
 
-        for pid in live_pids(classify):
-            used = cpu_seconds(pid)
-            if used is not None:
-                self._first.setdefault(pid, used)
-                self._last[pid] = used
-                self._group_of[pid] = found[pid]
+        used = {pid: seconds for pid in live_pids(classify) if (seconds := cpu_seconds(pid)) is not None}
+        self._group_of.update({pid: found[pid] for pid in used})
+        self._samples.append(_Sample(time.time(), machine_busy_seconds(), used))
 
-    def cores(self) -> dict[str, float]:
-        """Per group, the cores it used on average over the block (1.0: one core all the time)."""
+    def cores(self, window: Window | None = None) -> dict[str, float]:
+        """Per group, the cores it used on average over the block or ``window`` (1.0: one core all the time)."""
+        samples = self._within(window)
+        first: dict[int, float] = {}
+        last: dict[int, float] = {}
+        for sample in samples:
+            for pid, seconds in sample.used.items():
+                first.setdefault(pid, seconds)
+                last[pid] = seconds
         used = dict.fromkeys(self._groups, 0.0)
-        for pid, name in self._group_of.items():
-            used[name] += self._last[pid] - self._first[pid]
-        return {name: round(seconds / self._wall(), 2) for name, seconds in used.items()}
+        for pid, seconds in last.items():
+            used[self._group_of[pid]] += seconds - first[pid]
+        wall = _wall(samples)
+        return {name: round(seconds / wall, 2) for name, seconds in used.items()}
 
-    def machine_cores(self) -> float:
-        """The cores the whole machine kept busy on average over the block, every process counted."""
-        return round((self._machine_until - self._machine_from) / self._wall(), 2)
+    def machine_cores(self, window: Window | None = None) -> float:
+        """The cores the whole machine kept busy on average over the block or ``window``, every process counted."""
+        samples = self._within(window)
+        return round((samples[-1].machine_busy - samples[0].machine_busy) / _wall(samples), 2)
 
     def processes(self) -> dict[str, int]:
         """Per group, how many processes it had over the block (SDK workers: one per subtask asked)."""
@@ -108,5 +121,15 @@ class CpuBudget(Beside):
             counts[name] += 1
         return counts
 
-    def _wall(self) -> float:
-        return max(self._sampling_until - self._sampling_from, 1e-9)
+    def _within(self, window: Window | None) -> list[_Sample]:
+        if window is None:
+            return self._samples
+        start, stop = window
+        inside = [sample for sample in self._samples if start <= sample.wall <= stop]
+        if len(inside) < 2:
+            raise ValueError(f"the window {stop - start:.2f} s holds fewer than two samples")
+        return inside
+
+
+def _wall(samples: list[_Sample]) -> float:
+    return max(samples[-1].wall - samples[0].wall, 1e-9)

@@ -5,12 +5,14 @@ synthetic log is backfilled three times: on the DirectRunner, then on Flink at p
 2 (as many SDK worker processes as subtasks). Each backfill reports its rate over the command
 (job-server start and submission included) and over the Flink job alone, and where the CPU went
 (``kapparec.cpu_budget``: the backfill command, Beam's job server, the SDK workers, the
-TaskManager, the JobManager, Redis, the broker), because on a 2-core host parallelism 2 is bounded
-by what else needs the cores. Then the continuous job's freshness, idle and under load, on both
-runners, beside the raw consume rate of the same log as the backfills' ceiling. Last, the
-continuous job on Flink under load for minutes (``continuous_run``): the TaskManager's heap after
-a full GC, the keyed state on it and its RSS, which must stay flat (beam#27648 made them grow
-until the TaskManager ran out of heap; the job-server jar carries the fix).
+TaskManager, the JobManager, Redis, the broker) over the command and while commits were merged,
+with the share of Redis's one thread that the merges took. Each subtask reads and commits its own partitions, but every commit is merged
+on that one thread, so once it is busy all the time it bounds the backfill at any parallelism.
+Then the continuous job's freshness, idle and under load, on both runners, beside the raw consume
+rate of the same log as the backfills' ceiling. Last, the continuous job on Flink under load for
+minutes (``continuous_run``): the TaskManager's heap after a full GC, the keyed state on it and
+its RSS, which must stay flat (beam#27648 made them grow until the TaskManager ran out of heap;
+the job-server jar carries the fix).
 """
 
 from __future__ import annotations
@@ -133,12 +135,18 @@ def process_groups(stack: PrivateStack, cluster: FlinkCluster) -> dict[str, Matc
 def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: int, runner: str,
                       parallelism: int | None = None, master: str | None = None) -> dict:
     """One ``kapparec backfill`` of the whole log, timed, with the cores each group of processes used
-    meanwhile. A command of its own, as a user runs it: its exit also stops the job server it started."""
+    meanwhile. A command of its own, as a user runs it: its exit also stops the job server it started.
+
+    ``committing`` gives the cores again over the stretch in which commits were merged: the
+    command's figures include the JVMs' and the SDK workers' start-up around it. Its
+    ``merge_script_cores`` is the share of Redis's one thread that the merges took then: every
+    commit of every subtask runs there in turn, so near 1.0 it, not the cores, bounds the backfill
+    at any parallelism."""
     name = unique_job_name("bench")
     args = ("--job_name", name, "--parallelism", str(parallelism)) if parallelism else ()
     command = [KAPPAREC, "backfill", "--no-progress", "--runner", runner, "--bootstrap", stack.bootstrap,
                "--redis", stack.redis_url, *args]
-    with CpuBudget(groups) as budget:
+    with CpuBudget(groups, interval_s=0.25) as budget, MergeWatch(stack.redis_url) as merges:
         started = time.perf_counter()
         ran = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - started
@@ -146,7 +154,7 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
         # The command's own last line says why (its one-line error, or the exception's).
         last = (ran.stderr.strip().splitlines() or ["no output"])[-1]
         raise KapparecError(f"the {runner} backfill failed (exit {ran.returncode}): {last}")
-    cores = budget.cores()
+    cores, committing = budget.cores(), merges.window()
     figures = {
         "seconds": round(seconds, 2),
         "events_per_s": round(events / seconds),
@@ -155,6 +163,10 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
         # Every process on the machine: what ours did not use went to other work, not to idle cores.
         "machine_cores_busy": budget.machine_cores(),
         "sdk_worker_processes": budget.processes()["sdk_workers"],
+        "committing": {"seconds": round(committing[1] - committing[0], 2), "cpu_cores": budget.cores(committing),
+                       "machine_cores_busy": budget.machine_cores(committing),
+                       "merge_script_cores": merges.share(),
+                       "merge_script_us_per_event": round(1e6 * merges.seconds() / events, 2)},
     }
     if master:
         job = next(job for job in flink_jobs(master) or [] if job["name"] == name)
@@ -162,6 +174,49 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
                     "job_seconds": round(job["duration"] / 1000, 2),
                     "job_events_per_s": round(events / (job["duration"] / 1000))}
     return figures
+
+
+class MergeWatch(Beside):
+    """Redis's time in scripts (``INFO commandstats``), sampled until the block ends: when the commits'
+    merges ran, and the share of Redis's one thread they took meanwhile. Redis times a command on
+    the wall clock, so on a machine short of cores the figures include Redis's waits for one."""
+
+    def __init__(self, redis_url: str, interval_s: float = 0.25):
+        super().__init__(name="merge-watch")
+        self._client = redis.Redis.from_url(redis_url)
+        self._interval_s = interval_s
+        self._samples: list[tuple[float, float]] = []  # (time.time(), script seconds so far)
+
+    def run(self) -> None:
+        self._sample()
+        while not self._done.wait(self._interval_s):
+            self._sample()
+        self._sample()
+
+    def _sample(self) -> None:
+        stats = self._client.info("commandstats")
+        used = sum(stats.get(f"cmdstat_{command}", {}).get("usec", 0) for command in ("evalsha", "eval")) / 1e6
+        self._samples.append((time.time(), used))
+
+    def _span(self) -> tuple[int, int]:
+        """The samples around the merges: the last before the first and the first after the last."""
+        rose = [i for i in range(1, len(self._samples)) if self._samples[i][1] > self._samples[i - 1][1]]
+        if not rose:
+            raise KapparecError("the backfill merged no commit into Redis")
+        return rose[0] - 1, rose[-1]
+
+    def window(self) -> tuple[float, float]:
+        first, last = self._span()
+        return self._samples[first][0], self._samples[last][0]
+
+    def seconds(self) -> float:
+        """Redis's time in the merges, all of them."""
+        first, last = self._span()
+        return self._samples[last][1] - self._samples[first][1]
+
+    def share(self) -> float:
+        first, last = self._span()
+        return round(self.seconds() / (self._samples[last][0] - self._samples[first][0]), 2)
 
 
 def continuous_run(stack: PrivateStack, cluster: FlinkCluster, seconds: float, load_per_s: float, seed: int = 0,

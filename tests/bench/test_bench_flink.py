@@ -25,6 +25,11 @@ def test_flink_backfill_at_parallelism_1_and_2_and_freshness_beside_the_direct_r
     for figures in result["backfill"].values():
         # Our processes are a part of the machine's (0.1 core of slack for the sampler's interval).
         assert figures["cpu_cores_total"] <= figures["machine_cores_busy"] + 0.1
+        committing = figures["committing"]
+        assert sum(committing["cpu_cores"].values()) <= committing["machine_cores_busy"] + 0.1
+        assert 0 < committing["seconds"] <= figures["seconds"]
+        # Redis runs one script at a time: its merges fill at most its one thread.
+        assert 0 < committing["merge_script_cores"] <= 1.0
     # Every timed event became readable on both runners, idle and under load.
     for figures in result["freshness"].values():
         assert figures["n"] == figures["load"]["n"] == 250
