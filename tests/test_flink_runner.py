@@ -49,6 +49,15 @@ def test_flink_runner_without_a_local_cluster_or_a_master_is_refused_in_one_line
     assert refused.stderr.count("\n") == 1 and "kapparec infra up --with-flink" in refused.stderr, refused.stderr
 
 
+def test_stream_on_flink_with_checkpointing_is_refused_in_one_line(tmp_path):
+    """Its checkpoints would never complete (docs/flink.md): refused before any cluster is looked for."""
+    env = {**os.environ, "KAPPAREC_RUN_DIR": str(tmp_path)}
+    refused = subprocess.run([KAPPAREC, "stream", "--runner", "FlinkRunner", "--checkpointing_interval", "5000"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "--checkpointing_interval" in refused.stderr, refused.stderr
+
+
 @pytest.mark.flink
 def test_backfill_on_flink_writes_the_golden_dump_and_finishes(stack, local_flink):
     """The smoke test of the Flink runner, in the default suite: about a minute with the cluster's start."""

@@ -73,7 +73,7 @@ def register(verbs) -> None:
     stream.set_defaults(run=run_stream, passthrough=True)
 
 
-def _job_settings(args):
+def _job_settings(args, follow: bool):
     from transforms.config import FeatureConfig
     from transforms.flink_options import has_flag
     from transforms.jobs import RunnerSettings
@@ -87,14 +87,14 @@ def _job_settings(args):
     jar = args.flink_job_server_jar
     cliargs.require(jar is None or Path(jar).is_file(), f"--flink-job-server-jar: no file at {jar}")
     runner = RunnerSettings(args.runner, args.flink_master, tuple(args.beam_args), jar)
-    runner.options()  # a runner that cannot run (no Flink cluster to run on) is refused before any work
+    runner.options(follow)  # a runner that cannot run (no Flink cluster to run on) is refused before any work
     return config, runner
 
 
 def run_backfill(args) -> int:
     from transforms.jobs import backfill
 
-    config, runner = _job_settings(args)
+    config, runner = _job_settings(args, follow=False)
     _on_signals(_interrupt("interrupted: the version it was building stays unpublished (readers keep the current one) "
                            "until `kapparec features gc` drops it"))
     version, stats = backfill(cliargs.bootstrap(args), cliargs.redis_url(args), config, runner,
@@ -123,7 +123,7 @@ def _interrupt(message: str):
 def run_stream(args) -> int:
     from transforms.jobs import stream
 
-    config, runner = _job_settings(args)
+    config, runner = _job_settings(args, follow=not args.once)
     # SIGTERM and Ctrl-C end the job at a commit boundary and hand the writer lease back at once:
     # a followed read ends at its next round; a bounded one (--once) polls for no stop, so the
     # signal interrupts it where it is, which is a commit boundary too (a commit is whole or absent).

@@ -17,10 +17,15 @@ from transforms.job_control import unique_job_name
 
 REMOTE_WORKER_POOL = "localhost:50000"
 # The continuous job commits once per bundle, so the bundle's time bounds freshness (Flink's
-# default is 1 s). With checkpointing on, Beam keeps a finished Impulse source running unless
-# told to shut it down, and then a job whose read has ended never finishes; Flink 1.19 keeps
-# checkpointing with finished tasks.
+# default is 1 s). Its Impulse source shuts down once it has emitted: a job whose read has ended
+# (a stop, a published version) then finishes, which is how the command learns the read ended.
 STREAMING_DEFAULTS = {"--max_bundle_time_mills": "200", "--shutdown_sources_after_idle_ms": "0"}
+# Once that source has finished, no Flink checkpoint of the job completes (the stage that reads
+# and commits never acknowledges one); kept running, the source lets checkpoints complete but the
+# job no longer finishes when its read ends. So the continuous job refuses checkpointing rather
+# than run with checkpoints that never complete: exactly-once rests on the offsets each commit
+# moves with its features, and the command resubmits a failed job from them (docs/flink.md).
+CHECKPOINTING = "--checkpointing_interval"
 
 
 def has_flag(args: list[str] | tuple[str, ...], flag: str) -> bool:
@@ -41,6 +46,9 @@ def flink_args(args: list[str], flink_master: str | None, jar: str | None, follo
     """What to add to ``args`` for the FlinkRunner: master, job-server jar, SDK worker environment, a
     unique job name (how the job is found on the cluster to cancel it) and, for the continuous job,
     its streaming settings."""
+    if follow and has_flag(args, CHECKPOINTING):
+        raise UsageError(f"the continuous job runs without Flink checkpoints ({CHECKPOINTING}): its exactly-once "
+                         f"rests on the offsets committed with its features (docs/flink.md)")
     if has_flag(args, "--job_endpoint"):
         return []  # a job service of the caller's own: it owns all of that
     added = [] if has_flag(args, "--job_name") else ["--job_name", unique_job_name("stream" if follow else "backfill")]
