@@ -161,6 +161,10 @@ def flink_figures(result: dict, quick: bool) -> Iterator[dict]:
                      "cores", 1.0)
         yield figure(f"backfill on {runner}: Redis's merge per event", row["committing"]["merge_script_us_per_event"],
                      "µs")
+    replayed = result["continuous"]["direct_backfill"]
+    differing = replayed["only_followed"] + replayed["only_replayed"]
+    yield figure(f"Flink jobs' store of {replayed['keys']:,} keys: dump lines differing from a DirectRunner backfill's",
+                 differing, "lines", None, "0", replayed["equal"], full_size_only=False, quick=quick)
     p2_over_p1 = result["p2_over_p1_job"]
     yield figure("backfill on Flink: parallelism 2 over 1 (the jobs)", p2_over_p1, "x", None,
                  f">= {FLINK_P2_OVER_P1}", p2_over_p1 >= FLINK_P2_OVER_P1, quick=quick)

@@ -6,13 +6,15 @@ synthetic log is backfilled three times: on the DirectRunner, then on Flink at p
 (job-server start and submission included) and over the Flink job alone, and where the CPU went
 (``kapparec.cpu_budget``: the backfill command, Beam's job server, the SDK workers, the
 TaskManager, the JobManager, Redis, the broker) over the command and while commits were merged,
-with the share of Redis's one thread that the merges took. Each subtask reads and commits its own partitions, but every commit is merged
-on that one thread, so once it is busy all the time it bounds the backfill at any parallelism.
+with the share of Redis's one thread that the merges took. Each subtask reads and commits its
+own partitions, but every commit is merged on that one thread, so once it is busy all the time
+it bounds the backfill at any parallelism.
 Then the continuous job's freshness, idle and under load, on both runners, beside the raw consume
 rate of the same log as the backfills' ceiling. Last, the continuous job on Flink under load for
 minutes (``continuous_run``): the TaskManager's heap after a full GC, the keyed state on it and
 its RSS, which must stay flat (beam#27648 made them grow until the TaskManager ran out of heap;
-the job-server jar carries the fix).
+the job-server jar carries the fix), and the store it built, which must equal a DirectRunner
+backfill of the same log.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import redis
 
+from featurestore.redis_store import RedisFeatureStore
 from infra.flink import FlinkCluster
 from infra.health import flink_jobs, flink_rest
 from infra.private import PrivateStack, private_stack
@@ -75,6 +78,7 @@ def flink_benchmark(events: int = 1_000_000, n: int = 250, load_per_s: float = 2
                                        tag="-flink"),
         }
         continuous = continuous_run(stack, cluster, continuous_s, load_per_s, seed)
+        continuous["direct_backfill"] = compare_with_a_direct_backfill(stack)
     p1, p2 = backfills["flink_p1"], backfills["flink_p2"]
     return {
         "events": events,
@@ -242,6 +246,21 @@ def continuous_run(stack: PrivateStack, cluster: FlinkCluster, seconds: float, l
         "samples": watch.samples,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def compare_with_a_direct_backfill(stack: PrivateStack) -> dict:
+    """Stream == backfill over the whole run: a DirectRunner backfill of the log as the stopped
+    continuous job left it, dumped beside the version that job (and the benchmark's earlier jobs,
+    on both runners) built. Each dump line is one key with its whole value; the lines are held as
+    hashes, so a store of millions of keys compares in memory."""
+    store = RedisFeatureStore(stack.redis_url)
+    followed = store.current_version()
+    subprocess.run([KAPPAREC, "backfill", "--no-progress", "--bootstrap", stack.bootstrap, "--redis", stack.redis_url],
+                   stdout=subprocess.DEVNULL, check=True)
+    built = {hash(line) for line in store.dump(followed)}
+    replayed = {hash(line) for line in store.dump(store.current_version())}
+    return {"keys": len(replayed), "only_followed": len(built - replayed), "only_replayed": len(replayed - built),
+            "equal": built == replayed}
 
 
 def seconds_to_catch_up(client: redis.Redis, bootstrap: str, timeout_s: float = 120.0) -> float | None:

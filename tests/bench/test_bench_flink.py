@@ -30,6 +30,8 @@ def test_flink_backfill_at_parallelism_1_and_2_and_freshness_beside_the_direct_r
         assert 0 < committing["seconds"] <= figures["seconds"]
         # Redis runs one script at a time: its merges fill at most its one thread.
         assert 0 < committing["merge_script_cores"] <= 1.0
+    # Stream == backfill: what the jobs built over the whole run is what one replay of the log builds.
+    assert result["continuous"]["direct_backfill"]["equal"], result["continuous"]["direct_backfill"]
     # Every timed event became readable on both runners, idle and under load.
     for figures in result["freshness"].values():
         assert figures["n"] == figures["load"]["n"] == 250
