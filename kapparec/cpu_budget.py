@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.services import live_pids
-from kapparec.threads import Beside
+from kapparec.threads import Sampler
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 # (pid, /proc/<pid>/stat after the command name, argv), as ``infra.services.live_pids`` gives them.
@@ -63,7 +63,7 @@ class _Sample:
     used: dict[int, float]  # CPU seconds so far, per pid of the groups
 
 
-class CpuBudget(Beside):
+class CpuBudget(Sampler):
     """Samples the groups' processes until the block ends; ``cores()`` is CPU seconds per wall second.
 
     ``machine_cores()`` is what the whole machine used meanwhile, so what the groups did not use
@@ -72,18 +72,12 @@ class CpuBudget(Beside):
     start-up around it) come from the same samples."""
 
     def __init__(self, groups: dict[str, Matcher], interval_s: float = 0.5):
-        super().__init__(name="cpu-budget")
-        self._groups, self._interval_s = groups, interval_s
+        super().__init__(interval_s, name="cpu-budget")
+        self._groups = groups
         self._samples: list[_Sample] = []
         self._group_of: dict[int, str] = {}
 
-    def run(self) -> None:
-        self._sample()
-        while not self._done.wait(self._interval_s):
-            self._sample()
-        self._sample()
-
-    def _sample(self) -> None:
+    def sample(self) -> None:
         found: dict[int, str] = {}
 
         def classify(pid: int, stat_tail: str, argv: list[str]) -> bool:

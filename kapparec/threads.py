@@ -26,6 +26,24 @@ class Beside(threading.Thread):
         self.join()
 
 
+class Sampler(Beside):
+    """Calls ``sample`` on entering the block, every ``interval_s``, and once more on leaving it, so a
+    figure over the block has samples at both its ends."""
+
+    def __init__(self, interval_s: float, name: str):
+        super().__init__(name)
+        self.interval_s = interval_s
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        self.sample()
+        while not self._done.wait(self.interval_s):
+            self.sample()
+        self.sample()
+
+
 class Periodic(Beside):
     """Calls ``tick`` every ``interval_s`` until it is stopped (``stop``, or leaving the ``with`` block).
 

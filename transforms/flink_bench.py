@@ -39,7 +39,7 @@ from infra.private import PrivateStack, private_stack
 from infra.services import free_port
 from kapparec.cpu_budget import CpuBudget, Matcher, listening_pid
 from kapparec.errors import KapparecError
-from kapparec.threads import Beside
+from kapparec.threads import Beside, Sampler
 from streams import topics
 from streams.synthetic import SyntheticLog
 from transforms.bench import (BackgroundLoad, _LagSampler, measure_freshness, produce_log, raw_consume_rate,
@@ -180,24 +180,17 @@ def budgeted_backfill(stack: PrivateStack, groups: dict[str, Matcher], events: i
     return figures
 
 
-class MergeWatch(Beside):
+class MergeWatch(Sampler):
     """Redis's time in scripts (``INFO commandstats``), sampled until the block ends: when the commits'
     merges ran, and the share of Redis's one thread they took meanwhile. Redis times a command on
     the wall clock, so on a machine short of cores the figures include Redis's waits for one."""
 
     def __init__(self, redis_url: str, interval_s: float = 0.25):
-        super().__init__(name="merge-watch")
+        super().__init__(interval_s, name="merge-watch")
         self._client = redis.Redis.from_url(redis_url)
-        self._interval_s = interval_s
         self._samples: list[tuple[float, float]] = []  # (time.time(), script seconds so far)
 
-    def run(self) -> None:
-        self._sample()
-        while not self._done.wait(self._interval_s):
-            self._sample()
-        self._sample()
-
-    def _sample(self) -> None:
+    def sample(self) -> None:
         stats = self._client.info("commandstats")
         used = sum(stats.get(f"cmdstat_{command}", {}).get("usec", 0) for command in ("evalsha", "eval")) / 1e6
         self._samples.append((time.time(), used))
