@@ -48,14 +48,16 @@ setup(
             "grpcio-health-checking==1.65.5",
             "grpcio-reflection==1.65.5",
             "prometheus_client>=0.20",
+            # librdkafka: serving's impressions leave through it, off the GIL (serving/impressions.py).
+            "confluent-kafka==2.16.1",
             "cachetools>=5.3",
             "matplotlib>=3.8",
         ],
         # The web console: Flask (with Werkzeug and Jinja2), a WSGI app served in-process, no build step.
         "console": ["flask>=3.1,<3.2"],
         # playwright drives the system's Chromium (Debian's package) in the browser tests; it downloads no browser.
-        # confluent-kafka (librdkafka): a second Kafka client, not ours, that the tests read the log with.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "playwright>=1.49", "confluent-kafka==2.16.1"],
+        # The tests read the log with confluent-kafka (from "ml"): a client other than the writers' kafka-python.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "playwright>=1.49"],
     },
     entry_points={"console_scripts": ["kapparec = kapparec.cli:main"]},
 )

@@ -1,42 +1,42 @@
-"""Impressions, written to the ``impressions`` topic off the request path.
+"""Impressions, written to the ``impressions`` topic off the request path, through librdkafka.
 
-A request only puts its impression, already encoded, on a bounded queue; one sender thread
-drains the queue in batches into the log. A full queue or a broker that does not take a batch drops impressions
-and counts them (``kapparec_impressions_dropped``): an impression is analytics, and a request
-must never wait for or fail on it.
+A request hands its impression, already encoded, to a confluent-kafka producer: ``produce`` only
+puts the record on librdkafka's bounded queue, and librdkafka's own threads batch, compress and
+send it without the GIL. A full queue or a broker that does not acknowledge a record in time
+drops impressions and counts them (``kapparec_impressions_dropped``): an impression is
+analytics, and a request must never wait for or fail on it.
+
+Why not ``streams.producer.LogProducer`` (kafka-python) like every other writer: its per-record
+work and its sender thread are Python, so under load they take the GIL from the requests, and
+that shows in a Recommend's CPU and in its tail latency (``kapparec bench serving`` measures
+each Recommend with its impression). The other writers send in bulk, off any request path,
+where kafka-python's cost is throughput only.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import confluent_kafka
 import orjson
-from kafka.errors import KafkaError
 
-from kapparec.errors import KapparecError
 from serving import metrics
-from serving.log_writer import close_quietly
-from streams.producer import LogProducer
 from streams.schema import SCHEMA_VERSION
 from streams.topics import IMPRESSIONS
 
 log = logging.getLogger("kapparec.serving")
 
 QUEUE_CAPACITY = 10_000
-BATCH_SIZE = 500
-# How long the sender gathers impressions after the first one before it sends them. Every send
-# ends with a flush (the log's acknowledgement, then each partition's last record alone: see
-# ``LogProducer.flush``) that costs the process milliseconds of CPU, so sends are kept few: at
-# 300 pages/s, a 50 ms linger that sent whatever had queued cost 1.6 ms of CPU per page.
-LINGER_S = 0.5
-# A broker that does not take a batch within this long costs that batch, not a stuck sender.
+# librdkafka gathers a partition's impressions this long before it sends them: few requests, and
+# no Python runs for them however many there are.
+LINGER_MS = 100
+# A broker that does not take a record within this long costs that record, not a stuck queue.
 SEND_TIMEOUT_MS = 2_000
-RECONNECT_PAUSE_S = 1.0
-
+# How often the delivery reports are served (and the dropped ones logged).
+POLL_S = 0.5
 
 class Impression(NamedTuple):
     user_id: str  # the record's key
@@ -63,8 +63,23 @@ def impression(request_id: str, user_id: str, event_time: int, bucket: str, mode
 class ImpressionLog:
     def __init__(self, bootstrap: str, capacity: int = QUEUE_CAPACITY):
         self.bootstrap = bootstrap
-        self._queue: queue.Queue[Impression] = queue.Queue(maxsize=capacity)
-        self._producer: LogProducer | None = None
+        self._producer = confluent_kafka.Producer({
+            "bootstrap.servers": bootstrap,
+            "client.id": "kapparec-impressions",
+            # As ``LogProducer``: every replica has it, and a retry never writes it twice.
+            "acks": "all",
+            "enable.idempotence": True,
+            # Java's partitioner, as kafka-python's: a user's impressions share the partition
+            # every other client of the log would choose for that key.
+            "partitioner": "murmur2_random",
+            "compression.type": "lz4",
+            "linger.ms": LINGER_MS,
+            "message.timeout.ms": SEND_TIMEOUT_MS,
+            "queue.buffering.max.messages": capacity,
+            "on_delivery": self._delivered,
+            "logger": logging.getLogger("kapparec.serving.librdkafka"),
+        })
+        self._failed: list[str] = []  # this poll's delivery errors, logged once per poll
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
 
@@ -75,61 +90,33 @@ class ImpressionLog:
     def offer(self, impression: Impression) -> None:
         """Queue ``impression`` for the log, or count it dropped; never blocks."""
         try:
-            self._queue.put_nowait(impression)
-        except queue.Full:
-            metrics.IMPRESSIONS_DROPPED.labels("queue_full").inc()
+            self._producer.produce(IMPRESSIONS, impression.record, impression.user_id)
+        except BufferError:
+            metrics.child(metrics.IMPRESSIONS_DROPPED, "queue_full").inc()
 
     def stop(self) -> None:
-        """Send what is still queued (bounded by the send timeout), then close the producer."""
+        """Send what is still queued (bounded by the send timeout); what is left then is dropped."""
         self._stop.set()
-        self._thread.join(SEND_TIMEOUT_MS / 1000 * 2)
-        self._close()
+        self._thread.join()
+        left = self._producer.flush(2 * SEND_TIMEOUT_MS / 1000)
+        self._report_failures()
+        if left:
+            metrics.child(metrics.IMPRESSIONS_DROPPED, "broker").inc(left)
+            log.warning("event=impressions_dropped count=%d reason='not acknowledged before shutdown'", left)
 
     def _run(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = self._next_batch()
-            if batch and not self._send(batch):
-                self._stop.wait(RECONNECT_PAUSE_S)
+        while not self._stop.is_set():
+            self._producer.poll(POLL_S)
+            self._report_failures()
 
-    def _next_batch(self) -> list[Impression]:
-        """The impressions of ``LINGER_S`` from the first one (at most ``BATCH_SIZE``). The sender
-        sleeps through the linger rather than waking for every impression a request queues."""
-        try:
-            batch = [self._queue.get(timeout=LINGER_S)]
-        except queue.Empty:
-            return []
-        if self._queue.qsize() < BATCH_SIZE - 1:
-            self._stop.wait(LINGER_S)
-        while len(batch) < BATCH_SIZE:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _delivered(self, error: confluent_kafka.KafkaError | None, _message) -> None:
+        if error is None:
+            metrics.child(metrics.IMPRESSIONS_WRITTEN).inc()
+            return
+        metrics.child(metrics.IMPRESSIONS_DROPPED, "broker").inc()
+        self._failed.append(error.str())
 
-    def _send(self, batch: list[Impression]) -> bool:
-        try:
-            producer = self._producer or self._connect()
-            for user_id, record in batch:
-                producer.send_raw(IMPRESSIONS, user_id, record)
-            # Bounded twice over: a sender stuck on a broker that neither answers nor fails
-            # would drop every later impression unseen.
-            producer.flush(timeout_s=2 * SEND_TIMEOUT_MS / 1000)
-        except (KapparecError, KafkaError) as exc:
-            metrics.IMPRESSIONS_DROPPED.labels("broker").inc(len(batch))
-            log.warning("event=impressions_dropped count=%d reason=%r", len(batch), str(exc).splitlines()[0])
-            self._close()
-            return False
-        metrics.IMPRESSIONS_WRITTEN.inc(len(batch))
-        return True
-
-    def _connect(self) -> LogProducer:
-        self._producer = LogProducer(
-            self.bootstrap, max_block_ms=SEND_TIMEOUT_MS, request_timeout_ms=SEND_TIMEOUT_MS // 2,
-            delivery_timeout_ms=SEND_TIMEOUT_MS, linger_ms=5,
-        )
-        return self._producer
-
-    def _close(self) -> None:
-        producer, self._producer = self._producer, None
-        close_quietly(producer)  # a batch it held is already counted as dropped
+    def _report_failures(self) -> None:
+        failed, self._failed = self._failed, []
+        if failed:
+            log.warning("event=impressions_dropped count=%d reason=%r", len(failed), failed[-1])

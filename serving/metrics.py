@@ -13,7 +13,6 @@ scrape, so its figures are exact.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import functools
 import threading
@@ -21,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # How often the queued updates reach the metrics (at most this late in a multi-process scrape).
@@ -73,10 +73,10 @@ MODEL_LOADED = Gauge("kapparec_model_loaded", "1 for the model version this proc
 
 @functools.cache
 def child(metric, *labels: str) -> "Deferred":
-    """``metric.labels(*labels)`` looked up once (``labels()`` validates and takes a lock on every
-    call), updated through the queue."""
+    """``metric.labels(*labels)`` (``metric`` itself when it has no labels) looked up once
+    (``labels()`` validates and takes a lock on every call), updated through the queue."""
     _flusher.start()
-    return Deferred(metric.labels(*labels))
+    return Deferred(metric.labels(*labels) if labels else metric)
 
 
 class Deferred:
@@ -95,30 +95,35 @@ class Deferred:
 
 def flush() -> None:
     """Apply every queued update: each counter incremented once by its sum, each histogram's sum
-    and buckets once each, as its ``observe`` would have left them."""
-    counted: dict[Counter, float] = collections.defaultdict(float)
-    observed: dict[Histogram, list[float]] = collections.defaultdict(list)
+    and buckets once each, as its ``observe`` would have left them.
+
+    A worker queues tens of thousands of updates a second, and this runs holding the GIL that
+    requests need, so the grouping is numpy's, not a Python loop over the updates."""
     with _flush_lock:
-        while _queue:
-            metric, amount = _queue.popleft()
+        batch = [_queue.popleft() for _ in range(len(_queue))]  # what later requests append waits for the next flush
+        if not batch:
+            return
+        queued, amounts = zip(*batch)
+        index: dict = {}
+        codes = np.fromiter((index.setdefault(metric, len(index)) for metric in queued), dtype=np.intp, count=len(batch))
+        amounts = np.asarray(amounts, dtype=np.float64)
+        totals = np.bincount(codes, weights=amounts, minlength=len(index)).tolist()
+        for metric, code in index.items():
             if isinstance(metric, Histogram):
-                observed[metric].append(amount)
+                _observe_all(metric, amounts[codes == code], totals[code])
             else:
-                counted[metric] += amount
-        for counter, amount in counted.items():
-            counter.inc(amount)
-        for histogram, amounts in observed.items():
-            _observe_all(histogram, amounts)
+                metric.inc(totals[code])
 
 
-def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
-    """``histogram.observe(a)`` for each of ``amounts``, with one write per bucket touched.
-    prometheus_client has no batch observe, so this writes what its ``observe`` writes (``_sum``,
-    and the first bucket whose bound holds the amount), in the version requirements.lock pins;
-    tests/test_serving_stages.py holds the two equal."""
-    histogram._sum.inc(sum(amounts))
-    for bucket, count in collections.Counter(bisect.bisect_left(histogram._upper_bounds, a) for a in amounts).items():
-        histogram._buckets[bucket].inc(count)
+def _observe_all(histogram: Histogram, amounts: np.ndarray, total: float) -> None:
+    """``histogram.observe(a)`` for each of ``amounts`` (which sum to ``total``), with one write per
+    bucket touched. prometheus_client has no batch observe, so this writes what its ``observe``
+    writes (``_sum``, and the first bucket whose bound holds the amount), in the version
+    requirements.lock pins; tests/test_serving_stages.py holds the two equal."""
+    histogram._sum.inc(total)
+    buckets = np.bincount(np.searchsorted(histogram._upper_bounds, amounts, side="left"))
+    for bucket in np.flatnonzero(buckets).tolist():
+        histogram._buckets[bucket].inc(int(buckets[bucket]))
 
 
 class _Flusher:

@@ -8,12 +8,13 @@ version, item) for ``ttl_s``, and the items a request misses are read together, 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from cachetools import TTLCache
 
 from featurestore.reader import FeatureReader
 
-Neighbours = list[tuple[str, float]]
+Neighbours = Sequence[tuple[str, float]]
 
 
 class NeighbourCache:
@@ -37,5 +38,6 @@ class NeighbourCache:
             found.update(read)
             with self._lock:
                 for item, neighbours in read.items():
-                    self._lists[(reader.version, item)] = (n, neighbours)
+                    # A tuple of (str, float) tuples: the garbage collector stops tracking it (see serving.cache).
+                    self._lists[(reader.version, item)] = (n, tuple(neighbours))
         return [found[item][:n] for item in item_ids]

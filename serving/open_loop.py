@@ -5,6 +5,11 @@ load and its queueing never shows. Here each generator process (asyncio over ``g
 TensorFlow) sends its share of the rate at scheduled times, and every latency is measured from the
 request's scheduled send time: time spent waiting in a queue, the server's or the generator's
 own, is in the figure. How far the generator fell behind its schedule is reported beside it.
+
+The schedule goes out over as many connections as the closed loop's 8 clients open: a served
+port spreads connections, not requests, over its worker processes (SO_REUSEPORT), so one or two
+connections could put the whole rate on one worker while the other idles, which no real
+population of clients does.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from serving.loadgen import CONNECT_TIMEOUT_S, in_processes
 
 # Generator processes: the rate is split between them, so one event loop's CPU does not cap the rate.
 GENERATORS = 2
+CONNECTIONS_PER_GENERATOR = 4
 TIMEOUT_S = 10.0
 
 
@@ -43,14 +49,17 @@ def _generate(address: str, rate_qps: float, seconds: float, users: list[str], k
 async def _schedule(address: str, rate_qps: float, seconds: float, users: list[str], k: int, seed: int, ready):
     order = np.random.default_rng(seed).permutation(len(users))
     requests = [pb.RecommendRequest(user_id=users[i], k=k) for i in order]
-    async with grpc.aio.insecure_channel(address) as channel:
-        await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
-        stub = pb_grpc.RecommenderStub(channel)
+    # A local subchannel pool each: channels to one address would otherwise share one connection.
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(CONNECTIONS_PER_GENERATOR)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(channel.channel_ready() for channel in channels)), CONNECT_TIMEOUT_S)
+        stubs = [pb_grpc.RecommenderStub(channel) for channel in channels]
         ready.wait(timeout=CONNECT_TIMEOUT_S)
         latencies, errors, lag = [], 0, 0.0
         start = time.perf_counter()
 
-        async def call(request: pb.RecommendRequest, scheduled: float) -> None:
+        async def call(stub: pb_grpc.RecommenderStub, request: pb.RecommendRequest, scheduled: float) -> None:
             nonlocal errors
             try:
                 await stub.Recommend(request, timeout=TIMEOUT_S)
@@ -63,6 +72,8 @@ async def _schedule(address: str, rate_qps: float, seconds: float, users: list[s
             scheduled = start + n / rate_qps
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             lag = max(lag, time.perf_counter() - scheduled)
-            calls.append(asyncio.create_task(call(requests[n % len(requests)], scheduled)))
+            calls.append(asyncio.create_task(call(stubs[n % len(stubs)], requests[n % len(requests)], scheduled)))
         await asyncio.gather(*calls)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
     return np.asarray(latencies), errors, lag

@@ -8,7 +8,6 @@ outage is not an error for the read RPCs: they answer from the last snapshot, de
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
@@ -100,13 +99,13 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             # stamp is compared in Redis, which sends the features only when it moved.
             model_version = treatment.model.version if treatment.model else ""
             held = self.cache.peek(key)
-        read = self._user(query.user_id, held[0][1:] if held and held[0][0] == model_version else None)
+        read = self._user(query.user_id, held.stamp[1:] if held and held.stamp[0] == model_version else None)
         user = read[1] if read else None
         # Every part of the handler runs in a stage, so the stages' CPU adds up to the handler's.
         if read and user is None:
             with metrics.stage_timer("request"):
                 metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
-                page = dataclasses.replace(held[1], served_from="cached")
+                page = held.page()
         else:
             # A user read that failed serves this request from the snapshot: a second read would wait as long.
             page = self._run(lambda funnel: funnel.recommend(query, user), treatment, readable=read is not None)
