@@ -10,10 +10,10 @@ filters fill it (``widened``).
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 from featurestore.reader import FeatureReader, UserFeatures
 from modelfiles.registry import ModelVersion
@@ -30,19 +30,23 @@ from serving.ranker import FEATURES, RANKED_SOURCES, CandidateFeatures, candidat
 from serving.request import Filters, Page, Pool, Query, RankedItem
 from serving.snapshot import Snapshot
 
+if TYPE_CHECKING:
+    from serving.metrics import StageClock
+
 # The funnel's public entry point: offline evaluation (``training.funnel_eval``) imports nothing else of serving.
 __all__ = ["Filters", "Funnel", "FunnelConfig", "OfflineFunnels", "Page", "Query", "RankedItem", "ServingModel"]
 
-StageTimer = Callable[[str, float, float], None]  # a stage's name, wall seconds and thread CPU seconds
+# Offline evaluation times nothing: a thread CPU read is a system call.
+_UNTIMED = nullcontext()
 
 
 class Funnel:
     RANKER_FEATURES = FEATURES  # the columns of ``ranker_features``, which a learned ranker is fitted on
 
     def __init__(self, reader: FeatureReader | None, model: ServingModel | None, snapshot: Snapshot,
-                 config: FunnelConfig, on_stage: StageTimer | None = None, neighbours: NeighbourCache | None = None):
+                 config: FunnelConfig, stages: StageClock | None = None, neighbours: NeighbourCache | None = None):
         self.reader, self.model, self.snapshot, self.config = reader, model, snapshot, config
-        self._on_stage = on_stage
+        self._stages = stages
         self._neighbours = neighbours
         self.catalog = snapshot.catalog_arrays()
         self._engaged_memo: tuple[UserFeatures, list[str]] | None = None
@@ -54,14 +58,8 @@ class Funnel:
             return self._neighbours.similar_many(self.reader, item_ids, n)
         return self.reader.similar_many(item_ids, n)
 
-    @contextmanager
-    def _stage(self, name: str) -> Iterator[None]:
-        if self._on_stage is None:  # offline evaluation: a thread CPU read is a system call
-            yield
-            return
-        started, started_cpu = time.perf_counter(), time.thread_time()
-        yield
-        self._on_stage(name, time.perf_counter() - started, time.thread_time() - started_cpu)
+    def _stage(self, name: str) -> AbstractContextManager:
+        return self._stages.stage(name) if self._stages is not None else _UNTIMED
 
     # -- the three read RPCs -----------------------------------------------------------
 

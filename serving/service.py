@@ -90,7 +90,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
-        with metrics.stage_timer("request"):
+        clock = metrics.StageClock()
+        with clock.stage("request"):
             query = _query(request)
             treatment = self._treatment(query.user_id)
             metrics.child(metrics.REQUESTS_BY_BUCKET, treatment.bucket).inc()
@@ -99,26 +100,27 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             # stamp is compared in Redis, which sends the features only when it moved.
             model_version = treatment.model.version if treatment.model else ""
             held = self.cache.peek(key)
-        read = self._user(query.user_id, held.stamp[1:] if held and held.stamp[0] == model_version else None)
+        read = self._user(query.user_id, held.stamp[1:] if held and held.stamp[0] == model_version else None, clock)
         user = read[1] if read else None
         # Every part of the handler runs in a stage, so the stages' CPU adds up to the handler's.
         if read and user is None:
-            with metrics.stage_timer("request"):
+            with clock.stage("request"):
                 metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
                 page = held.page()
         else:
             # A user read that failed serves this request from the snapshot: a second read would wait as long.
-            page = self._run(lambda funnel: funnel.recommend(query, user), treatment, readable=read is not None)
-            with metrics.stage_timer("request"):
+            page = self._run(lambda funnel: funnel.recommend(query, user), treatment, clock, readable=read is not None)
+            with clock.stage("request"):
                 metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
                 for source, count in page.candidates.items():
                     metrics.child(metrics.CANDIDATES, source).observe(count)
                 if read and page.served_from == "full":
                     self.cache.put(key, (model_version, *read[0]), page)
-        with metrics.stage_timer("response"):
+        with clock.stage("response"):
             response = self._response(page, treatment)
             if not request.preview:
                 self._log_impression(query.user_id, response)
+        clock.record()
         return response
 
     def _default(self) -> Treatment:
@@ -139,14 +141,14 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             model = self.models.model
         return Treatment(bucket.label, live.configs[(bucket.experiment, variant.name)], model)
 
-    def _user(self, user_id: str, known: tuple | None) -> tuple[tuple, UserFeatures | None] | None:
+    def _user(self, user_id: str, known: tuple | None, clock: metrics.StageClock) -> tuple[tuple, UserFeatures | None] | None:
         """The user's stamp and, unless it equals ``known``, their features, in one round trip (None
         while Redis is down: the page is degraded)."""
         reader = self.features.reader if self.features.healthy else None
         if reader is None:
             return None
         try:
-            with metrics.stage_timer("features"):
+            with clock.stage("features"):
                 read = user_features_unless(reader, user_id, known)
         except REDIS_ERRORS as exc:
             self.features.request_failed(exc)
@@ -155,19 +157,22 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         return read
 
     def _page(self, run: Callable[[Funnel], Page], treatment: Treatment) -> pb.RecommendResponse:
-        return self._response(self._run(run, treatment), treatment)
+        clock = metrics.StageClock()
+        page = self._run(run, treatment, clock)
+        clock.record()
+        return self._response(page, treatment)
 
-    def _run(self, run: Callable[[Funnel], Page], treatment: Treatment, readable: bool = True) -> Page:
+    def _run(self, run: Callable[[Funnel], Page], treatment: Treatment, clock: metrics.StageClock,
+             readable: bool = True) -> Page:
         reader = self.features.reader if self.features.healthy and readable else None
         try:
-            return run(self._funnel(reader, treatment))
+            return run(self._funnel(reader, treatment, clock))
         except REDIS_ERRORS as exc:
             self.features.request_failed(exc)
-            return run(self._funnel(None, treatment))
+            return run(self._funnel(None, treatment, clock))
 
-    def _funnel(self, reader, treatment: Treatment) -> Funnel:
-        return Funnel(reader, treatment.model, self.features.snapshot, treatment.config, metrics.observe_stage,
-                      self.neighbours)
+    def _funnel(self, reader, treatment: Treatment, clock: metrics.StageClock) -> Funnel:
+        return Funnel(reader, treatment.model, self.features.snapshot, treatment.config, clock, self.neighbours)
 
     def _response(self, page: Page, treatment: Treatment) -> pb.RecommendResponse:
         metrics.child(metrics.RESPONSES_BY_ORIGIN, page.served_from, str(page.widened).lower()).inc()
