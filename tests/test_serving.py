@@ -640,10 +640,38 @@ def test_a_worker_that_fails_brings_serve_down_non_zero_naming_the_cause(served,
 
 
 def test_the_open_loop_generator_keeps_its_schedule_and_times_from_it(served):
-    measured = run_open_loop(served.server.address, rate_qps=40.0, seconds=2.0, users=served.users)
+    port = int(served.server.address.rsplit(":", 1)[1])
+    before, most = established_to(port), [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            most[0] = max(most[0], established_to(port))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        measured = run_open_loop(served.server.address, rate_qps=40.0, seconds=2.0, users=served.users)
+    finally:
+        done.set()
+        watcher.join()
     assert measured["errors"] == 0 and measured["rate_qps"] == 40.0 and measured["target_qps"] == 40.0
     assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["p999_ms"]
     assert 0 <= measured["max_send_lag_ms"] < 2000
+    # As many connections as the closed loop's 8 clients: a port's workers share connections, not requests.
+    assert most[0] - before >= 8
+
+
+def established_to(port: int) -> int:
+    """Established TCP connections whose local end is ``port`` (the server's side of each), from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                local, _, state = row.split()[1:4]
+                count += state == "01" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
 
 
 def test_overload_is_refused_at_once_with_resource_exhausted_and_health_still_answers(served, tmp_path):
