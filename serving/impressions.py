@@ -38,6 +38,7 @@ SEND_TIMEOUT_MS = 2_000
 # How often the delivery reports are served (and the dropped ones logged).
 POLL_S = 0.5
 
+
 class Impression(NamedTuple):
     user_id: str  # the record's key
     record: bytes  # the ``ImpressionEvent`` as the log holds it

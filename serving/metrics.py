@@ -79,11 +79,6 @@ def child(metric, *labels: str) -> "Deferred":
     return Deferred(metric.labels(*labels) if labels else metric)
 
 
-@functools.cache
-def _stage_child(metric, stage: str):
-    return metric.labels(stage)
-
-
 class Deferred:
     """A counter's or histogram's child whose ``inc`` and ``observe`` wait in the queue for ``flush``."""
 
@@ -108,8 +103,8 @@ def flush() -> None:
         batch = [_queue.popleft() for _ in range(len(_queue))]  # what later requests append waits for the next flush
         for _ in range(len(_stage_queue)):
             for stage, seconds, cpu_seconds in _stage_queue.popleft():
-                batch.append((_stage_child(STAGE_SECONDS, stage), seconds))
-                batch.append((_stage_child(STAGE_CPU_SECONDS, stage), cpu_seconds))
+                batch.append((child(STAGE_SECONDS, stage).metric, seconds))
+                batch.append((child(STAGE_CPU_SECONDS, stage).metric, cpu_seconds))
         if not batch:
             return
         queued, amounts = zip(*batch)
