@@ -17,7 +17,7 @@ import farmhash
 import numpy as np
 
 from modelfiles.query import (
-    ATTENTION, DEVICE, GRU, HISTORY, HISTORY_AGE, HOUR, MEAN, PAD, REGION, USER_ID, age_buckets,
+    ATTENTION, DEVICE, GRU, HISTORY, HISTORY_AGE, HOUR, MEAN, PAD, RECENCY, REGION, USER_ID, age_buckets,
 )
 
 # The string lookups of the user tower, by the feature each one reads.
@@ -29,14 +29,38 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class NumpyAttention:
+class NumpyRecency:
+    """``encoders.RecencyEncoder``: the item vectors weighted by a softmax of their slots' logits."""
+
+    def __init__(self, w: dict[str, np.ndarray]):
+        self.positions, self.ages = w["position"], w["age"]
+
+    def __call__(self, vectors: np.ndarray, slots: np.ndarray, ages: np.ndarray) -> np.ndarray:
+        logits = self.positions[slots] + self.ages[ages]
+        weights = np.exp(logits - logits.max())
+        return (weights / weights.sum()) @ vectors
+
+
+class NumpyTimedTokens:
+    """``encoders.TimedTokens``: each item vector plus its slot's position and age embeddings, which
+    the subclass's ``encode`` reads."""
+
+    def __init__(self, w: dict[str, np.ndarray]):
+        self.positions, self.ages = w["position"], w["age"]
+
+    def __call__(self, vectors: np.ndarray, slots: np.ndarray, ages: np.ndarray) -> np.ndarray:
+        return self.encode(vectors + self.positions[slots] + self.ages[ages])
+
+
+class NumpyAttention(NumpyTimedTokens):
     """``encoders.AttentionEncoder`` for one history: only the newest token's row is computed."""
 
     def __init__(self, w: dict[str, np.ndarray]):
+        super().__init__(w)
         self.w = w
         self.scale = np.float32(w["query.kernel"].shape[1] ** -0.5)
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
         w = self.w
         newest = tokens[0]
         logits = (tokens @ w["key.kernel"]) @ (newest @ w["query.kernel"]) * self.scale
@@ -47,13 +71,14 @@ class NumpyAttention:
         return hidden + inner @ w["feed_forward_out.kernel"] + w["feed_forward_out.bias"]
 
 
-class NumpyGru:
+class NumpyGru(NumpyTimedTokens):
     """``encoders.GruEncoder`` (Keras GRU, ``reset_after``; gates in Keras' order z, r, h)."""
 
     def __init__(self, w: dict[str, np.ndarray]):
+        super().__init__(w)
         self.kernel, self.recurrent, self.bias = w["gru.kernel"], w["gru.recurrent"], w["gru.bias"]
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
         units = self.recurrent.shape[0]
         inputs = tokens[::-1] @ self.kernel + self.bias[0]  # every step's input part at once
         state = np.zeros(units, dtype=np.float32)
@@ -65,7 +90,7 @@ class NumpyGru:
         return state
 
 
-SEQUENCE_ENCODERS = {ATTENTION: NumpyAttention, GRU: NumpyGru}
+SEQUENCE_ENCODERS = {RECENCY: NumpyRecency, ATTENTION: NumpyAttention, GRU: NumpyGru}
 
 
 class NumpyUserTower:
@@ -84,8 +109,6 @@ class NumpyUserTower:
             self.encoder = str(arrays["encoder"]) if "encoder" in arrays else MEAN
             sequence = {name[len(SEQUENCE_PREFIX):]: arrays[name] for name in arrays.files if name.startswith(SEQUENCE_PREFIX)}
         self._sequence = SEQUENCE_ENCODERS[self.encoder](sequence) if self.encoder != MEAN else None
-        self._positions = sequence.get("position")
-        self._ages = sequence.get("age")
         self.dim = self._mlp[-1][1].shape[0]
 
     def _row(self, feature: str, value: str) -> int:
@@ -105,8 +128,7 @@ class NumpyUserTower:
         vectors = table[[self._row(HISTORY, items[n]) for n in kept]]
         if self._sequence is None:
             return vectors.mean(axis=0)
-        tokens = vectors + self._positions[kept] + self._ages[np.asarray(ages)[kept]]
-        return self._sequence(tokens)
+        return self._sequence(vectors, np.asarray(kept), np.asarray(ages)[kept])
 
     def embed_features(self, user_id: str, items: Sequence[str], ages: Sequence[int], region: str, device: str,
                        hour: int) -> np.ndarray:

@@ -26,8 +26,8 @@ HISTORY_AGE = "history_age"
 QUERY_FEATURES = (USER_ID, HISTORY, HISTORY_AGE, REGION, DEVICE, HOUR)
 # The user tower's history encoders (training.two_tower.encoders), named here for the numpy tower
 # and the search space, which load no TensorFlow.
-MEAN, ATTENTION, GRU = "mean", "attention", "gru"
-ENCODERS = (MEAN, ATTENTION, GRU)
+MEAN, RECENCY, ATTENTION, GRU = "mean", "recency", "attention", "gru"
+ENCODERS = (MEAN, RECENCY, ATTENTION, GRU)
 
 
 def hour_of_day(event_times_ms: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from modelfiles.index import load_index
 from modelfiles.numpy_tower import NumpyUserTower
-from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, MEAN, pad_rows, query_features
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, MEAN, RECENCY, pad_rows, query_features
 from modelfiles.two_tower import ExportedTwoTower
 from streams.schema import encode, parse_catalog, parse_interaction
 from streams.synthetic import SyntheticLog
@@ -132,7 +132,7 @@ def test_exported_tower_accepts_a_shorter_history(split, fitted, exported):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-TRAININGS = [(encoder, False) for encoder in ENCODERS] + [(encoder, True) for encoder in (MEAN, ATTENTION)]
+TRAININGS = [(encoder, False) for encoder in ENCODERS] + [(encoder, True) for encoder in (MEAN, RECENCY, ATTENTION)]
 
 
 @pytest.fixture(scope="module", params=TRAININGS, ids=[f"{e}-{'per_position' if p else 'per_example'}" for e, p in TRAININGS])
@@ -181,15 +181,15 @@ def test_the_numpy_user_tower_equals_the_saved_model(split, exported_by_encoder)
 
 
 def test_order_and_age_move_the_query_of_a_sequence_encoder(split, exported_by_encoder):
-    """The attention and GRU towers see the history's order and ages; mean-pooling does not."""
+    """The recency, attention and GRU towers see the history's order and ages; mean-pooling does not."""
     model, directory = exported_by_encoder
     tower = ExportedTwoTower(directory).numpy_tower
     items = list(split.known_items[:5])
     recent = tower.embed_features("u", items, [3] * 5, "", "", 12)
     reordered = tower.embed_features("u", items[::-1], [3] * 5, "", "", 12)
-    older = tower.embed_features("u", items, [20] * 5, "", "", 12)
+    older = tower.embed_features("u", items, [3, 3, 20, 20, 20], "", "", 12)
     moved = [not np.allclose(recent, other, atol=1e-6) for other in (reordered, older)]
-    assert moved == ([False, False] if model.params.shape.encoder not in (ATTENTION, GRU) else [True, True])
+    assert moved == ([False, False] if model.params.shape.encoder == MEAN else [True, True])
 
 
 def test_unknown_users_and_items_still_get_embeddings(split, fitted):
@@ -287,8 +287,6 @@ def test_the_search_is_a_seeded_sample_that_tries_every_encoder_first():
     # them before anything else, so even two trials can turn them off.
     assert trials[1] == dataclasses.replace(base, shape=dataclasses.replace(base.shape, catalog_fields=False))
     assert {params.shape.encoder for params in trials[2: 2 + len(space.encoder)]} == set(space.encoder)
-    assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder == "mean")
-    # Training on every position is weighed against single examples for the same attention tower.
-    per_position = {dataclasses.replace(params, per_position=False) for params in trials
-                    if params.per_position and params.shape.encoder == ATTENTION}
-    assert per_position & {params for params in trials if not params.per_position}
+    assert all(params.shape.dropout == 0.0 for params in trials if params.shape.encoder in (MEAN, RECENCY))
+    # The attention tower is tried both trained on every position and on single examples.
+    assert {params.per_position for params in trials if params.shape.encoder == ATTENTION} == {False, True}

@@ -1,6 +1,9 @@
 """The user tower's history encoders: how an ordered, timed history becomes one vector.
 
 - ``mean``: the average of the history's item vectors, blind to order and time;
+- ``recency``: a weighted average of the item vectors, each slot's weight a softmax of a learned
+  logit per position (0 = newest) plus one per age bucket: what a user did last can count for more
+  than what they did months ago, at the cost of a mean-pool;
 - ``attention``: one self-attention block (SASRec's, read at the newest position): each history
   token is its item vector plus an embedding of its position (0 = newest) and of its age bucket
   (time since the event at the query's log time), and the newest token attends over them all;
@@ -16,7 +19,7 @@ from __future__ import annotations
 import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, RECENCY
 
 # A masked attention logit: exp() of it is 0 in float32, so padding gets no weight.
 MASKED = -1e9
@@ -101,6 +104,33 @@ class AttentionEncoder(tf.keras.layers.Layer):
         return self.tokens.arrays() | arrays
 
 
+class RecencyEncoder(tf.keras.layers.Layer):
+    """A weighted mean of the history's item vectors, weights ``softmax(position logit + age logit)``
+    over the slots that hold an item. The logits start at zero, where it is the mean-pool, so any
+    recency it learns is the data's, not a prior's. Each logit is its weight times ``LOGIT_SCALE``:
+    Adam moves every weight by about the learning rate per step whatever its gradient, and at the
+    embeddings' learning rate a scalar logit would take hundreds of epochs to cross a few units."""
+
+    LOGIT_SCALE = 20.0
+
+    def __init__(self, history_len: int, dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.position = tf.keras.layers.Embedding(history_len, 1, embeddings_initializer="zeros")
+        self.age = tf.keras.layers.Embedding(AGE_BUCKETS, 1, embeddings_initializer="zeros")
+
+    def call(self, item_vectors, ages, mask, training=None):
+        positions = self.position(tf.range(tf.shape(item_vectors)[-2]))[..., 0]
+        logits = (positions + self.age(ages)[..., 0]) * self.LOGIT_SCALE + (1.0 - mask) * MASKED
+        weights = tf.nn.softmax(logits, axis=-1)
+        # No history: nothing to weigh, and the query rests on the user and context alone.
+        pooled = tf.einsum("...l,...ld->...d", weights, item_vectors)
+        return pooled * tf.reduce_max(mask, axis=-1, keepdims=True)
+
+    def arrays(self) -> dict:
+        return {name: layer.embeddings.numpy()[:, 0] * self.LOGIT_SCALE
+                for name, layer in (("position", self.position), ("age", self.age))}
+
+
 class GruEncoder(tf.keras.layers.Layer):
     """A GRU over the timed tokens, oldest to newest, skipping padding; its last state."""
 
@@ -124,5 +154,5 @@ def sequence_encoder(encoder: str, history_len: int, dim: int, dropout: float) -
     """The layer for ``encoder``; None for ``mean``, which pools the item vectors directly."""
     if encoder not in ENCODERS:
         raise ValueError(f"unknown history encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
-    layers = {ATTENTION: AttentionEncoder, GRU: GruEncoder}
+    layers = {ATTENTION: AttentionEncoder, GRU: GruEncoder, RECENCY: RecencyEncoder}
     return layers[encoder](history_len, dim, dropout) if encoder in layers else None

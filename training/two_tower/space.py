@@ -8,10 +8,14 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelfiles.query import ATTENTION, MEAN
+from modelfiles.query import ATTENTION, MEAN, RECENCY
 
 if TYPE_CHECKING:
     from training.two_tower.train import TwoTowerParams
+
+
+# Encoders that pool the item vectors themselves, with nothing to drop out.
+POOLING = (MEAN, RECENCY)
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,8 @@ class SearchSpace:
                 self.encoder, self.embedding_dim, self.dropout, self.history_len, self.temperature, self.learning_rate,
                 self.catalog_fields, self.per_position,
             )
-            # Mean-pooling has no dropout: its other dropout values would repeat the same trial.
-            if encoder != MEAN or dropout == self.dropout[0]
+            # The pooling encoders have no dropout: its other values would repeat the same trial.
+            if encoder not in POOLING or dropout == self.dropout[0]
         ]
 
     def configurations(self, base: "TwoTowerParams", seed: int, trials: int | None = None) -> list["TwoTowerParams"]:
@@ -74,13 +78,14 @@ class SearchSpace:
 
 
 SPACES = {
-    # The grid a real retrain samples: the encoders serving can afford, their width, dropout and
+    # The grid a real retrain samples: the encoders serving can afford (each gets a turn within the
+    # first trials, so fifteen give each several configurations), their width, dropout and
     # history length, the softmax's temperature and learning rate, and whether the item tower reads
     # the catalog's release year and title words. The GRU is not among them:
     # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
-    # user-tower budget (``kapparec``'s user-tower bench), where attention costs about mean-pooling's.
-    "full": SearchSpace("full", (MEAN, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2), (1e-3, 3e-3),
-                        (True, False), (False, True), trials=12, max_epochs=15),
+    # user-tower budget (``kapparec``'s user-tower bench), where attention and recency cost about mean-pooling's.
+    "full": SearchSpace("full", (MEAN, RECENCY, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2),
+                        (1e-3, 3e-3), (True, False), (False, True), trials=15, max_epochs=15),
     # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs.
     "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), (False,), trials=2, max_epochs=3,
                          patience=1),
