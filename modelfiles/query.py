@@ -17,8 +17,13 @@ PAD = ""
 
 HOURS_PER_DAY = 24
 MS_PER_HOUR = 3_600_000
-# Time since an event, bucketed by whole log2 seconds: 0 is "under a second", 31 is "68 years or more".
+# Time since an event, bucketed by whole log2 seconds: 1 is "under 3 seconds", 31 is "68 years or more".
 AGE_BUCKETS = 32
+# The youngest age is read as one second old, so bucket 0 is never given. A training example's
+# history is strictly earlier than the example, so on a log that stamps whole seconds (MovieLens
+# does) no history item is under a second old; a page requested at the user's last event sees
+# that event at age 0, and the bucket would be one training never taught.
+YOUNGEST_SECONDS = 1
 
 # The user tower's inputs: the towers, the tf.data pipeline, the exported signature and serving name them so.
 USER_ID, HISTORY, REGION, DEVICE, HOUR = "user_id", "history", "region", "device", "hour"
@@ -39,7 +44,7 @@ def age_buckets(reference_ms, event_times_ms) -> np.ndarray:
     """The bucket of each event's age at ``reference_ms`` (log time, never the wall clock): whole
     log2 seconds, so "a minute ago" and "an hour ago" differ as much as "a day" and "a month"."""
     seconds = np.maximum(np.asarray(reference_ms, dtype=np.int64) - np.asarray(event_times_ms, dtype=np.int64), 0) // 1000
-    return np.minimum(np.log2(seconds + 1.0).astype(np.int64), AGE_BUCKETS - 1)
+    return np.minimum(np.log2(np.maximum(seconds, YOUNGEST_SECONDS) + 1.0).astype(np.int64), AGE_BUCKETS - 1)
 
 
 def timed_rows(histories: Sequence[Sequence[tuple[str, int]]], references_ms: Sequence[int], width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 import tensorflow as tf
 
-from modelfiles.query import ENCODERS, HISTORY, HISTORY_AGE, timed_rows
+from modelfiles.query import AGE_BUCKETS, ENCODERS, HISTORY, HISTORY_AGE, age_buckets, timed_rows
 from streams.synthetic import SyntheticLog
 from training.data import Interactions, retrieval_positives
 from training.tower_inputs import UserLog
@@ -121,3 +121,12 @@ def test_a_chunk_encodes_each_query_as_the_served_tower_does(split_data, encoder
     single = tower._history({HISTORY: tf.constant(items.astype(str)), HISTORY_AGE: tf.constant(ages)}, training=False).numpy()
     assert len(single) > 100 and np.abs(single).max() > 0
     np.testing.assert_allclose(at_positions, single, rtol=0, atol=1e-5)
+
+
+def test_an_event_at_the_request_time_ages_like_the_youngest_one_training_sees():
+    """History is strictly earlier than a training example, so on a log stamped in whole seconds the
+    youngest age training sees is a second; a page requested at the user's last event must read
+    that event in the same bucket, not in one training never taught."""
+    now = 10_000_000
+    ages = age_buckets(now, [now, now - 999, now - 1_000, now - 2_000, now - 3_000, now - 10**15])
+    assert ages.tolist() == [1, 1, 1, 1, 2, AGE_BUCKETS - 1]
