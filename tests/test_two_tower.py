@@ -12,7 +12,7 @@ import pytest
 import training  # noqa: F401 - legacy Keras before TensorFlow loads
 from modelfiles.index import load_index
 from modelfiles.numpy_tower import NumpyUserTower
-from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, GRU, MEAN, RECENCY, pad_rows, query_features
+from modelfiles.query import AGE_BUCKETS, ATTENTION, ENCODERS, MEAN, RECENCY, pad_rows, query_features
 from modelfiles.two_tower import ExportedTwoTower
 from streams.schema import encode, parse_catalog, parse_interaction
 from streams.synthetic import SyntheticLog
