@@ -29,11 +29,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class NumpyRecency:
-    """``encoders.RecencyEncoder``: the item vectors weighted by a softmax of their slots' logits."""
+class SlotTables:
+    """An order-aware encoder's tables of what a history slot adds: a row per position (0 = newest)
+    and per age bucket. Called with a history's item vectors, their slots and their age buckets."""
 
     def __init__(self, w: dict[str, np.ndarray]):
         self.positions, self.ages = w["position"], w["age"]
+
+
+class NumpyRecency(SlotTables):
+    """``encoders.RecencyEncoder``: the item vectors weighted by a softmax of their slots' logits."""
 
     def __call__(self, vectors: np.ndarray, slots: np.ndarray, ages: np.ndarray) -> np.ndarray:
         logits = self.positions[slots] + self.ages[ages]
@@ -41,12 +46,9 @@ class NumpyRecency:
         return (weights / weights.sum()) @ vectors
 
 
-class NumpyTimedTokens:
+class NumpyTimedTokens(SlotTables):
     """``encoders.TimedTokens``: each item vector plus its slot's position and age embeddings, which
     the subclass's ``encode`` reads."""
-
-    def __init__(self, w: dict[str, np.ndarray]):
-        self.positions, self.ages = w["position"], w["age"]
 
     def __call__(self, vectors: np.ndarray, slots: np.ndarray, ages: np.ndarray) -> np.ndarray:
         return self.encode(vectors + self.positions[slots] + self.ages[ages])
