@@ -107,9 +107,10 @@ class AttentionEncoder(tf.keras.layers.Layer):
 class RecencyEncoder(tf.keras.layers.Layer):
     """A weighted mean of the history's item vectors, weights ``softmax(position logit + age logit)``
     over the slots that hold an item. The logits start at zero, where it is the mean-pool, so any
-    recency it learns is the data's, not a prior's. Each logit is its weight times ``LOGIT_SCALE``:
-    Adam moves every weight by about the learning rate per step whatever its gradient, and at the
-    embeddings' learning rate a scalar logit would take hundreds of epochs to cross a few units."""
+    recency it learns is the data's, not a prior's. Each logit is its weight times ``LOGIT_SCALE``,
+    because Adam moves each weight by about the learning rate per step whatever its gradient: the
+    factor lets a logit move that many times faster than an embedding coordinate, so a slot's
+    weight can change by a large factor within the few epochs that validation trains for."""
 
     LOGIT_SCALE = 20.0
 
