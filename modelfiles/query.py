@@ -43,7 +43,7 @@ def hour_of_day(event_times_ms: np.ndarray) -> np.ndarray:
 def age_buckets(reference_ms, event_times_ms) -> np.ndarray:
     """The bucket of each event's age at ``reference_ms`` (log time, never the wall clock): whole
     log2 seconds, so "a minute ago" and "an hour ago" differ as much as "a day" and "a month"."""
-    seconds = np.maximum(np.asarray(reference_ms, dtype=np.int64) - np.asarray(event_times_ms, dtype=np.int64), 0) // 1000
+    seconds = (np.asarray(reference_ms, dtype=np.int64) - np.asarray(event_times_ms, dtype=np.int64)) // 1000
     return np.minimum(np.log2(np.maximum(seconds, YOUNGEST_SECONDS) + 1.0).astype(np.int64), AGE_BUCKETS - 1)
 
 
