@@ -23,6 +23,12 @@ from modelfiles.query import (
 # The string lookups of the user tower, by the feature each one reads.
 TOWER_LOOKUPS = {HISTORY: "items", USER_ID: "user", REGION: "region", DEVICE: "device"}
 SEQUENCE_PREFIX = "sequence."
+# How many members the file holds; each member's arrays are named under ``member_prefix(n)``.
+MEMBERS = "members"
+
+
+def member_prefix(member: int) -> str:
+    return f"member{member}."
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -95,23 +101,65 @@ class NumpyGru(NumpyTimedTokens):
 SEQUENCE_ENCODERS = {RECENCY: NumpyRecency, ATTENTION: NumpyAttention, GRU: NumpyGru}
 
 
+class NumpyMember:
+    """One member's user tower (``model.UserTower``): its embedding tables, history encoder and MLP,
+    read from the arrays named under ``prefix``."""
+
+    def __init__(self, arrays, prefix: str):
+        self._tables = {feature: arrays[f"{prefix}{feature}.table"] for feature in TOWER_LOOKUPS}
+        self._hours = arrays[f"{prefix}hour.table"]
+        self._use_user_id = bool(arrays[f"{prefix}use_user_id"])
+        self._mlp = [(arrays[f"{prefix}mlp.{n}.kernel"], arrays[f"{prefix}mlp.{n}.bias"]) for n in range(2)]
+        self.encoder = str(arrays[f"{prefix}encoder"]) if f"{prefix}encoder" in arrays else MEAN
+        weights = prefix + SEQUENCE_PREFIX
+        sequence = {name[len(weights):]: arrays[name] for name in arrays.files if name.startswith(weights)}
+        self._sequence = SEQUENCE_ENCODERS[self.encoder](sequence) if self.encoder != MEAN else None
+        self.dim = self._mlp[-1][1].shape[0]
+
+    def _history(self, rows: list[int], slots: np.ndarray, ages: np.ndarray) -> np.ndarray:
+        table = self._tables[HISTORY]
+        if not rows:
+            return np.zeros(table.shape[1], table.dtype)
+        vectors = table[rows]
+        if self._sequence is None:
+            return vectors.mean(axis=0)
+        return self._sequence(vectors, slots, ages)
+
+    def embed(self, rows: dict, slots: np.ndarray, ages: np.ndarray, hour: int) -> np.ndarray:
+        """The member's unit query from the lookups' rows (``rows[HISTORY]``: the kept slots' items)."""
+        parts = [
+            self._history(rows[HISTORY], slots, ages),
+            self._tables[REGION][rows[REGION]],
+            self._tables[DEVICE][rows[DEVICE]],
+            self._hours[hour],
+        ]
+        if self._use_user_id:
+            parts.append(self._tables[USER_ID][rows[USER_ID]])
+        (hidden_kernel, hidden_bias), (out_kernel, out_bias) = self._mlp
+        hidden = np.maximum(np.concatenate(parts) @ hidden_kernel + hidden_bias, 0)
+        query = hidden @ out_kernel + out_bias
+        return query / np.sqrt(max(float(query @ query), 1e-12))
+
+
 class NumpyUserTower:
     """The same lookups as the SavedModel (OOV ids hash into the same buckets, with TensorFlow's
-    own FarmHash fingerprint), the same history encoder, MLP and L2 norm."""
+    own FarmHash fingerprint), and per member the same history encoder, MLP and L2 norm; the
+    members' queries side by side, as ``model.Members`` joins them.
+
+    The members share one vocabulary (they are trained on the same data), so each value is
+    looked up once. A file written before members existed names one member's arrays unprefixed.
+    """
 
     def __init__(self, path: Path):
         with np.load(path) as arrays:
-            self._tables = {feature: arrays[f"{feature}.table"] for feature in TOWER_LOOKUPS}
             self._oov = {feature: int(arrays[f"{feature}.oov"]) for feature in TOWER_LOOKUPS}
             self._index = {feature: {token: 1 + self._oov[feature] + n for n, token in enumerate(arrays[f"{feature}.tokens"].tolist())}
                            for feature in TOWER_LOOKUPS}
-            self._hours = arrays["hour.table"]
-            self._use_user_id = bool(arrays["use_user_id"])
-            self._mlp = [(arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"]) for n in range(2)]
-            self.encoder = str(arrays["encoder"]) if "encoder" in arrays else MEAN
-            sequence = {name[len(SEQUENCE_PREFIX):]: arrays[name] for name in arrays.files if name.startswith(SEQUENCE_PREFIX)}
-        self._sequence = SEQUENCE_ENCODERS[self.encoder](sequence) if self.encoder != MEAN else None
-        self.dim = self._mlp[-1][1].shape[0]
+            prefixes = [member_prefix(n) for n in range(int(arrays[MEMBERS]))] if MEMBERS in arrays else [""]
+            self._members = [NumpyMember(arrays, prefix) for prefix in prefixes]
+        self.encoder = self._members[0].encoder
+        self.dim = sum(member.dim for member in self._members)
+        self._scale = np.float32(1 / np.sqrt(len(self._members)))
 
     def _row(self, feature: str, value: str) -> int:
         index = self._index[feature].get(value)
@@ -122,32 +170,18 @@ class NumpyUserTower:
         oov = self._oov[feature]
         return 1 + (farmhash.fingerprint64(value) % oov if oov > 1 else 0)
 
-    def _history(self, items: Sequence[str], ages: Sequence[int]) -> np.ndarray:
-        kept = [n for n, item in enumerate(items) if item != PAD]
-        table = self._tables[HISTORY]
-        if not kept:
-            return np.zeros(table.shape[1], table.dtype)
-        vectors = table[[self._row(HISTORY, items[n]) for n in kept]]
-        if self._sequence is None:
-            return vectors.mean(axis=0)
-        return self._sequence(vectors, np.asarray(kept), np.asarray(ages)[kept])
-
     def embed_features(self, user_id: str, items: Sequence[str], ages: Sequence[int], region: str, device: str,
                        hour: int) -> np.ndarray:
         """One query's embedding (float32, unit length) from the tower's own inputs."""
-        parts = [
-            self._history(items, ages),
-            self._tables[REGION][self._row(REGION, region)],
-            self._tables[DEVICE][self._row(DEVICE, device)],
-            self._hours[hour],
-        ]
-        if self._use_user_id:
-            parts.append(self._tables[USER_ID][self._row(USER_ID, user_id)])
-        (hidden_kernel, hidden_bias), (out_kernel, out_bias) = self._mlp
-        hidden = np.maximum(np.concatenate(parts) @ hidden_kernel + hidden_bias, 0)
-        query = hidden @ out_kernel + out_bias
-        return query / np.sqrt(max(float(query @ query), 1e-12))
-
+        kept = [n for n, item in enumerate(items) if item != PAD]
+        rows = {HISTORY: [self._row(HISTORY, items[n]) for n in kept], USER_ID: self._row(USER_ID, user_id),
+                REGION: self._row(REGION, region), DEVICE: self._row(DEVICE, device)}
+        slots = np.asarray(kept, dtype=np.int64)
+        kept_ages = np.asarray(ages, dtype=np.int64)[slots] if kept else slots
+        queries = [member.embed(rows, slots, kept_ages, hour) for member in self._members]
+        if len(queries) == 1:
+            return queries[0]
+        return np.concatenate(queries) * self._scale
     def embed(self, user_id: str, history: Sequence[tuple[str, int]], region: str, device: str, hour: int,
               log_clock_ms: int) -> np.ndarray:
         """The query of ``history``'s ``(item, event time)`` pairs, newest first, aged at the log clock."""

@@ -109,7 +109,7 @@ def test_a_chunk_encodes_each_query_as_the_served_tower_does(split_data, encoder
                                  shape=dataclasses.replace(PARAMS.shape, encoder=encoder))
     model = TwoTowerRecommender(params)
     model.fit(train, None, events=events)
-    tower = model.model.user_tower
+    tower = model.model.user_tower.towers[0]
     log = UserLog(events)
     examples = position_examples(train, log, HISTORY_LEN, ItemFields(), max_categories=4)
     chunks = {name: examples[name][:CHUNKS] for name in (SEQUENCE, SLOTS, HISTORY_AGE)}

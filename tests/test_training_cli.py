@@ -146,6 +146,11 @@ def test_train_selects_on_validation_refits_on_all_data_and_gates_on_equal_terms
     chosen = meta["selection"]["chosen"]
     assert meta["selection"]["trials_run"] == 2 and 1 <= chosen["epochs"] <= 3
     assert meta["params"]["epochs"] == chosen["epochs"] and meta["params"]["temperature"] == chosen["temperature"]
+    # The member count and the epochs are the best cell of one fit of the most members, each
+    # ensemble of its first members measured after every epoch.
+    curves = meta["selection"]["members"]["validation_recall@10_by_epoch"]
+    assert set(curves) == {"1", "2"} and meta["params"]["members"] == chosen["members"]
+    assert curves[str(chosen["members"])][chosen["epochs"] - 1] == max(max(curve) for curve in curves.values())
     assert meta["refit"]["on"].startswith("all data") and meta["refit"]["offsets"] == meta["data"]["offsets"]
     assert meta["refit"]["positives"] > meta["protocol"]["train_interactions"]
     assert "How two_tower was chosen" in (first.path / "evaluation.md").read_text()

@@ -132,21 +132,24 @@ def test_exported_tower_accepts_a_shorter_history(split, fitted, exported):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-TRAININGS = [(encoder, False) for encoder in ENCODERS] + [(encoder, True) for encoder in (MEAN, RECENCY, ATTENTION)]
+# (encoder, trained per position, members)
+TRAININGS = ([(encoder, False, 1) for encoder in ENCODERS] + [(encoder, True, 1) for encoder in (MEAN, RECENCY, ATTENTION)]
+             + [(RECENCY, True, 3), (ATTENTION, False, 2)])
 
 
-@pytest.fixture(scope="module", params=TRAININGS, ids=[f"{e}-{'per_position' if p else 'per_example'}" for e, p in TRAININGS])
+@pytest.fixture(scope="module", params=TRAININGS,
+                ids=[f"{e}-{'per_position' if p else 'per_example'}-{m}" for e, p, m in TRAININGS])
 def exported_by_encoder(request, split, fitted, exported, tmp_path_factory):
-    """Each history encoder's model, trained briefly on single examples or on every position, and
-    exported (the mean-pool per-example one is ``fitted``)."""
-    encoder, per_position = request.param
-    if (encoder, per_position) == (fitted.params.shape.encoder, fitted.params.per_position):
+    """Each history encoder's model, trained briefly on single examples or on every position, alone
+    or with other members, and exported (the mean-pool per-example one is ``fitted``)."""
+    encoder, per_position, members = request.param
+    if (encoder, per_position, members) == (fitted.params.shape.encoder, fitted.params.per_position, fitted.params.members):
         return fitted, exported[0]
-    params = dataclasses.replace(PARAMS, epochs=2, per_position=per_position,
+    params = dataclasses.replace(PARAMS, epochs=2, per_position=per_position, members=members,
                                  shape=dataclasses.replace(PARAMS.shape, encoder=encoder, dropout=0.2))
     model = TwoTowerRecommender(params)
     model.fit(split.train, split.catalog)
-    directory = tmp_path_factory.mktemp(f"two_tower_{encoder}_{per_position}")
+    directory = tmp_path_factory.mktemp(f"two_tower_{encoder}_{per_position}_{members}")
     export_two_tower(model, directory, split.known_items, query_users=sorted(split.test))
     return model, directory
 

@@ -19,7 +19,7 @@ import training  # noqa: F401 - selects the legacy Keras before TensorFlow loads
 import tensorflow as tf
 
 from modelfiles.index import BruteForceIndex, ScannIndex, recall_against_exact
-from modelfiles.numpy_tower import SEQUENCE_PREFIX, TOWER_LOOKUPS
+from modelfiles.numpy_tower import MEMBERS, SEQUENCE_PREFIX, TOWER_LOOKUPS, member_prefix
 from modelfiles.query import DEVICE, HISTORY, HISTORY_AGE, HOUR, QUERY_FEATURES, REGION, USER_ID
 from modelfiles.two_tower import (
     FEATURES_FILE, INDEX_DIR, ITEM_EMBEDDINGS_FILE, ITEM_IDS_FILE, OUTPUT, SIGNATURE, TOWER_WEIGHTS_FILE, USER_TOWER_DIR,
@@ -53,24 +53,32 @@ def save_user_tower(model: TwoTowerRecommender, directory: Path) -> None:
 
 
 def save_tower_weights(model: TwoTowerRecommender, path: Path) -> None:
-    """The user tower as arrays: per lookup its tokens, OOV bucket count and embedding table;
-    the hour table; the history encoder's name and weights; the MLP's kernels and biases;
-    whether the user id is an input."""
-    tower = model.model.user_tower
+    """The user tower as arrays: per lookup its tokens and OOV bucket count (one vocabulary, which
+    every member shares); per member, under its prefix, each lookup's embedding table, the hour
+    table, the history encoder's name and weights, the MLP's kernels and biases and whether the
+    user id is an input."""
+    towers = model.model.user_tower.towers
+    arrays = {MEMBERS: np.array(len(towers))}
+    for feature, name in TOWER_LOOKUPS.items():
+        lookup = getattr(towers[0], name).lookup
+        # The lookup's layout: index 0 is the mask (padding), then the OOV buckets, then the tokens.
+        arrays[f"{feature}.tokens"] = np.asarray(lookup.get_vocabulary()[1 + lookup.num_oov_indices:], dtype=str)
+        arrays[f"{feature}.oov"] = np.array(lookup.num_oov_indices)
+    for member, tower in enumerate(towers):
+        arrays |= {member_prefix(member) + name: value for name, value in _member_arrays(tower).items()}
+    np.savez(path, **arrays)
+
+
+def _member_arrays(tower) -> dict[str, np.ndarray]:
     arrays = {"use_user_id": np.array(tower.use_user_id), "hour.table": tower.hour.embeddings.numpy(),
               "encoder": np.array(tower.encoder)}
     if tower.sequence is not None:
         arrays |= {SEQUENCE_PREFIX + name: value for name, value in tower.sequence.arrays().items()}
     for feature, name in TOWER_LOOKUPS.items():
-        layer = getattr(tower, name)
-        oov = layer.lookup.num_oov_indices
-        # The lookup's layout: index 0 is the mask (padding), then the OOV buckets, then the tokens.
-        arrays[f"{feature}.tokens"] = np.asarray(layer.lookup.get_vocabulary()[1 + oov:], dtype=str)
-        arrays[f"{feature}.oov"] = np.array(oov)
-        arrays[f"{feature}.table"] = layer.embedding.embeddings.numpy()
+        arrays[f"{feature}.table"] = getattr(tower, name).embedding.embeddings.numpy()
     for n, dense in enumerate(tower.mlp.layers):
         arrays[f"mlp.{n}.kernel"], arrays[f"mlp.{n}.bias"] = (w.numpy() for w in dense.weights)
-    np.savez(path, **arrays)
+    return arrays
 
 
 def export_two_tower(model: TwoTowerRecommender, directory: Path, items: Sequence[str], query_users: Sequence[str]) -> dict:

@@ -52,11 +52,29 @@ def search_table(selection: dict) -> str:
     # A search recorded before a column existed shows it empty.
     lines += ["| " + " | ".join(str(trial.get(c, "")) for c in (*SEARCH_COLUMNS, metric)) + " |"
               for trial in selection["trials"]]
+    if selection.get("members"):
+        lines += ["", members_table(selection["members"], metric)]
     if "final_fit" in selection:
         fit = selection["final_fit"]
         lines += ["", f"The chosen configuration, fitted on the whole training part: {fit['epochs']} epochs in "
                       f"{fit['seconds']} s wall ({fit['seconds_per_epoch']} s per epoch), {fit['cpu_seconds']} s process "
                       f"CPU, load average {fit['load_average']}."]
+    return "\n".join(lines)
+
+
+def members_table(members: dict, metric: str) -> str:
+    """The chosen configuration's ensembles of its first members on validation, epoch by epoch."""
+    curves = members[f"{metric}_by_epoch"]
+    epochs = max(len(curve) for curve in curves.values())
+    lines = [
+        f"Members: the chosen configuration fitted once with {max(curves, key=int)} independently initialised members "
+        f"({members['seconds']} s, {members['seconds_per_epoch']} s per epoch), each row the ensemble of its first members, "
+        f"each column an epoch. Chosen: {members['chosen']}.",
+        "",
+        "| members | " + " | ".join(str(epoch) for epoch in range(1, epochs + 1)) + " |",
+        "|---" * (epochs + 1) + "|",
+    ]
+    lines += [f"| {count} | " + " | ".join(str(score) for score in curve) + " |" for count, curve in curves.items()]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -32,22 +33,35 @@ METRIC = "recall@10"
 
 
 class ValidationCurve(tf.keras.callbacks.Callback):
-    """Measures the model on the validation split after every epoch; stops once it stops improving."""
+    """Measures the model on the validation split after every epoch, as the ensemble of its first
+    ``members`` members for each count given (default: all of them); stops once the best of those
+    stops improving."""
 
-    def __init__(self, model: TwoTowerRecommender, split: Split, patience: int):
+    def __init__(self, model: TwoTowerRecommender, split: Split, patience: int, members: Sequence[int] = ()):
         super().__init__()
         self.recommender, self.split, self.patience = model, split, patience
-        self.scores: list[float] = []
+        self.curves: dict[int, list[float]] = {count: [] for count in members or (model.params.members,)}
+
+    @property
+    def scores(self) -> list[float]:
+        """The curve of the whole model."""
+        return self.curves[max(self.curves)]
+
+    def best(self) -> tuple[int, int]:
+        """The member count and the number of epochs with the best score (fewer members first on a tie)."""
+        return max(((count, epoch + 1) for count, curve in self.curves.items() for epoch in range(len(curve))),
+                   key=lambda cell: (self.curves[cell[0]][cell[1] - 1], -cell[0], -cell[1]))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.recommender.forget_item_embeddings()
-        self.scores.append(measure(self.split, self._score, k_values=(10,))[METRIC])
-        best = max(range(len(self.scores)), key=self.scores.__getitem__)
-        if len(self.scores) - 1 - best >= self.patience:
+        for count, curve in self.curves.items():
+            curve.append(measure(self.split, lambda users: self._score(users, count), k_values=(10,))[METRIC])
+        _, best_epochs = self.best()
+        if epoch + 1 - best_epochs >= self.patience:
             self.model.stop_training = True
 
-    def _score(self, users: list[str]):
-        return self.recommender.score(users, self.split.known_items)
+    def _score(self, users: list[str], members: int):
+        return self.recommender.score(users, self.split.known_items, members)
 
 
 # The trial parameters a search record lists, as (column, value of the params).
@@ -102,7 +116,7 @@ def search(
         model.fit(validation.train, catalog, events=validation.events)
         summaries.append(_trial_summary(params, curve.scores, model.epoch_seconds, time.perf_counter() - trial_started))
     best = max(range(len(summaries)), key=lambda n: summaries[n][f"validation_{METRIC}"])
-    chosen = dataclasses.replace(configurations[best], epochs=summaries[best]["best_epochs"])
+    chosen, members = choose_members(validation, catalog, configurations[best], space)
     record = {
         "space": space.name,
         "metric": f"validation {METRIC}",
@@ -114,9 +128,31 @@ def search(
         "trials_run": len(summaries),
         "grid_size": len(space.grid(base)),
         "trials": summaries,
-        "chosen": {**{name: summaries[best][name] for name in TRIAL_PARAMETERS}, "epochs": chosen.epochs},
+        "members": members,
+        "chosen": {**{name: summaries[best][name] for name in TRIAL_PARAMETERS}, "members": chosen.members,
+                   "epochs": chosen.epochs},
     }
     return chosen, record
+
+
+def choose_members(validation: Split, catalog: Catalog | None, params: TwoTowerParams,
+                   space: SearchSpace) -> tuple[TwoTowerParams, dict]:
+    """How many members the chosen configuration keeps, and its epochs: one fit with the most members
+    the space allows, measured after every epoch as the ensemble of its first n members for every n
+    in the space (a member's own curve is that of a single trial)."""
+    started = time.perf_counter()
+    model = TwoTowerRecommender(dataclasses.replace(params, members=max(space.members), epochs=space.max_epochs))
+    curve = ValidationCurve(model, validation, space.patience, space.members)
+    model.callbacks = (curve,)
+    model.fit(validation.train, catalog, events=validation.events)
+    members, epochs = curve.best()
+    record = {
+        f"validation_{METRIC}_by_epoch": {count: [round(s, 6) for s in scores] for count, scores in curve.curves.items()},
+        "chosen": {"members": members, "epochs": epochs},
+        "seconds": round(time.perf_counter() - started, 1),
+        "seconds_per_epoch": round(sum(model.epoch_seconds) / max(len(model.epoch_seconds), 1), 1),
+    }
+    return dataclasses.replace(params, members=members, epochs=epochs), record
 
 
 class SelectedTwoTower:

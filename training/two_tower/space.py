@@ -32,6 +32,9 @@ class SearchSpace:
     learning_rate: tuple[float, ...]
     catalog_fields: tuple[bool, ...]  # whether the item tower reads release year and title words
     per_position: tuple[bool, ...]  # whether training batches chunks of every position (``positions``)
+    # How many independently initialised members the chosen configuration may keep (``model.Members``):
+    # chosen after the trials, which train one member each, by one fit of the most (``search.choose_members``).
+    members: tuple[int, ...]
     trials: int
     max_epochs: int
     patience: int = 3
@@ -85,9 +88,10 @@ SPACES = {
     # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
     # user-tower budget (``kapparec``'s user-tower bench), where attention and recency cost about mean-pooling's.
     "full": SearchSpace("full", (MEAN, RECENCY, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2),
-                        (1e-3, 3e-3), (True, False), (False, True), trials=15, max_epochs=15),
-    # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs.
-    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), (False,), trials=2, max_epochs=3,
-                         patience=1),
+                        (1e-3, 3e-3), (True, False), (False, True), (1, 2, 3, 4), trials=15,
+                        max_epochs=15),
+    # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs, one or two members.
+    "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), (False,), (1, 2),
+                         trials=2, max_epochs=3, patience=1),
 }
 DEFAULT_SPACE = "full"

@@ -5,7 +5,8 @@ time)`` pairs and the log clock. Each history encoder is fitted for one epoch on
 log at the default widths (weights do not change the cost), exported, and called once per
 query on full-length histories. Beside each figure, measured in the same run: the mean-pool
 numpy tower (the cheapest tower, what serving ran before the order-aware encoders) and the
-SavedModel's signature at batch 1 (what a version without the numpy weights costs).
+SavedModel's signature at batch 1 (what a version without the numpy weights costs). Each encoder
+the default search tries is measured again with the most members it may keep.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def tower_benchmark(queries: int = QUERIES) -> dict:
     from streams.synthetic import SyntheticLog
     from training.data import Catalog, Interactions, retrieval_positives
     from training.two_tower.export import export_two_tower
+    from training.two_tower.space import DEFAULT_SPACE, SPACES
     from training.two_tower.train import TwoTowerParams, TwoTowerRecommender
 
     log = SyntheticLog(users=200, items=2_000, events=40_000, seed=5)
@@ -62,21 +64,23 @@ def tower_benchmark(queries: int = QUERIES) -> dict:
                   zip(rng.choice(items, HISTORY_LEN, replace=False), np.sort(rng.integers(0, 10**10, HISTORY_LEN)))]
                  for _ in range(queries)]
     users = rng.choice(sorted(set(positives.user_ids.tolist())), queries).tolist()
+    most = max(SPACES[DEFAULT_SPACE].members)
     result: dict = {"queries": queries, "history_len": HISTORY_LEN, "threads": "one Python thread per call",
-                    "cpu_ms_per_call": {}, "load_average": round(os.getloadavg()[0], 2)}
+                    "cpu_ms_per_call": {}, f"cpu_ms_per_call_{most}_members": {}, "load_average": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as scratch:
-        for encoder in ENCODERS:
-            params = TwoTowerParams(epochs=1, history_len=HISTORY_LEN)
+        for encoder, members in [(encoder, 1) for encoder in ENCODERS] + [(encoder, most) for encoder in SPACES[DEFAULT_SPACE].encoder]:
+            params = TwoTowerParams(epochs=1, history_len=HISTORY_LEN, members=members)
             params = dataclasses.replace(params, shape=dataclasses.replace(params.shape, encoder=encoder))
             model = TwoTowerRecommender(params)
             model.fit(positives, catalog, events=interactions)
-            directory = Path(scratch) / encoder
+            directory = Path(scratch) / f"{encoder}-{members}"
             export_two_tower(model, directory, items, query_users=users[:50])
             exported = ExportedTwoTower(directory)
             tower = exported.numpy_tower
-            result["cpu_ms_per_call"][encoder] = round(cpu_ms_per_call(
+            figures = result["cpu_ms_per_call"] if members == 1 else result[f"cpu_ms_per_call_{members}_members"]
+            figures[encoder] = round(cpu_ms_per_call(
                 lambda n: tower.embed(users[n], histories[n], "eu", "tv", 12, clock_ms), queries), 4)
-            if encoder == MEAN:
+            if (encoder, members) == (MEAN, 1):
                 result["saved_model_cpu_ms_per_call"] = round(cpu_ms_per_call(
                     lambda n: exported.embed_queries(saved_model_inputs(users[n], histories[n], clock_ms)), queries // 4), 4)
     mean_ms = result["cpu_ms_per_call"][MEAN]

@@ -27,7 +27,7 @@ from training.data import Catalog, Interactions
 from training.tower_inputs import UserLog
 from training.two_tower.features import ItemFields, Vocabularies, item_features, positive_features
 from training.two_tower.positions import CHUNK_QUERIES, position_examples
-from training.two_tower.model import TowerShape, TwoTowerModel
+from training.two_tower.model import TowerShape, TwoTowerModel, member_key
 
 SCORE_BATCH = 4096
 
@@ -45,6 +45,8 @@ class TwoTowerParams:
     # Train on chunks of every position of each user's log (``positions``) rather than on
     # single examples in a random order: the same loss terms, batched by user.
     per_position: bool = False
+    # Independently initialised two-towers trained side by side and served as one (``model.Members``).
+    members: int = 1
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,7 +150,7 @@ class TwoTowerRecommender:
         tf.config.experimental.enable_op_determinism()
         self.item_fields = ItemFields.of(catalog)
         vocab = Vocabularies.build(train.user_ids, train.item_ids, train.regions, train.devices, self.item_fields)
-        self.model = TwoTowerModel(vocab, p.shape, p.temperature, p.history_len)
+        self.model = TwoTowerModel(vocab, p.shape, p.temperature, p.history_len, p.members)
         self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate))
         log = UserLog(train if events is None else events)
         self.users = UserState.at_cutoff(log, p.history_len)
@@ -175,12 +177,11 @@ class TwoTowerRecommender:
             examples = positive_features(train, self.item_fields, p.max_categories) | {HISTORY: strings(histories), HISTORY_AGE: ages}
             batch = p.batch_size
         rows = len(next(iter(examples.values())))
-        return (
-            tf.data.Dataset.from_tensor_slices(examples)
-            .shuffle(rows, seed=p.seed, reshuffle_each_iteration=True)
-            .batch(batch)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        dataset = tf.data.Dataset.from_tensor_slices(examples)
+        # Every member reads its own shuffle of the same examples (``model.member_key``).
+        shuffles = {member_key(n): dataset.shuffle(rows, seed=p.seed + n, reshuffle_each_iteration=True)
+                    for n in range(p.members)}
+        return tf.data.Dataset.zip(shuffles).batch(batch).prefetch(tf.data.AUTOTUNE)
 
     def embed_queries(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self._batched(self._fitted().user_tower, features)
@@ -201,9 +202,12 @@ class TwoTowerRecommender:
             raise RuntimeError("fit the two-tower before scoring")
         return self.users.features(users, self.params.history_len)
 
-    def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        queries = self.embed_queries(self.user_features(users))
-        return (queries @ self.embed_items(items).T).astype(np.float32)
+    def score(self, users: Sequence[str], items: Sequence[str], members: int | None = None) -> np.ndarray:
+        """Dot products of the users' and items' embeddings; with ``members``, of the first ``members``
+        members' parts alone: what a model of only those members would score (``model.Members``)."""
+        width = None if members is None else members * self.params.shape.output_dim
+        queries = self.embed_queries(self.user_features(users))[:, :width]
+        return (queries @ self.embed_items(items)[:, :width].T).astype(np.float32)
 
     def _fitted(self) -> TwoTowerModel:
         if self.model is None:
