@@ -185,10 +185,10 @@ class TwoTowerModel(tfrs.Model):
     """In-batch softmax retrieval with logQ popularity correction and accidental-hit removal.
 
     With several ``members``, each is a two-tower of its own (its own item table too) with its own
-    initial weights, trained on the same batches with its own loss: the loss is their sum, and no
-    weight is shared, so each member learns exactly as it would alone. Averaging independently
-    initialised models cancels part of each one's noise, and at 610 users a single model's
-    validation recall moves by several points with the seed alone.
+    initial weights and its own shuffle of the examples (``member_key``), trained on its own loss:
+    the loss is their sum and no weight is shared, so each member learns as it would alone, in one
+    fit. On a small log a single model's ranking owes much to its random start; the members' mean
+    cosine (``Members``) averages that part out.
     """
 
     def __init__(self, vocab: Vocabularies, shape: TowerShape, temperature: float, history_len: int, members: int = 1):
