@@ -139,7 +139,7 @@ def choose_members(validation: Split, catalog: Catalog | None, params: TwoTowerP
                    space: SearchSpace) -> tuple[TwoTowerParams, dict]:
     """How many members the chosen configuration keeps, and its epochs: one fit with the most members
     the space allows, measured after every epoch as the ensemble of its first n members for every n
-    in the space (a member's own curve is that of a single trial)."""
+    in the space."""
     started = time.perf_counter()
     model = TwoTowerRecommender(dataclasses.replace(params, members=max(space.members), epochs=space.max_epochs))
     curve = ValidationCurve(model, validation, space.patience, space.members)
