@@ -27,6 +27,7 @@ from training.two_tower.features import (
     YEAR_BUCKETS,
     ItemFields,
     Vocabularies,
+    item_features,
     release_year_buckets,
     title_tokens,
 )
@@ -251,6 +252,34 @@ def test_same_seed_gives_the_same_scores(split, fitted):
     again.fit(split.train, split.catalog)
     users = sorted(split.test)[:10]
     np.testing.assert_array_equal(again.score(users, split.known_items), fitted.score(users, split.known_items))
+
+
+def test_members_are_distinct_models_and_their_first_ones_score_as_their_own_ensemble(split):
+    """The members' query is each member's unit query side by side over sqrt(members); the first
+    members' part of it scores as those members' mean cosine, which the search measures."""
+    model = TwoTowerRecommender(dataclasses.replace(PARAMS, epochs=2, members=3))
+    model.fit(split.train, split.catalog)
+    users, items = sorted(split.test)[:20], split.known_items
+    user_features = model.user_features(users)
+    catalog_features = item_features(items, model.item_fields, model.params.max_categories)
+    towers = model.model.user_tower.towers, model.model.item_tower.towers
+    cosines = [user(user_features).numpy() @ item(catalog_features).numpy().T for user, item in zip(*towers)]
+    assert not np.allclose(cosines[0], cosines[1], atol=1e-3)
+    for first in (1, 2, 3):
+        np.testing.assert_allclose(model.score(users, items, members=first), sum(cosines[:first]) / 3, rtol=0, atol=1e-5)
+    queries = model.embed_queries(user_features)
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_best_cell_of_a_members_curve_prefers_fewer_members_and_epochs_on_a_tie():
+    from training.two_tower.search import ValidationCurve
+
+    class Fitted:
+        params = PARAMS
+
+    curve = ValidationCurve(Fitted(), None, patience=3, members=(1, 2, 4))
+    curve.curves.update({1: [0.1, 0.3, 0.3], 2: [0.2, 0.3, 0.3], 4: [0.3, 0.25, 0.3]})
+    assert curve.best() == (1, 2) and curve.scores == curve.curves[4]
 
 
 def test_zero_epochs_builds_an_untrained_model_that_still_scores(split):
