@@ -2,8 +2,8 @@
 
 Serving embeds one user per request, and a TensorFlow signature call costs most of a request's
 CPU budget by itself. ``training.two_tower.export`` writes the tower as plain arrays
-(``user_tower_weights.npz``: each lookup's vocabulary and table, the history encoder's weights
-under ``sequence.*``, the MLP's); this module reads them and computes the same function.
+(``user_tower_weights.npz``: each lookup's vocabulary, then per member its tables, the history
+encoder's weights under ``sequence.*`` and the MLP's); this module reads them and computes the same function.
 ``tests/test_two_tower.py`` proves it equal to the SavedModel within 1e-5. A file written before
 the history encoders has no ``encoder`` entry: it mean-pools, as those versions did.
 """
@@ -177,11 +177,9 @@ class NumpyUserTower:
         rows = {HISTORY: [self._row(HISTORY, items[n]) for n in kept], USER_ID: self._row(USER_ID, user_id),
                 REGION: self._row(REGION, region), DEVICE: self._row(DEVICE, device)}
         slots = np.asarray(kept, dtype=np.int64)
-        kept_ages = np.asarray(ages, dtype=np.int64)[slots] if kept else slots
-        queries = [member.embed(rows, slots, kept_ages, hour) for member in self._members]
-        if len(queries) == 1:
-            return queries[0]
-        return np.concatenate(queries) * self._scale
+        kept_ages = np.asarray(ages, dtype=np.int64)[slots]
+        return np.concatenate([member.embed(rows, slots, kept_ages, hour) for member in self._members]) * self._scale
+
     def embed(self, user_id: str, history: Sequence[tuple[str, int]], region: str, device: str, hour: int,
               log_clock_ms: int) -> np.ndarray:
         """The query of ``history``'s ``(item, event time)`` pairs, newest first, aged at the log clock."""
