@@ -8,6 +8,7 @@ import json
 import pytest
 
 from modelfiles.query import ENCODERS
+from training.two_tower.space import DEFAULT_SPACE, SPACES
 from training.two_tower.tower_bench import tower_benchmark
 
 pytestmark = pytest.mark.bench
@@ -18,5 +19,7 @@ def test_user_tower_cpu_per_call_beside_mean_pool_and_the_saved_model():
     print("\nuser tower:", json.dumps(result, sort_keys=True))
     assert set(result["cpu_ms_per_call"]) == set(ENCODERS)
     assert all(ms > 0 for ms in result["cpu_ms_per_call"].values())
+    space = SPACES[DEFAULT_SPACE]
+    assert set(result[f"cpu_ms_per_call_{max(space.members)}_members"]) == set(space.encoder)
     # The numpy tower exists because the SavedModel costs more than a request's budget.
     assert result["cpu_ms_per_call"]["mean"] < result["saved_model_cpu_ms_per_call"]

@@ -88,8 +88,7 @@ SPACES = {
     # its steps run one after another, and in numpy a call costs several times serving's 0.3 ms
     # user-tower budget (``kapparec``'s user-tower bench), where attention and recency cost about mean-pooling's.
     "full": SearchSpace("full", (MEAN, RECENCY, ATTENTION), (32, 64), (0.0, 0.2), (20, 50), (0.05, 0.1, 0.2),
-                        (1e-3, 3e-3), (True, False), (False, True), (1, 2, 3, 4), trials=15,
-                        max_epochs=15),
+                        (1e-3, 3e-3), (True, False), (False, True), (1, 2, 3, 4), trials=15, max_epochs=15),
     # A fixed, tiny grid for CI and tests: the defaults and one attention tower, a few epochs, one or two members.
     "small": SearchSpace("small", (MEAN, ATTENTION), (64,), (0.0,), (50,), (0.1,), (3e-3,), (True,), (False,), (1, 2),
                          trials=2, max_epochs=3, patience=1),
