@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -35,6 +35,11 @@ SCANN_DIR = "scann"
 # exactly is already sub-millisecond, and k-means on a few thousand points gives leaves so
 # small that quantization error dominates. ScaNN then scores every item in float32.
 BRUTE_FORCE_BELOW = 5_000
+
+# The share of an exact top-k the index must return on the users' own queries (``calibrated``).
+# ScaNN rescores its candidates exactly, so what it misses are items in leaves it did not search:
+# each one is an item the model ranks in the user's top k that the page never shows.
+RECALL_TARGET = 0.99
 
 # Bounds the [queries, items] score matrix of a batched exact search (float32 bytes).
 EXACT_BLOCK_BYTES = 256 * 1024 * 1024
@@ -133,8 +138,8 @@ class ScannParams:
         - ``num_leaves`` ≈ sqrt(n): balances the cost of scoring the centroids against the cost
           of scoring the points in the searched leaves (both ~sqrt(n) per leaf searched).
         - ``leaves_to_search`` ≈ 5% of leaves (at least 8): learned embeddings are clustered, so
-          a query's true neighbours concentrate in a few leaves; 5% held recall@10 ≥ 0.95 on the
-          clustered benchmark catalog (training/bench.py) at 100k and 1M.
+          a query's true neighbours concentrate in a few leaves. This is where ``calibrated``
+          starts: how clustered a model's embeddings are is known only once they are.
         - ``training_sample_size``: k-means needs a few hundred points per leaf, not the whole
           catalog; 250 per leaf, capped at 250k, keeps a 1M build in seconds.
         - ``dims_per_block`` = 2 with LUT16 asymmetric hashing, ScaNN's recommendation: 16 codes
@@ -182,6 +187,10 @@ class ScannIndex:
         index.searcher, index.ids, index.params, index.dim = searcher, ids, params, dim
         return index
 
+    def searching(self, leaves: int) -> "ScannIndex":
+        """This index searching ``leaves`` leaves per query (the same searcher: nothing is rebuilt)."""
+        return self.restored(self.searcher, self.ids, replace(self.params, leaves_to_search=leaves), self.dim)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         positions, scores = self.search_positions(queries, k)
         return self.ids[positions], scores
@@ -192,8 +201,8 @@ class ScannIndex:
         batch = as_query_batch(queries, self.dim)
         k = min(k, len(self.ids))
         pre_reorder = max(self.params.reorder_num_neighbors, k) if self.params.reorder_num_neighbors else -1
-        # Passed per query (-1: the searcher's own) so that an index ``restored`` around the same
-        # searcher with other params searches another number of leaves, as the benchmark's sweep does.
+        # Passed per query (-1: the searcher's own) so that an index ``searching`` another number
+        # of leaves shares the searcher, as calibration and the benchmark's sweep do.
         leaves = self.params.leaves_to_search or -1
         if single:
             positions, scores = self.searcher.search(batch[0], k, pre_reorder, leaves)
@@ -301,3 +310,24 @@ def recall_against_exact(index: RetrievalIndex, exact: BruteForceIndex, queries:
     batch = as_query_batch(queries, exact.embeddings.shape[1])
     approx_scores = np.einsum("qd,qkd->qk", batch, exact.embeddings[approx_positions])
     return float(np.mean(approx_scores >= exact_scores[:, -1:] - TIE_TOLERANCE))
+
+
+def calibrated(index: RetrievalIndex, exact: BruteForceIndex, queries: np.ndarray, k: int = 10,
+               target: float = RECALL_TARGET) -> tuple[RetrievalIndex, list[dict]]:
+    """``index`` searching the fewest leaves, doubling from its own, whose recall@k against ``exact``
+    on ``queries`` reaches ``target`` (all of them if none does), and every step's recall.
+
+    Measured rather than set by catalog size because the leaves a query's neighbours fall in
+    depend on the embeddings: a model whose embeddings concatenate several members' spreads them
+    over more leaves than one member does. The queries should be the users' own, as serving sees
+    them; an exact index needs no calibration and is returned as it is."""
+    if not isinstance(index, ScannIndex) or index.params.num_leaves == 0 or len(queries) == 0:
+        return index, []
+    steps, leaves = [], index.params.leaves_to_search
+    while True:
+        variant = index.searching(leaves)
+        recall = recall_against_exact(variant, exact, queries, k)
+        steps.append({"leaves": leaves, f"recall@{k}": round(recall, 4)})
+        if recall >= target or leaves >= index.params.num_leaves:
+            return variant, steps
+        leaves = min(2 * leaves, index.params.num_leaves)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kapparec.errors import KapparecError
-from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, load_index, recall_against_exact
+from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, calibrated, load_index, recall_against_exact
 from training.bench import clustered_catalog, user_queries
 
 
@@ -70,6 +70,37 @@ def test_scann_recall_on_clustered_catalog(catalog, scann_index):
     assert scann_index.params.num_leaves > 0 and scann_index.params.dims_per_block > 0  # really approximate
     recall = recall_against_exact(scann_index, BruteForceIndex(items, ids), queries, k=10)
     assert recall >= 0.9
+
+
+@pytest.mark.parametrize("target", [0.95, 0.995])
+def test_calibration_searches_the_fewest_doubled_leaves_that_reach_the_target(catalog, scann_index, target):
+    items, ids, queries = catalog
+    exact = BruteForceIndex(items, ids)
+    index, steps = calibrated(scann_index, exact, queries[:100], k=10, target=target)
+    leaves = [step["leaves"] for step in steps]
+    assert leaves[0] == scann_index.params.leaves_to_search and index.params.leaves_to_search == leaves[-1]
+    assert all(after == min(2 * before, scann_index.params.num_leaves) for before, after in zip(leaves, leaves[1:]))
+    assert all(step["recall@10"] < target for step in steps[:-1])
+    assert steps[-1]["recall@10"] >= target or leaves[-1] == scann_index.params.num_leaves
+    assert recall_against_exact(index, exact, queries[:100], k=10) == pytest.approx(steps[-1]["recall@10"], abs=1e-4)
+    assert index.searcher is scann_index.searcher  # nothing rebuilt
+
+
+def test_a_stricter_target_searches_more_leaves_and_finds_more(catalog, scann_index):
+    items, ids, queries = catalog
+    exact = BruteForceIndex(items, ids)
+    loose, _ = calibrated(scann_index, exact, queries[:100], k=10, target=0.5)
+    strict, steps = calibrated(scann_index, exact, queries[:100], k=10, target=1.0)
+    assert strict.params.leaves_to_search > loose.params.leaves_to_search
+    assert recall_against_exact(strict, exact, queries[100:], k=10) > recall_against_exact(loose, exact, queries[100:], k=10)
+
+
+def test_an_exact_index_needs_no_calibration(catalog):
+    items, ids, queries = catalog
+    exact = BruteForceIndex(items[:300], ids[:300])
+    small = ScannIndex(items[:300], ids[:300])
+    assert calibrated(small, exact, queries, k=10) == (small, [])
+    assert calibrated(exact, exact, queries, k=10) == (exact, [])
 
 
 def test_scann_single_query_matches_batch(catalog, scann_index):

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -88,22 +88,23 @@ def exact_top_k(items: np.ndarray, query: np.ndarray, k: int = K) -> np.ndarray:
 
 
 def measure_size(num_items: int, dim: int, queries: int, rng: np.random.Generator) -> dict:
-    from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, recall_against_exact
+    from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, calibrated, recall_against_exact
 
     items, topics = clustered_catalog(num_items, dim, rng)
     query_batch = user_queries(topics, queries, rng)
     ids = np.arange(num_items).astype(str)
-    params = ScannParams.for_catalog(num_items, K)
+    exact = BruteForceIndex(items, ids)
     start = time.perf_counter()
-    index = ScannIndex(items, ids, params)
+    index = ScannIndex(items, ids, ScannParams.for_catalog(num_items, K))
     build_s = time.perf_counter() - start
+    # Calibrated as export calibrates serving's index, on other users' queries than those measured.
+    index, calibration = calibrated(index, exact, user_queries(topics, queries, rng), K)
     index.search(query_batch[:10], K)  # warm caches before timing either side
     brute_qps = per_query_qps(lambda q: exact_top_k(items, q), query_batch)
     scann_qps = per_query_qps(lambda q: index.search(q, K), query_batch)
     start = time.perf_counter()
     index.search(query_batch, K)
     scann_batched_qps = queries / (time.perf_counter() - start)
-    exact = BruteForceIndex(items, ids)
     recall = recall_against_exact(index, exact, query_batch, K)
     return {
         "build_s": round(build_s, 2),
@@ -113,19 +114,20 @@ def measure_size(num_items: int, dim: int, queries: int, rng: np.random.Generato
         "speedup": round(scann_qps / brute_qps, 2),
         f"recall@{K}": round(recall, 4),
         "queries": queries,
-        "params": asdict(params),
+        "params": asdict(index.params),
+        "calibration": calibration,
         "recall_vs_qps": recall_vs_qps(index, exact, query_batch),
     }
 
 
-# Shares of the leaves searched per query, around serving's 5% (``ScannParams.for_catalog``).
+# Shares of the leaves searched per query, around where serving starts calibrating (``ScannParams.for_catalog``).
 LEAF_SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def recall_vs_qps(index, exact, queries: np.ndarray) -> list[dict]:
     """Recall@10 and single-query queries/s at several numbers of leaves searched, serving's own
     among them (``serving``: true), so the report can show where serving sits on the curve."""
-    from modelfiles.index import ScannIndex, recall_against_exact
+    from modelfiles.index import recall_against_exact
 
     params = index.params
     if params.num_leaves == 0:
@@ -133,7 +135,7 @@ def recall_vs_qps(index, exact, queries: np.ndarray) -> list[dict]:
     leaf_counts = sorted({max(1, round(share * params.num_leaves)) for share in LEAF_SHARES} | {params.leaves_to_search})
     curve = []
     for leaves in leaf_counts:
-        variant = ScannIndex.restored(index.searcher, index.ids, replace(params, leaves_to_search=leaves), index.dim)
+        variant = index.searching(leaves)
         variant.search(queries[:10], K)  # warm, as before the main figures
         curve.append({"leaves": leaves, "serving": leaves == params.leaves_to_search,
                       "qps": round(per_query_qps(lambda q: variant.search(q, K), queries), 1),
