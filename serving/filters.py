@@ -8,7 +8,7 @@ reads the same attributes.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -48,7 +48,13 @@ class ItemFilter:
         if self.blocked and allowed.any():
             candidates = np.flatnonzero(allowed)
             ids = catalog.ids
-            names = [ids[row] for row in rows[candidates].tolist()]
-            for found in self.blocked:  # ``map`` of a set's ``__contains__``: no Python frame per item
-                allowed[candidates] &= ~np.fromiter(map(found.__contains__, names), dtype=bool, count=len(names))
+            allowed[candidates] &= unblocked([ids[row] for row in rows[candidates].tolist()], self.blocked)
         return allowed
+
+
+def unblocked(names: list[str], blocked: Sequence[Collection[str]]) -> np.ndarray:
+    """Per name, whether no collection of ``blocked`` holds it."""
+    allowed = np.ones(len(names), dtype=bool)
+    for found in blocked:  # ``map`` of a set's ``__contains__``: no Python frame per item
+        allowed &= ~np.fromiter(map(found.__contains__, names), dtype=bool, count=len(names))
+    return allowed

@@ -146,8 +146,9 @@ class Funnel:
                 hour = self._log_hour() if query.request_time_ms is None else hour_of(query.request_time_ms)
                 embedding = self.model.embed_user(query.user_id, history, region, device, hour, log_clock_ms=clock_ms)
             with self._stage("two_tower"):
+                skip = (user.seen, user.disliked, frozenset(query.filters.exclude_item_ids))
                 personal["two_tower"] = generate.two_tower(
-                    *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog))
+                    *self.model.nearest(embedding, self.config.two_tower_candidates, self.catalog, skip))
         with self._stage("candidates"):
             # As the shared lists' counts: a source that drew nothing is not counted.
             found = {source: pool for source, pool in personal.items() if len(pool)}

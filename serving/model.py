@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from modelfiles.query import hour_of_day, query_features, timed_rows
 from modelfiles.ranker import RANKER_FILE, LearnedRanker
 from modelfiles.registry import ModelVersion, verify
 from serving.catalog_arrays import CatalogArrays
+from serving.filters import unblocked
 from serving.ranker import load_ranker
 
 log = logging.getLogger("kapparec.serving")
@@ -76,13 +77,24 @@ class ServingModel:
         features = query_features(np.array([user_id], dtype=object), items, ages, [region], [device], [hour])
         return self._exported.embed_queries(features)[0]
 
-    def nearest(self, embedding: np.ndarray, k: int, catalog: CatalogArrays) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The ``k`` items nearest ``embedding``, best first: their ids, catalog rows and scores (float64)."""
-        positions, scores = self._index.search_positions(embedding[np.newaxis, :].astype(np.float32), k)
+    def nearest(self, embedding: np.ndarray, k: int, catalog: CatalogArrays, skip: Sequence[Collection[str]] = ()
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The ``k`` items nearest ``embedding`` that no collection of ``skip`` holds, best first: their
+        ids, catalog rows and scores (float64).
+
+        The index is asked for as many more as ``skip`` could remove. Otherwise a user who has seen
+        most of their nearest items (the model ranks what they watched highest) would bring the page
+        a pool its filters empty, and the page would be filled with popular items instead."""
+        extra = sum(map(len, skip))
+        positions, scores = self._index.search_positions(embedding[np.newaxis, :].astype(np.float32), k + extra)
         positions, scores = positions[0], scores[0]
         named = self._named[positions]
         positions, scores = positions[named], scores[named]
-        return self._index.ids[positions].tolist(), self._catalog_rows(catalog)[positions], scores.astype(np.float64)
+        ids = self._index.ids[positions].tolist()
+        if extra:
+            kept = np.flatnonzero(unblocked(ids, skip))[:k]
+            positions, scores, ids = positions[kept], scores[kept], [ids[n] for n in kept.tolist()]
+        return ids, self._catalog_rows(catalog)[positions], scores.astype(np.float64)
 
     def _catalog_rows(self, catalog: CatalogArrays) -> np.ndarray:
         """Each index position's catalog row, for the catalog requests see now (kept until it changes)."""

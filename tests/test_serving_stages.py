@@ -70,6 +70,24 @@ def test_filters_cover_activity_region_age_categories_exclusions_and_blocked_ite
     assert allowed(Filters(exclude_item_ids=("a",)), blocked={"b"}) == ["c", "e"]
 
 
+def test_the_model_proposes_as_many_nearest_items_when_most_of_them_are_blocked():
+    """A user who has seen most of their nearest items still gets a full two-tower pool, of the
+    next nearest: the index is asked for as many more as the blocked items could remove."""
+    from tests.funnel_pages import load_model
+
+    model = load_model()
+    ids = model._index.ids.tolist()
+    catalog = CatalogArrays.of({item: {"categories": [], "regions": [], "active": True} for item in ids})
+    embedding = model.embed_user("u1", [(ids[0], 0), (ids[1], 0)], "eu", "tv", 3, log_clock_ms=0)
+    everything, _, _ = model.nearest(embedding, len(ids), catalog)
+    seen, disliked = frozenset(everything[0:30:2]), frozenset(everything[1:7:2])
+    excluded = frozenset(everything[40:45])
+    nearest, rows, scores = model.nearest(embedding, 20, catalog, (seen, disliked, excluded))
+    assert nearest == [item for item in everything if item not in seen | disliked | excluded][:20]
+    assert [catalog.ids[row] for row in rows.tolist()] == nearest and list(scores) == sorted(scores, reverse=True)
+    assert model.nearest(embedding, 20, catalog)[0] == everything[:20]
+
+
 def test_diversity_caps_a_category_then_tops_the_page_up_in_rank_order():
     categories = np.array([1, 1, 2, 3])  # a, b: comedy; c: drama; e: horror
     assert capped(categories, max_per_category=1, k=3).tolist() == [0, 2, 3]
