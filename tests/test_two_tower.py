@@ -282,6 +282,14 @@ def test_the_best_cell_of_a_members_curve_prefers_fewer_members_and_epochs_on_a_
     assert curve.best() == (1, 2) and curve.scores == curve.curves[4]
 
 
+def test_an_encoder_keeps_no_more_members_than_serving_can_afford():
+    from training.two_tower.space import MOST_MEMBERS, SPACES
+
+    full = SPACES["full"]
+    assert full.members_for(MEAN) == full.members_for(RECENCY) == full.members
+    assert full.members_for(ATTENTION) == tuple(n for n in full.members if n <= MOST_MEMBERS[ATTENTION]) != full.members
+
+
 def test_zero_epochs_builds_an_untrained_model_that_still_scores(split):
     model = TwoTowerRecommender(TwoTowerParams(epochs=0, shape=PARAMS.shape, history_len=PARAMS.history_len))
     model.fit(split.train, split.catalog)

@@ -138,11 +138,12 @@ def search(
 def choose_members(validation: Split, catalog: Catalog | None, params: TwoTowerParams,
                    space: SearchSpace) -> tuple[TwoTowerParams, dict]:
     """How many members the chosen configuration keeps, and its epochs: one fit with the most members
-    the space allows, measured after every epoch as the ensemble of its first n members for every n
-    in the space."""
+    the space allows its encoder, measured after every epoch as the ensemble of its first n members
+    for every n the space allows it."""
     started = time.perf_counter()
-    model = TwoTowerRecommender(dataclasses.replace(params, members=max(space.members), epochs=space.max_epochs))
-    curve = ValidationCurve(model, validation, space.patience, space.members)
+    counts = space.members_for(params.shape.encoder)
+    model = TwoTowerRecommender(dataclasses.replace(params, members=max(counts), epochs=space.max_epochs))
+    curve = ValidationCurve(model, validation, space.patience, counts)
     model.callbacks = (curve,)
     model.fit(validation.train, catalog, events=validation.events)
     members, epochs = curve.best()
