@@ -36,10 +36,13 @@ SCANN_DIR = "scann"
 # small that quantization error dominates. ScaNN then scores every item in float32.
 BRUTE_FORCE_BELOW = 5_000
 
-# The share of an exact top-k the index must return on the users' own queries (``calibrated``).
-# ScaNN rescores its candidates exactly, so what it misses are items in leaves it did not search:
-# each one is an item the model ranks in the user's top k that the page never shows.
+# The share of an exact top-k the index must return on the users' own queries (``calibrated``):
+# each miss is an item the model ranks in the user's top k that the page never shows.
 RECALL_TARGET = 0.99
+# ScaNN misses an item in two ways: its leaf was not searched, or its quantized score kept it out
+# of the candidates rescored exactly. Searching every leaf leaves only the second, which more
+# leaves cannot recover; leaves within this much recall of that bound have found what leaves can.
+LEAF_TOLERANCE = 0.005
 
 # Bounds the [queries, items] score matrix of a batched exact search (float32 bytes).
 EXACT_BLOCK_BYTES = 256 * 1024 * 1024
@@ -315,19 +318,25 @@ def recall_against_exact(index: RetrievalIndex, exact: BruteForceIndex, queries:
 def calibrated(index: RetrievalIndex, exact: BruteForceIndex, queries: np.ndarray, k: int = 10,
                target: float = RECALL_TARGET) -> tuple[RetrievalIndex, list[dict]]:
     """``index`` searching the fewest leaves, doubling from its own, whose recall@k against ``exact``
-    on ``queries`` reaches ``target`` (all of them if none does), and every step's recall.
+    on ``queries`` reaches ``target``, or comes within ``LEAF_TOLERANCE`` of searching every leaf
+    when the quantizer keeps even that below ``target``; and the recall of every leaf count tried,
+    fewest leaves first (every leaf is always tried: it is the bound).
 
     Measured rather than set by catalog size because the leaves a query's neighbours fall in
     depend on the embeddings: a model whose embeddings concatenate several members' spreads them
-    over more leaves than one member does. The queries should be the users' own, as serving sees
-    them; an exact index needs no calibration and is returned as it is."""
+    over more leaves than one member does. Bounded by every leaf's recall because a query's cost
+    grows with the leaves it searches: past that bound, doubling them buys the cost and not the
+    items. The queries should be the users' own, as serving sees them; an exact index needs no
+    calibration and is returned as it is."""
     if not isinstance(index, ScannIndex) or index.params.num_leaves == 0 or len(queries) == 0:
         return index, []
-    steps, leaves = [], index.params.leaves_to_search
-    while True:
-        variant = index.searching(leaves)
-        recall = recall_against_exact(variant, exact, queries, k)
-        steps.append({"leaves": leaves, f"recall@{k}": round(recall, 4)})
-        if recall >= target or leaves >= index.params.num_leaves:
-            return variant, steps
+    bound = recall_against_exact(index.searching(index.params.num_leaves), exact, queries, k)
+    goal = min(target, bound - LEAF_TOLERANCE)
+    tried = {index.params.num_leaves: bound}
+    leaves = index.params.leaves_to_search
+    while leaves not in tried:
+        tried[leaves] = recall_against_exact(index.searching(leaves), exact, queries, k)
+        if tried[leaves] >= goal:
+            break
         leaves = min(2 * leaves, index.params.num_leaves)
+    return index.searching(leaves), [{"leaves": n, f"recall@{k}": round(recall, 4)} for n, recall in sorted(tried.items())]

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from kapparec.errors import KapparecError
-from modelfiles.index import BruteForceIndex, ScannIndex, ScannParams, calibrated, load_index, recall_against_exact
+from modelfiles.index import (
+    LEAF_TOLERANCE,
+    BruteForceIndex,
+    ScannIndex,
+    ScannParams,
+    calibrated,
+    load_index,
+    recall_against_exact,
+)
 from training.bench import clustered_catalog, user_queries
 
 
@@ -77,13 +85,29 @@ def test_calibration_searches_the_fewest_doubled_leaves_that_reach_the_target(ca
     items, ids, queries = catalog
     exact = BruteForceIndex(items, ids)
     index, steps = calibrated(scann_index, exact, queries[:100], k=10, target=target)
-    leaves = [step["leaves"] for step in steps]
-    assert leaves[0] == scann_index.params.leaves_to_search and index.params.leaves_to_search == leaves[-1]
-    assert all(after == min(2 * before, scann_index.params.num_leaves) for before, after in zip(leaves, leaves[1:]))
-    assert all(step["recall@10"] < target for step in steps[:-1])
-    assert steps[-1]["recall@10"] >= target or leaves[-1] == scann_index.params.num_leaves
-    assert recall_against_exact(index, exact, queries[:100], k=10) == pytest.approx(steps[-1]["recall@10"], abs=1e-4)
+    recalls = {step["leaves"]: step["recall@10"] for step in steps}
+    chosen, every_leaf = index.params.leaves_to_search, scann_index.params.num_leaves
+    assert list(recalls) == sorted(recalls) and every_leaf in recalls  # every leaf is the bound, always measured
+    doubled = [leaves for leaves in recalls if leaves <= chosen]
+    assert doubled[0] == scann_index.params.leaves_to_search
+    assert all(after == min(2 * before, every_leaf) for before, after in zip(doubled, doubled[1:]))
+    goal = min(target, recalls[every_leaf] - LEAF_TOLERANCE)
+    assert all(recalls[leaves] < goal for leaves in doubled[:-1]) and recalls[chosen] >= goal
+    assert recall_against_exact(index, exact, queries[:100], k=10) == pytest.approx(recalls[chosen], abs=1e-4)
     assert index.searcher is scann_index.searcher  # nothing rebuilt
+
+
+def test_calibration_stops_where_the_quantizer_bounds_recall(catalog):
+    """Rescoring too few candidates exactly caps recall below the target at any number of leaves:
+    the doubling stops within ``LEAF_TOLERANCE`` of every leaf's recall, not at every leaf."""
+    items, ids, queries = catalog
+    coarse = ScannIndex(items, ids, ScannParams(num_leaves=141, leaves_to_search=8, training_sample_size=20_000,
+                                               dims_per_block=8, anisotropic_threshold=0.2, reorder_num_neighbors=10))
+    index, steps = calibrated(coarse, BruteForceIndex(items, ids), queries[:100], k=10, target=0.99)
+    bound = steps[-1]["recall@10"]
+    assert steps[-1]["leaves"] == 141 and bound < 0.99 - LEAF_TOLERANCE
+    assert index.params.leaves_to_search < 141
+    assert {step["leaves"]: step["recall@10"] for step in steps}[index.params.leaves_to_search] >= bound - LEAF_TOLERANCE
 
 
 def test_a_stricter_target_searches_more_leaves_and_finds_more(catalog, scann_index):
