@@ -51,7 +51,7 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
     with private_stack() as stack, tempfile.TemporaryDirectory(prefix="kapparec-bench-models-") as models:
         # Activity is heavy-tailed: twice as many synthetic users leaves at least ``users`` with history.
         produce_log(stack, SyntheticLog(users=users * 2, items=items, events=events, seed=0), partitions=4)
-        known_users = _train_and_promote(stack, Path(models))
+        known_users, index = _train_and_promote(stack, Path(models))
         if len(known_users) < users:
             raise RuntimeError(f"the synthetic log has {len(known_users)} users with history, fewer than {users}")
         served_users = known_users[:users]
@@ -64,8 +64,9 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
             address = f"localhost:{port}"
             if not wait_until_serving(address, lambda: server.poll() is None, timeout_s=300):
                 raise RuntimeError("kapparec serve did not come up for the benchmark")
+            # The leaves ScaNN searches, as export calibrated them: the two-tower stage's cost follows them.
             result = {"items": items, "users": len(served_users), "workers": workers, "seconds": seconds,
-                      "clients": {}, "ceiling_qps": {}, "ceiling": {}}
+                      "index": index, "clients": {}, "ceiling_qps": {}, "ceiling": {}}
             store = redis.Redis.from_url(stack.redis_url)
             for n in clients:
                 handler_before, stages_before = handler_cpu(metrics_port), stage_cpu(metrics_port)
@@ -107,8 +108,9 @@ def _under_live_ingest(stack, address: str, seconds: float, users: list[str]) ->
             "served_from": load.served_from}
 
 
-def _train_and_promote(stack, models: Path) -> list[str]:
-    """Backfill, train a small two-tower for one epoch, export it over the whole catalog, promote it."""
+def _train_and_promote(stack, models: Path) -> tuple[list[str], dict]:
+    """Backfill, train a small two-tower for one epoch, export it over the whole catalog, promote it;
+    the users with history, and the promoted index's metadata (its calibration)."""
     import numpy as np
 
     from modelfiles.registry import ModelRegistry
@@ -127,7 +129,7 @@ def _train_and_promote(stack, models: Path) -> list[str]:
     registry = ModelRegistry(models)
     version = registry.register(lambda d: export_two_tower(model, d, catalog.item_ids, sample), metadata={"model": "two_tower"})
     registry.promote(version.id)
-    return users
+    return users, version.metadata["index"]
 
 
 def _measured(server_pid: int, run: Callable[[], Load]) -> tuple[Load, float]:

@@ -45,6 +45,10 @@ def test_recommend_against_the_empty_rpc_ceiling():
         assert row["rate_qps"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"]
     print("under live ingest:", result["live_ingest"])
     assert result["live_ingest"]["events_per_s"] > 0 and result["live_ingest"]["qps"] > 0
+    index = result["index"]
+    print("the served index:", index)
+    # Served as calibrated: one of the leaf counts the calibration measured (none for an exact index).
+    assert not index["calibration"] or index["leaves_searched"] in {step["leaves"] for step in index["calibration"]}
     stages = result["stage_cpu_ms"]
     print("CPU ms per Recommend by stage at 8 clients:", stages)
     assert stages["sum"] > 0 and stages["server_cpu_ms"] > 0
