@@ -146,6 +146,10 @@ class Commits:
         try:
             merged = self._merge(keys=[layout.offsets_key(version), layout.STREAM_LOCK], args=args)
         except redis.ResponseError as exc:
+            if str(exc).startswith("BUSY"):
+                # Another client's script holds Redis, so the merge never ran: Redis is away for
+                # now (the job waits for it), not refusing the bundle.
+                raise
             raise _refusal(version, str(exc)) from None
         return int(merged)
 

@@ -12,6 +12,8 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore import layout
+from featurestore.commit import StaleBundle
+from featurestore.definitions import Feature, Mutation, Op
 from featurestore.lease import WriterLease
 from featurestore.redis_store import RedisFeatureStore
 from kapparec.v1 import recommender_pb2 as pb
@@ -20,7 +22,8 @@ from streams.synthetic import SyntheticLog
 from tests.busy_redis import busy
 from tests.logs import produce_synthetic
 from tests.serving_helpers import start_server
-from transforms.jobs import _Heartbeat, backfill, stream
+from streams.topics import EVENTS
+from transforms.jobs import _Heartbeat, _state_kept, backfill, stream
 
 
 def _wait_for(condition, timeout_s: float = 60) -> None:
@@ -49,7 +52,29 @@ def test_the_build_heartbeat_outlives_a_busy_redis(stack):
         _wait_for(lambda: store.versions()[version]["heartbeat_at"] > beat, timeout_s=5)
 
 
-def test_an_idle_stream_job_outlives_a_busy_redis_then_commits_and_stops_on_request(stack):
+def test_a_commit_that_meets_busy_is_redis_away_not_a_refusal_and_applies_nothing(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    play = [Mutation(Op.COUNT, Feature.OCCURRENCE, "", "i1", 2)]
+    with busy(stack.redis_url):
+        # A Redis error, which the job waits out, not a refusal, which would end it.
+        with pytest.raises(redis.ResponseError, match="^BUSY"):
+            store.commit(version, play, {(EVENTS, 0): None}, {(EVENTS, 0): 10})
+    assert store.offsets(version) == {}  # the merge never ran
+    store.commit(version, play, {(EVENTS, 0): None}, {(EVENTS, 0): 10})
+    assert store.offsets(version) == {(EVENTS, 0): 10}
+
+
+def test_a_run_that_fails_while_redis_is_busy_ends_with_its_own_error(stack):
+    store = RedisFeatureStore(stack.redis_url)
+    version = store.create_version("test")
+    with busy(stack.redis_url):
+        with pytest.raises(StaleBundle):  # not the BUSY met while checking the store for lost state
+            with _state_kept(store, version, WriterLease(stack.redis_url, ttl_s=4)):
+                raise StaleBundle(f"{version}: a retried bundle")
+
+
+def test_a_stream_job_outlives_a_busy_redis_idle_or_committing_then_stops_on_request(stack, caplog):
     log = SyntheticLog(users=20, items=30, events=400, seed=6)
     records = list(log.records())
     produce_synthetic(stack.bootstrap, log, records=records[:200])
@@ -68,7 +93,11 @@ def test_an_idle_stream_job_outlives_a_busy_redis_then_commits_and_stops_on_requ
         _wait_for(lambda: sum(committed) == 200 or failed, timeout_s=120)
         with busy(stack.redis_url):
             time.sleep(1.0)  # the idle job's stop checks, lease renewals and watcher polls all meet BUSY
-        produce_synthetic(stack.bootstrap, log, records=records[200:], catalog=False)
+            produce_synthetic(stack.bootstrap, log, records=records[200:300], catalog=False)
+            # The job reads them and meets BUSY where it commits them: its run ends and waits.
+            _wait_for(lambda: "event=redis_away" in caplog.text or failed, timeout_s=60)
+        _wait_for(lambda: sum(committed) == 300 or failed, timeout_s=60)  # the next run commits them once
+        produce_synthetic(stack.bootstrap, log, records=records[300:], catalog=False)
         _wait_for(lambda: sum(committed) == 400 or failed, timeout_s=60)  # the watcher still reports
         time.sleep(4.5)  # past the lease's term: the renewer still renews
         held = stack.redis().get(layout.STREAM_LOCK)
@@ -76,6 +105,7 @@ def test_an_idle_stream_job_outlives_a_busy_redis_then_commits_and_stops_on_requ
         stop.set()
         job.join(60)
     assert not failed and not job.is_alive()
+    assert sum(committed) == 400
     assert held is not None and stack.redis().get(layout.STREAM_LOCK) is None  # held to the end, then handed back
 
 

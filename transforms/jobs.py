@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -344,6 +344,13 @@ def _refuse_lost_state(store: RedisFeatureStore, version: str) -> None:
             f"to rebuild it from the log, then start `kapparec stream` again")
 
 
+def _name_lost_state(store: RedisFeatureStore, version: str) -> None:
+    """``_refuse_lost_state`` while a run's own error is being raised: a store that cannot be read
+    just now (BUSY, away) names no other cause, so that error stands."""
+    with suppress(redis.RedisError):
+        _refuse_lost_state(store, version)
+
+
 @contextmanager
 def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> Iterator[None]:
     """One run of the job over ``version``. A run that Redis dropped out of (a restart, BUSY) ends quietly
@@ -355,13 +362,13 @@ def _state_kept(store: RedisFeatureStore, version: str, lease: WriterLease) -> I
         yield
     except redis.RedisError as error:
         if not _redis_away(error):
-            _refuse_lost_state(store, version)
+            _name_lost_state(store, version)
             raise
         _wait_for_redis(store, error, lease.ttl_ms / 1000)
         _refuse_lost_state(store, version)
         log.info("event=redis_back stream resumes from the committed offsets of %s", version)
     except Exception:
-        _refuse_lost_state(store, version)
+        _name_lost_state(store, version)
         raise
     else:
         _refuse_lost_state(store, version)
