@@ -28,7 +28,11 @@ def register(verbs) -> None:
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
     serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=16, metavar="N",
-                       help="requests one worker answers at once; more get RESOURCE_EXHAUSTED at once (default 16)")
+                       help="requests one worker holds at once, running or waiting for a thread; "
+                            "more get RESOURCE_EXHAUSTED at once (default 16)")
+    serve.add_argument("--threads", type=cliargs.positive_int, default=4, metavar="N",
+                       help="threads that run one worker's requests (default 4): a request holds the GIL "
+                            "for most of its CPU, so more threads only take turns at it")
     serve.add_argument("--experiments", type=Path, metavar="FILE",
                        help="A/B experiments (TOML), reloaded on change (env KAPPAREC_EXPERIMENTS; default ./experiments.toml)")
     serve.set_defaults(run=run_serve)
@@ -90,6 +94,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         experiments_file=experiments_file,
         max_in_flight=args.max_in_flight,
+        threads=args.threads,
     ))
     return 0
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,13 +33,16 @@ from kapparec.errors import KapparecError
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
 from serving import limits
+from serving.admission import AdmittingPool
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+RPCS = tuple(pb.DESCRIPTOR.services_by_name["Recommender"].methods_by_name)
 # A second health entry that is NOT_SERVING while the store is unreadable (unreachable, busy, or not read
 # within a bound; see LiveFeatures.readable): the API keeps answering, degraded.
 FEATURES_HEALTH = f"{SERVICE_NAME}/features"
 log = logging.getLogger("kapparec.serving")
-SPARE_THREADS = 2
+# The server's own pool: health checks, reflection streams and refusing what is over the cap.
+SERVER_THREADS = 4
 QUEUED_PER_ADMITTED = 8
 # gRPC's own bound on queued calls refuses health checks too, so it sits far above what the cap
 # admits: a flood meets the cap's RESOURCE_EXHAUSTED long before it reaches this.
@@ -57,9 +61,10 @@ class ServeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     experiments_file: Path | None = None
-    # Requests a worker works on at once; more are answered RESOURCE_EXHAUSTED at once. Each holds
-    # the GIL for most of its CPU time, so more at once only queue inside the process.
+    # Requests a worker holds at once, running or waiting for one of its ``threads``; more are
+    # answered RESOURCE_EXHAUSTED at once (see serving.admission).
     max_in_flight: int = 16
+    threads: int = 4
     refresh_s: float = 2.0
 
 
@@ -184,9 +189,10 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
     experiments = ExperimentsWatcher(settings.experiments_file, models.registry, config).start()
     impressions = ImpressionLog(settings.bootstrap).start()
     events = EventWriter(settings.bootstrap)
+    own_pool = futures.ThreadPoolExecutor(max_workers=SERVER_THREADS, thread_name_prefix="server")
+    requests = AdmittingPool(settings.threads, settings.max_in_flight, overflow=own_pool)
     server = grpc.server(
-        # Beyond the admitted requests, threads for health checks and for refusing what is over the cap.
-        futures.ThreadPoolExecutor(max_workers=settings.max_in_flight + SPARE_THREADS),
+        own_pool,
         # gRPC's own bound only backs the cap up: the queue never grows without end.
         maximum_concurrent_rpcs=max(settings.max_in_flight * QUEUED_PER_ADMITTED, MIN_QUEUE_BOUND),
         options=[
@@ -195,9 +201,10 @@ def build_server(settings: ServeSettings) -> tuple[grpc.Server, callable]:
             ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderService(
-        features, models, events, config, settings.token, experiments=experiments, impressions=impressions,
-        max_in_flight=settings.max_in_flight), server)
+    service = RecommenderService(features, models, events, config, settings.token, experiments=experiments,
+                                 impressions=impressions, admitted=settings.max_in_flight)
+    on_pool = {rpc: requests.runs(getattr(service, rpc)) for rpc in RPCS}
+    pb_grpc.add_RecommenderServicer_to_server(SimpleNamespace(**on_pool), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[::]:{settings.port}"

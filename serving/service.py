@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +20,7 @@ import grpc
 
 from kapparec.v1 import recommender_pb2 as pb
 from kapparec.v1 import recommender_pb2_grpc as pb_grpc
-from serving import limits, metrics
+from serving import admission, limits, metrics
 from serving.cache import ResponseCache
 from serving.config import FunnelConfig
 from serving.funnel import Funnel
@@ -42,11 +41,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, features: LiveFeatures, models: ModelWatcher, events: EventWriter, config: FunnelConfig,
                  token: str | None = None, cache: ResponseCache | None = None,
                  experiments: ExperimentsWatcher | None = None, impressions: ImpressionLog | None = None,
-                 max_in_flight: int | None = None):
+                 admitted: int | None = None):
         self.features, self.models, self.events, self.config = features, models, events, config
-        # None: no cap. Health checks are another servicer, so the cap never refuses them.
-        self._in_flight = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
-        self._max_in_flight = max_in_flight
+        self._admitted = admitted  # what the worker's ``AdmittingPool`` admits at once: named when it refuses
         self.token = token
         self.cache = cache or ResponseCache()
         self.neighbours = NeighbourCache()
@@ -207,17 +204,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             raise Unauthenticated("LogEvents needs metadata 'authorization: Bearer <token>'")
 
     def _answer(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
-        if self._in_flight is not None and not self._in_flight.acquire(blocking=False):
+        if admission.refused():
             metrics.child(metrics.REQUESTS, rpc, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"this worker is answering {self._max_in_flight} requests already: retry with backoff")
-        try:
-            return self._answer_admitted(rpc, context, handle)
-        finally:
-            if self._in_flight is not None:
-                self._in_flight.release()
-
-    def _answer_admitted(self, rpc: str, context: grpc.ServicerContext, handle: Callable):
+                          f"this worker holds {self._admitted} requests already: retry with backoff")
         started, started_cpu = time.perf_counter(), time.thread_time()
         code = grpc.StatusCode.OK
         try:
