@@ -20,6 +20,11 @@ WINDOWED_MEMORY_GROWTH_LIMIT = 1.25
 SERVING_GOAL_CLIENTS = "8"
 SERVING_P99_MS = 15.0
 SERVING_SHARE_OF_EMPTY_RPC = 0.35
+SERVING_CPU_OVER_EMPTY_RPC = 4.0  # a Recommend's server CPU over the empty RPC's, on the same server
+SERVING_USER_TOWER_MS = 0.3
+SERVING_OPEN_LOOP_SHARE = "50"  # percent of the closed loop's QPS where the open loop has a goal
+SERVING_OPEN_LOOP_P99_MS = 10.0
+SERVING_LIVE_P99_OVER_QUIET = 2.0
 INDEX_RECALL = 0.95
 INDEX_SPEEDUP = 10.0
 MODEL_OVER_EASE = 1.1
@@ -111,18 +116,35 @@ def serving_figures(result: dict, quick: bool) -> Iterator[dict]:
         yield figure(f"serving {clients} clients: errors", row["errors"], "requests", None, "0", row["errors"] == 0,
                      full_size_only=False, quick=quick)
         yield figure(f"serving {clients} clients: server CPU per request", row["server_cpu_ms"], "ms",
-                     ceiling["server_cpu_ms"])
+                     ceiling["server_cpu_ms"],
+                     *((f"<= {SERVING_CPU_OVER_EMPTY_RPC:g} x the empty RPC",
+                        row["server_cpu_ms"] <= SERVING_CPU_OVER_EMPTY_RPC * ceiling["server_cpu_ms"])
+                       if at_goal else (None, None)),
+                     quick=quick)
         yield figure(f"serving {clients} clients: handler CPU per request", row["handler_cpu_ms"], "ms")
         if "redis_cpu_ms" in row:
             yield figure(f"serving {clients} clients: Redis CPU per request", row["redis_cpu_ms"], "ms")
+    if "stage_cpu_ms" in result:
+        tower = result["stage_cpu_ms"].get("user_tower", 0.0)
+        yield figure(f"serving {SERVING_GOAL_CLIENTS} clients: user tower CPU per request", tower, "ms", None,
+                     f"<= {SERVING_USER_TOWER_MS:g} ms", tower <= SERVING_USER_TOWER_MS, quick=quick)
     for share, row in result.get("open_loop", {}).items():
-        yield figure(f"serving open loop at {share}% ({row['target_qps']:g} QPS asked): p99", row["p99_ms"], "ms")
+        yield figure(f"serving open loop at {share}% ({row['target_qps']:g} QPS asked): p99", row["p99_ms"], "ms", None,
+                     *((f"<= {SERVING_OPEN_LOOP_P99_MS:g} ms", row["p99_ms"] <= SERVING_OPEN_LOOP_P99_MS)
+                       if share == SERVING_OPEN_LOOP_SHARE else (None, None)),
+                     quick=quick)
     if "live_ingest" in result:
-        live = result["live_ingest"]
+        live, quiet = result["live_ingest"], result["clients"][SERVING_GOAL_CLIENTS]
         yield figure(f"serving {SERVING_GOAL_CLIENTS} clients under {live['events_per_s']:,} events/s: QPS",
-                     live["qps"], "QPS")
+                     live["qps"], "QPS", quiet["qps"])
         yield figure(f"serving {SERVING_GOAL_CLIENTS} clients under {live['events_per_s']:,} events/s: p99",
-                     live["p99_ms"], "ms")
+                     live["p99_ms"], "ms", quiet["p99_ms"], f"<= {SERVING_LIVE_P99_OVER_QUIET:g} x the quiet p99",
+                     live["p99_ms"] <= SERVING_LIVE_P99_OVER_QUIET * quiet["p99_ms"], quick=quick)
+    if "in_process" in result:
+        alone, empty = result["in_process"], result["ceiling"].get(SERVING_GOAL_CLIENTS, {}).get("server_cpu_ms")
+        # Beside the empty RPC's server CPU: the handler alone, before any of gRPC's own.
+        yield figure("serving: Recommend handler alone in process, page computed: CPU", alone["first_cpu_ms"], "ms", empty)
+        yield figure("serving: Recommend handler alone in process, page cached: CPU", alone["again_cpu_ms"], "ms", empty)
 
 
 def index_figures(result: dict, quick: bool) -> Iterator[dict]:

@@ -15,17 +15,25 @@ handler thread's own (``handler_cpu_ms``, from ``kapparec_rpc_cpu_seconds``): on
 they move far less than latency and QPS, and their difference is what a request costs outside
 its handler (gRPC's threads, hand-offs, the impressions sender). ``redis_cpu_ms`` is Redis's own
 CPU per Recommend (``INFO cpu``), the snapshot's background reads included.
+
+Last, ``in_process`` calls the Recommend handler itself back to back on one thread of a fresh
+process, over the same store and model: no gRPC, no hand-offs, and no other process on the caches
+between requests. It is the least this request path's Python costs on this machine, to hold
+beside ``server_cpu_ms`` and the empty RPC's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import redis
@@ -43,6 +51,10 @@ from transforms.bench import BackgroundLoad, produce_log, redis_cpu_s, stream_pr
 STAGE_LEVEL = 8
 OPEN_LOOP_SHARES = (25, 50, 80)  # percent of the STAGE_LEVEL closed loop's QPS
 LIVE_EVENTS_PER_S = 2_000.0
+# Requests the in-process handler is timed on, in chunks each asked twice: once computed by the
+# funnel, then again within the response cache's TTL (answered from it).
+IN_PROCESS_REQUESTS = 1_000
+IN_PROCESS_CHUNK = 100
 
 
 def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 200_000,
@@ -90,6 +102,7 @@ def serving_benchmark(items: int = 100_000, users: int = 10_000, events: int = 2
                 result["open_loop"] = {str(share): run_open_loop(address, most * share / 100, seconds, served_users)
                                        for share in OPEN_LOOP_SHARES}
                 result["live_ingest"] = _under_live_ingest(stack, address, seconds, served_users)
+            result["in_process"] = _in_fresh_process(handler_in_process, stack.redis_url, Path(models), served_users)
             return result
         finally:
             server.terminate()
@@ -106,6 +119,52 @@ def _under_live_ingest(stack, address: str, seconds: float, users: list[str]) ->
             load = run_load(address, RECOMMEND, STAGE_LEVEL, seconds, users)
     return {"events_per_s": round(ingest.events_per_s), "qps": load.qps, "p99_ms": load.p99_ms, "errors": load.errors,
             "served_from": load.served_from}
+
+
+def _in_fresh_process(function: Callable, *args):
+    """``function(*args)`` in a spawned interpreter, as a server worker is: this process holds what
+    training left (TensorFlow's graph and threads, a larger heap), which a worker never has."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def handler_in_process(redis_url: str, models_dir: Path, users: list[str], requests: int = IN_PROCESS_REQUESTS) -> dict:
+    """The Recommend handler's thread CPU per request, called on this thread as the server's threads
+    call it (with no impressions log): ``first`` for pages the funnel computes (users not asked
+    before), ``again`` for the same requests answered from the response cache; and what each served."""
+    from kapparec.v1 import recommender_pb2 as pb
+    from serving.config import FunnelConfig
+    from serving.live import LiveFeatures, ModelWatcher
+    from serving.service import RecommenderService
+
+    config = FunnelConfig()
+    features, models = LiveFeatures(redis_url, config).start(), ModelWatcher(models_dir).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (features.healthy and models.model):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the in-process handler found no readable store and model within 120 s")
+            time.sleep(0.2)
+        service = RecommenderService(features, models, None, config)
+        # Half the users warm the path (the neighbour lists, numpy's and the interpreter's caches); the other half is timed.
+        half = min(requests, len(users) // 2)
+        warm, timed = users[half:2 * half], users[:half]
+        asked = [pb.RecommendRequest(user_id=user, k=20) for user in warm + timed]
+        for request in asked[:half]:
+            service.Recommend(request, None)  # an answered request never touches its context
+        spent, served = {"first": 0.0, "again": 0.0}, {"first": Counter(), "again": Counter()}
+        for start in range(half, 2 * half, IN_PROCESS_CHUNK):
+            chunk = asked[start:start + IN_PROCESS_CHUNK]
+            for run in ("first", "again"):
+                began = time.thread_time()
+                answers = [service.Recommend(request, None) for request in chunk]
+                spent[run] += time.thread_time() - began
+                served[run].update(answer.served_from for answer in answers)
+    finally:
+        features.stop()
+        models.stop()
+    return {"requests": half} | {f"{run}_cpu_ms": round(1000 * spent[run] / max(1, half), 3) for run in spent} | {
+        "served_from": {run: dict(counts) for run, counts in served.items()}}
 
 
 def _train_and_promote(stack, models: Path) -> tuple[list[str], dict]:

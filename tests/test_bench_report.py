@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kapparec.bench_all import STEPS, run_all, write_report
-from kapparec.bench_figures import FRESHNESS_IDLE_P95_MS, figure
+from kapparec.bench_figures import FRESHNESS_IDLE_P95_MS, figure, serving_figures
 from kapparec.bench_publish import (CAPACITY, README, figures_table, in_project, latest_report, load_report,
                                     readme_section, report_markdown, with_section)
 from kapparec.capacity import capacity_markdown, job_us_per_event
@@ -46,6 +46,29 @@ def test_a_goal_is_judged_from_its_threshold_and_not_on_quick_runs_when_stated_a
     assert figure("f", 1.0, "x", goal="g", holds=True, quick=True)["met"] is None
     assert figure("f", 1.0, "x", goal="g", holds=False, full_size_only=False, quick=True)["met"] is False
     assert figure("f", 1.0, "x")["met"] is None
+
+
+def test_the_serving_goals_are_judged_against_their_same_run_ceilings():
+    def level(qps, p99, cpu):
+        return {"qps": qps, "p99_ms": p99, "errors": 0, "server_cpu_ms": cpu, "handler_cpu_ms": cpu / 2}
+
+    result = {"clients": {"8": level(400.0, 12.0, 1.0)}, "ceiling": {"8": level(1000.0, 2.0, 0.2)},
+              "stage_cpu_ms": {"user_tower": 0.31},
+              "open_loop": {share: {"target_qps": 4.0 * int(share), "p99_ms": 9.0 + int(share) / 25} for share in ("25", "50", "80")},
+              "live_ingest": {"events_per_s": 2000, "qps": 380.0, "p99_ms": 25.0},
+              "in_process": {"first_cpu_ms": 0.6, "again_cpu_ms": 0.15}}
+    judged = {row["name"]: row for row in serving_figures(result, quick=False)}
+    assert judged["serving 8 clients: QPS"]["met"] is True  # 400 >= 35% of 1,000
+    assert judged["serving 8 clients: p99"]["met"] is True
+    cpu = judged["serving 8 clients: server CPU per request"]
+    assert (cpu["ceiling"], cpu["met"]) == (0.2, False)  # 1.0 ms > 4 x 0.2 ms
+    assert judged["serving 8 clients: user tower CPU per request"]["met"] is False
+    open_loop = [row["met"] for name, row in judged.items() if name.startswith("serving open loop")]
+    assert open_loop == [None, False, None]  # at 25%, 50% and 80%: only 50% has a goal, and 11 ms > 10 ms
+    live = judged["serving 8 clients under 2,000 events/s: p99"]
+    assert (live["ceiling"], live["met"]) == (12.0, False)  # 25 ms > 2 x the quiet 12 ms
+    alone = judged["serving: Recommend handler alone in process, page computed: CPU"]
+    assert (alone["value"], alone["ceiling"], alone["met"]) == (0.6, 0.2, None)
 
 
 def test_the_readme_benchmarks_section_is_the_latest_reports():

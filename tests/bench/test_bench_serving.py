@@ -52,3 +52,8 @@ def test_recommend_against_the_empty_rpc_ceiling():
     stages = result["stage_cpu_ms"]
     print("CPU ms per Recommend by stage at 8 clients:", stages)
     assert stages["sum"] > 0 and stages["server_cpu_ms"] > 0
+    alone = result["in_process"]
+    print("the handler alone, in process:", alone)
+    # Every first page computed by the funnel and every repeat answered from the response cache, which is cheaper.
+    assert set(alone["served_from"]["first"]) == {"full"} and set(alone["served_from"]["again"]) == {"cached"}
+    assert 0 < alone["again_cpu_ms"] < alone["first_cpu_ms"]
