@@ -27,9 +27,9 @@ def register(verbs) -> None:
     serve.add_argument("--token", help="require 'authorization: Bearer TOKEN' on LogEvents (env KAPPAREC_TOKEN)")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
-    serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=64, metavar="N",
+    serve.add_argument("--max-in-flight", type=cliargs.positive_int, default=32, metavar="N",
                        help="requests one worker holds at once, running or waiting for a thread; "
-                            "more get RESOURCE_EXHAUSTED at once (default 64)")
+                            "more get RESOURCE_EXHAUSTED at once (default 32)")
     serve.add_argument("--threads", type=cliargs.positive_int, default=4, metavar="N",
                        help="threads that run one worker's requests (default 4): a request holds the GIL "
                             "for most of its CPU, so more threads only take turns at it")

@@ -62,10 +62,10 @@ class ServeSettings:
     tls_key: Path | None = None
     experiments_file: Path | None = None
     # Requests a worker holds at once, running or waiting for one of its ``threads``; more are
-    # answered RESOURCE_EXHAUSTED at once (see serving.admission). A refusal should mean a line
-    # many requests long, not a few dozen callers: connections spread over the workers unevenly,
-    # and a cap near the callers per worker refuses a closed loop that the server keeps up with.
-    max_in_flight: int = 64
+    # answered RESOURCE_EXHAUSTED at once (see serving.admission). Connections spread over the
+    # workers unevenly, so a cap near the callers per worker refuses callers the server keeps up
+    # with; under sustained overload a longer line only makes every admitted request wait longer.
+    max_in_flight: int = 32
     threads: int = 4
     refresh_s: float = 2.0
 
