@@ -143,8 +143,8 @@ def serving_figures(result: dict, quick: bool) -> Iterator[dict]:
     if "in_process" in result:
         alone, empty = result["in_process"], result["ceiling"].get(SERVING_GOAL_CLIENTS, {}).get("server_cpu_ms")
         # Beside the empty RPC's server CPU: the handler alone, before any of gRPC's own.
-        yield figure("serving: Recommend handler alone in process, page computed: CPU", alone["first_cpu_ms"], "ms", empty)
-        yield figure("serving: Recommend handler alone in process, page cached: CPU", alone["again_cpu_ms"], "ms", empty)
+        for page, key in (("computed", "first_cpu_ms"), ("cached", "again_cpu_ms")):
+            yield figure(f"serving: Recommend handler alone in process, page {page}: CPU", alone[key], "ms", empty)
 
 
 def index_figures(result: dict, quick: bool) -> Iterator[dict]:

@@ -135,6 +135,30 @@ def handler_in_process(redis_url: str, models_dir: Path, users: list[str], reque
     call it (with no impressions log): ``first`` for pages the funnel computes (users not asked
     before), ``again`` for the same requests answered from the response cache; and what each served."""
     from kapparec.v1 import recommender_pb2 as pb
+
+    # Half the users warm the path (neighbour lists, numpy's and the interpreter's caches); the other half is timed.
+    half = min(requests, len(users) // 2)
+    warm, timed = ([pb.RecommendRequest(user_id=user, k=20) for user in part]
+                   for part in (users[half:2 * half], users[:half]))
+    spent, served = {"first": 0.0, "again": 0.0}, {"first": Counter(), "again": Counter()}
+    with _service_over(redis_url, models_dir) as service:
+        for request in warm:
+            service.Recommend(request, None)  # an answered request never touches its context
+        for start in range(0, half, IN_PROCESS_CHUNK):
+            chunk = timed[start:start + IN_PROCESS_CHUNK]
+            for run in ("first", "again"):
+                began = time.thread_time()
+                answers = [service.Recommend(request, None) for request in chunk]
+                spent[run] += time.thread_time() - began
+                served[run].update(answer.served_from for answer in answers)
+    return {"requests": half} | {f"{run}_cpu_ms": round(1000 * spent[run] / max(1, half), 3) for run in spent} | {
+        "served_from": {run: dict(counts) for run, counts in served.items()}}
+
+
+@contextlib.contextmanager
+def _service_over(redis_url: str, models_dir: Path, timeout_s: float = 120.0):
+    """A ``RecommenderService`` over the store and registry as a worker builds it (without the log's
+    writers), once it has a readable store and a model."""
     from serving.config import FunnelConfig
     from serving.live import LiveFeatures, ModelWatcher
     from serving.service import RecommenderService
@@ -142,31 +166,15 @@ def handler_in_process(redis_url: str, models_dir: Path, users: list[str], reque
     config = FunnelConfig()
     features, models = LiveFeatures(redis_url, config).start(), ModelWatcher(models_dir).start()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout_s
         while not (features.healthy and models.model):
             if time.monotonic() > deadline:
-                raise RuntimeError("the in-process handler found no readable store and model within 120 s")
+                raise RuntimeError(f"no readable store and model within {timeout_s:g} s for the in-process handler")
             time.sleep(0.2)
-        service = RecommenderService(features, models, None, config)
-        # Half the users warm the path (the neighbour lists, numpy's and the interpreter's caches); the other half is timed.
-        half = min(requests, len(users) // 2)
-        warm, timed = users[half:2 * half], users[:half]
-        asked = [pb.RecommendRequest(user_id=user, k=20) for user in warm + timed]
-        for request in asked[:half]:
-            service.Recommend(request, None)  # an answered request never touches its context
-        spent, served = {"first": 0.0, "again": 0.0}, {"first": Counter(), "again": Counter()}
-        for start in range(half, 2 * half, IN_PROCESS_CHUNK):
-            chunk = asked[start:start + IN_PROCESS_CHUNK]
-            for run in ("first", "again"):
-                began = time.thread_time()
-                answers = [service.Recommend(request, None) for request in chunk]
-                spent[run] += time.thread_time() - began
-                served[run].update(answer.served_from for answer in answers)
+        yield RecommenderService(features, models, None, config)
     finally:
         features.stop()
         models.stop()
-    return {"requests": half} | {f"{run}_cpu_ms": round(1000 * spent[run] / max(1, half), 3) for run in spent} | {
-        "served_from": {run: dict(counts) for run, counts in served.items()}}
 
 
 def _train_and_promote(stack, models: Path) -> tuple[list[str], dict]:

@@ -54,7 +54,8 @@ def test_the_serving_goals_are_judged_against_their_same_run_ceilings():
 
     result = {"clients": {"8": level(400.0, 12.0, 1.0)}, "ceiling": {"8": level(1000.0, 2.0, 0.2)},
               "stage_cpu_ms": {"user_tower": 0.31},
-              "open_loop": {share: {"target_qps": 4.0 * int(share), "p99_ms": 9.0 + int(share) / 25} for share in ("25", "50", "80")},
+              "open_loop": {share: {"target_qps": 4.0 * int(share), "p99_ms": 9.0 + int(share) / 25}
+                            for share in ("25", "50", "80")},
               "live_ingest": {"events_per_s": 2000, "qps": 380.0, "p99_ms": 25.0},
               "in_process": {"first_cpu_ms": 0.6, "again_cpu_ms": 0.15}}
     judged = {row["name"]: row for row in serving_figures(result, quick=False)}
