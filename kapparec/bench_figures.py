@@ -124,8 +124,8 @@ def serving_figures(result: dict, quick: bool) -> Iterator[dict]:
         yield figure(f"serving {clients} clients: handler CPU per request", row["handler_cpu_ms"], "ms")
         if "redis_cpu_ms" in row:
             yield figure(f"serving {clients} clients: Redis CPU per request", row["redis_cpu_ms"], "ms")
-    if "stage_cpu_ms" in result:
-        tower = result["stage_cpu_ms"].get("user_tower", 0.0)
+    if "user_tower" in result.get("stage_cpu_ms", {}):  # absent when no request embedded a user
+        tower = result["stage_cpu_ms"]["user_tower"]
         yield figure(f"serving {SERVING_GOAL_CLIENTS} clients: user tower CPU per request", tower, "ms", None,
                      f"<= {SERVING_USER_TOWER_MS:g} ms", tower <= SERVING_USER_TOWER_MS, quick=quick)
     for share, row in result.get("open_loop", {}).items():

@@ -24,7 +24,6 @@ class AdmittingPool(futures.ThreadPoolExecutor):
 
     def __init__(self, threads: int, admitted: int, overflow: futures.Executor):
         super().__init__(max_workers=threads, thread_name_prefix="requests")
-        self.admitted = admitted
         self._slots = threading.BoundedSemaphore(admitted)
         self._overflow = overflow
 
